@@ -1,0 +1,606 @@
+//! The engine: for a submitted request, a stream of engine outputs that follows
+//! the request's script on an absolute clock.
+//!
+//! Dropping the stream is the abort: no task runs behind it, so nothing is
+//! left behind, and the engine counts the request as aborted.
+//!
+//! ```
+//! # tokio_test_block_on(async {
+//! use futures::StreamExt;
+//! use mock_engine::engine::{Engine, EngineEvent, EngineRequest};
+//! use mock_engine::script::{FinishReason, Script, Step};
+//!
+//! let engine = Engine::default();
+//! engine.register(vec![1, 2], Script { steps: vec![
+//!     Step { tokens: vec![33], ..Step::default() },
+//!     Step { tokens: vec![44], finish: Some(FinishReason::Stop), ..Step::default() },
+//! ], paced: None });
+//! let events: Vec<_> = engine.submit(EngineRequest::new("r1", vec![1, 2])).collect().await;
+//! let EngineEvent::Output(last) = &events[1] else { panic!() };
+//! assert_eq!(last.finish_reason, Some(FinishReason::Stop));
+//! # });
+//! # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+//! #     tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(f)
+//! # }
+//! ```
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::Stream;
+use serde_json::Value;
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+use crate::fixture::Corpus;
+use crate::generator::{Generator, GeneratorConfig};
+use crate::script::{FinishReason, LogprobEntry, Script, Step, StopReason};
+
+/// What the engine needs to know of a request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineRequest {
+    pub request_id: String,
+    pub prompt_token_ids: Vec<u32>,
+    /// `None`: the generator runs to the end of the context window.
+    pub max_tokens: Option<u32>,
+    /// Top candidates asked per sampled token (`sampling_params.logprobs`).
+    pub logprobs: Option<u32>,
+    /// Top candidates asked per prompt position (`sampling_params.prompt_logprobs`,
+    /// -1 meaning the whole vocabulary).
+    pub prompt_logprobs: Option<i64>,
+}
+
+impl EngineRequest {
+    pub fn new(request_id: impl Into<String>, prompt_token_ids: Vec<u32>) -> Self {
+        Self {
+            request_id: request_id.into(),
+            prompt_token_ids,
+            max_tokens: None,
+            logprobs: None,
+            prompt_logprobs: None,
+        }
+    }
+}
+
+/// One engine output for one request (vLLM's `EngineCoreOutput`, in our terms).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EngineOutput {
+    pub new_token_ids: Vec<u32>,
+    /// The prompt, on the output that carries the prompt info (normally the
+    /// first; later when the script delays it).
+    pub prompt_token_ids: Option<Arc<[u32]>>,
+    pub num_cached_tokens: u32,
+    pub finish_reason: Option<FinishReason>,
+    pub stop_reason: Option<StopReason>,
+    /// One entry list per new token: the sampled token first, then the top candidates.
+    pub logprobs: Option<Vec<Vec<LogprobEntry>>>,
+    /// One entry list per prompt position after the first.
+    pub prompt_logprobs: Option<Vec<Vec<LogprobEntry>>>,
+    pub kv_transfer_params: Option<Value>,
+}
+
+/// What the engine stream yields.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineEvent {
+    Output(EngineOutput),
+    /// The engine stream broke (a script's `fail`); nothing follows.
+    Failed(String),
+}
+
+/// How a request ended, as the engine saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The script ran to its end.
+    Completed,
+    /// The consumer dropped the stream before the end: vLLM's abort.
+    Aborted,
+}
+
+/// Published when a request leaves the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRecord {
+    pub request_id: String,
+    pub prompt_token_ids: Vec<u32>,
+    pub outcome: Outcome,
+}
+
+/// Counters since the engine was built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub submitted: u64,
+    pub completed: u64,
+    pub aborted: u64,
+}
+
+impl EngineStats {
+    pub fn active(&self) -> u64 {
+        self.submitted - self.completed - self.aborted
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineConfig {
+    pub generator: GeneratorConfig,
+    /// vLLM's context window; the default `max_tokens` fills it.
+    pub max_model_len: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            generator: GeneratorConfig::default(),
+            max_model_len: 2048,
+        }
+    }
+}
+
+/// A cheaply clonable handle to one scripted engine.
+#[derive(Clone, Default)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: EngineConfig,
+    scripts: RwLock<HashMap<Vec<u32>, Arc<Script>>>,
+    submitted: AtomicU64,
+    completed: AtomicU64,
+    aborted: AtomicU64,
+    records: broadcast::Sender<RequestRecord>,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Self::new(EngineConfig::default())
+    }
+}
+
+impl Inner {
+    fn new(config: EngineConfig) -> Self {
+        Self {
+            config,
+            scripts: RwLock::default(),
+            submitted: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            aborted: AtomicU64::new(0),
+            records: broadcast::channel(1024).0,
+        }
+    }
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.inner.config)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner::new(config)),
+        }
+    }
+
+    /// An engine that answers every fixture of `corpus` with its script.
+    pub fn with_corpus(config: EngineConfig, corpus: &Corpus) -> Self {
+        let engine = Self::new(config);
+        for loaded in &corpus.fixtures {
+            if let Some(ids) = loaded.fixture.prompt_token_ids()
+                && !loaded.fixture.engine.steps.is_empty()
+            {
+                engine.register(ids, loaded.fixture.engine.clone());
+            }
+        }
+        engine
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// Answers requests whose prompt is exactly `prompt_token_ids` with `script`,
+    /// replacing any script registered for it before.
+    pub fn register(&self, prompt_token_ids: Vec<u32>, script: Script) {
+        self.inner
+            .scripts
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(prompt_token_ids, Arc::new(script));
+    }
+
+    pub fn unregister(&self, prompt_token_ids: &[u32]) {
+        self.inner
+            .scripts
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(prompt_token_ids);
+    }
+
+    pub fn script_for(&self, prompt_token_ids: &[u32]) -> Option<Arc<Script>> {
+        self.inner
+            .scripts
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(prompt_token_ids)
+            .cloned()
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        EngineStats {
+            submitted: self.inner.submitted.load(Ordering::Relaxed),
+            completed: self.inner.completed.load(Ordering::Relaxed),
+            aborted: self.inner.aborted.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A feed of every request that leaves the engine from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<RequestRecord> {
+        self.inner.records.subscribe()
+    }
+
+    /// Starts a request. Its clock starts now: each step's deadline is the
+    /// previous deadline plus the step's delay.
+    pub fn submit(
+        &self,
+        request: EngineRequest,
+    ) -> impl Stream<Item = EngineEvent> + Send + 'static {
+        self.inner.submitted.fetch_add(1, Ordering::Relaxed);
+        let steps = match self.script_for(&request.prompt_token_ids) {
+            Some(script) => Steps::Scripted { script, next: 0 },
+            None => Steps::Generated(Generator::new(
+                self.inner.config.generator,
+                &request.prompt_token_ids,
+                request.max_tokens.unwrap_or_else(|| {
+                    self.inner
+                        .config
+                        .max_model_len
+                        .saturating_sub(request.prompt_token_ids.len() as u32)
+                        .max(1)
+                }),
+            )),
+        };
+        let run = Run {
+            guard: Guard {
+                inner: self.inner.clone(),
+                request_id: request.request_id.clone(),
+                prompt: request.prompt_token_ids.clone(),
+                done: false,
+            },
+            prompt: request.prompt_token_ids.clone().into(),
+            prompt_sent: false,
+            request,
+            steps,
+            deadline: Instant::now(),
+            ended: false,
+        };
+        futures::stream::unfold(run, |mut run| async move {
+            let event = run.next_event().await?;
+            Some((event, run))
+        })
+    }
+}
+
+/// Where a request's steps come from.
+enum Steps {
+    Scripted { script: Arc<Script>, next: usize },
+    Generated(Generator),
+}
+
+impl Steps {
+    fn next(&mut self) -> Option<Step> {
+        match self {
+            Self::Scripted { script, next } => {
+                let step = script.steps.get(*next).cloned();
+                *next += 1;
+                step
+            }
+            Self::Generated(generator) => generator.next(),
+        }
+    }
+}
+
+struct Run {
+    guard: Guard,
+    request: EngineRequest,
+    prompt: Arc<[u32]>,
+    prompt_sent: bool,
+    steps: Steps,
+    deadline: Instant,
+    ended: bool,
+}
+
+impl Run {
+    async fn next_event(&mut self) -> Option<EngineEvent> {
+        if self.ended {
+            return None;
+        }
+        let Some(step) = self.steps.next() else {
+            self.end();
+            return None;
+        };
+        self.deadline += Duration::from_millis(step.delay_ms);
+        tokio::time::sleep_until(self.deadline).await;
+        if step.stall {
+            // Only the consumer dropping the stream ends a stalled request.
+            futures::future::pending::<()>().await;
+        }
+        if let Some(message) = step.fail {
+            self.end();
+            return Some(EngineEvent::Failed(message));
+        }
+        if step.finish.is_some() {
+            self.end();
+        }
+        Some(EngineEvent::Output(self.output(step)))
+    }
+
+    fn output(&mut self, step: Step) -> EngineOutput {
+        let carries_prompt = !self.prompt_sent && step.prompt_info != Some(false);
+        let prompt_token_ids = carries_prompt.then(|| {
+            self.prompt_sent = true;
+            self.prompt.clone()
+        });
+        let logprobs = match (step.logprobs, self.request.logprobs) {
+            (Some(scripted), _) => Some(scripted),
+            (None, Some(k)) if !step.tokens.is_empty() => Some(
+                step.tokens
+                    .iter()
+                    .map(|&t| synthetic_logprobs(t, k))
+                    .collect(),
+            ),
+            _ => None,
+        };
+        let prompt_logprobs = match (carries_prompt, self.request.prompt_logprobs) {
+            (true, Some(k)) => Some(
+                self.prompt
+                    .iter()
+                    .skip(1)
+                    .map(|&t| synthetic_logprobs(t, k.max(0) as u32))
+                    .collect(),
+            ),
+            _ => None,
+        };
+        EngineOutput {
+            new_token_ids: step.tokens,
+            prompt_token_ids,
+            num_cached_tokens: step.cached_tokens.unwrap_or(0),
+            finish_reason: step.finish,
+            stop_reason: step.stop_reason,
+            logprobs,
+            prompt_logprobs,
+            kv_transfer_params: step.kv_transfer_params,
+        }
+    }
+
+    fn end(&mut self) {
+        self.ended = true;
+        self.guard.finish();
+    }
+}
+
+/// Logprobs for a token the script gave none for: the token is the most
+/// likely one, and the other candidates are its neighbours.
+pub fn synthetic_logprobs(token: u32, top: u32) -> Vec<LogprobEntry> {
+    let sampled = LogprobEntry {
+        token_id: token,
+        logprob: -0.125,
+        rank: 1,
+    };
+    std::iter::once(sampled)
+        .chain((1..=top).map(|rank| LogprobEntry {
+            token_id: if rank == 1 {
+                token
+            } else {
+                token.wrapping_add(rank)
+            },
+            logprob: if rank == 1 { -0.125 } else { -(rank as f32) },
+            rank,
+        }))
+        .collect()
+}
+
+/// Counts the request as aborted unless it was finished first.
+struct Guard {
+    inner: Arc<Inner>,
+    request_id: String,
+    prompt: Vec<u32>,
+    done: bool,
+}
+
+impl Guard {
+    fn finish(&mut self) {
+        if !self.done {
+            self.done = true;
+            self.inner.completed.fetch_add(1, Ordering::Relaxed);
+            self.publish(Outcome::Completed);
+        }
+    }
+
+    fn publish(&mut self, outcome: Outcome) {
+        // No subscriber is not an error: nobody is watching.
+        let _ = self.inner.records.send(RequestRecord {
+            request_id: std::mem::take(&mut self.request_id),
+            prompt_token_ids: std::mem::take(&mut self.prompt),
+            outcome,
+        });
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if !self.done {
+            self.done = true;
+            self.inner.aborted.fetch_add(1, Ordering::Relaxed);
+            self.publish(Outcome::Aborted);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+
+    fn step(tokens: &[u32]) -> Step {
+        Step {
+            tokens: tokens.to_vec(),
+            delay_ms: 10,
+            ..Step::default()
+        }
+    }
+
+    fn outputs(events: Vec<EngineEvent>) -> Vec<EngineOutput> {
+        events
+            .into_iter()
+            .map(|e| match e {
+                EngineEvent::Output(o) => o,
+                EngineEvent::Failed(m) => panic!("unexpected failure {m}"),
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn late_prompt_info_arrives_with_the_next_step() {
+        let engine = Engine::default();
+        let mut first = step(&[]);
+        first.prompt_info = Some(false);
+        let mut last = step(&[44]);
+        last.finish = Some(FinishReason::Stop);
+        engine.register(
+            vec![9],
+            Script {
+                steps: vec![first, step(&[33]), last],
+                paced: None,
+            },
+        );
+        let out = outputs(
+            engine
+                .submit(EngineRequest::new("a", vec![9]))
+                .collect()
+                .await,
+        );
+        assert_eq!(out.len(), 3);
+        assert!(out[0].prompt_token_ids.is_none());
+        assert_eq!(out[1].prompt_token_ids.as_deref(), Some(&[9][..]));
+        assert!(out[2].prompt_token_ids.is_none());
+        assert_eq!(
+            engine.stats(),
+            EngineStats {
+                submitted: 1,
+                completed: 1,
+                aborted: 0
+            }
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deadlines_are_absolute() {
+        let engine = Engine::default();
+        let mut last = step(&[2]);
+        last.finish = Some(FinishReason::Length);
+        engine.register(
+            vec![5],
+            Script {
+                steps: vec![step(&[1]), last],
+                paced: None,
+            },
+        );
+        let start = Instant::now();
+        let out: Vec<_> = engine
+            .submit(EngineRequest::new("a", vec![5]))
+            .collect()
+            .await;
+        assert_eq!(out.len(), 2);
+        assert_eq!(start.elapsed(), Duration::from_millis(20));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropping_the_stream_aborts() {
+        let engine = Engine::default();
+        let mut records = engine.subscribe();
+        let mut stall = step(&[]);
+        stall.stall = true;
+        engine.register(
+            vec![3],
+            Script {
+                steps: vec![step(&[1]), stall],
+                paced: None,
+            },
+        );
+        let mut stream = Box::pin(engine.submit(EngineRequest::new("s", vec![3])));
+        assert!(stream.next().await.is_some());
+        let pending = tokio::time::timeout(Duration::from_secs(60), stream.next()).await;
+        assert!(pending.is_err(), "a stalled step never yields");
+        assert_eq!(engine.stats().active(), 1);
+        drop(stream);
+        assert_eq!(engine.stats().aborted, 1);
+        let record = records.recv().await.unwrap();
+        assert_eq!(
+            (record.request_id.as_str(), record.outcome),
+            ("s", Outcome::Aborted)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fail_ends_the_stream_with_its_message() {
+        let engine = Engine::default();
+        let mut fail = step(&[]);
+        fail.fail = Some("engine died".into());
+        engine.register(
+            vec![4],
+            Script {
+                steps: vec![step(&[1]), fail],
+                paced: None,
+            },
+        );
+        let events: Vec<_> = engine
+            .submit(EngineRequest::new("f", vec![4]))
+            .collect()
+            .await;
+        assert_eq!(
+            events.last(),
+            Some(&EngineEvent::Failed("engine died".into()))
+        );
+        assert_eq!(engine.stats().completed, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unscripted_prompts_get_max_tokens_from_the_generator() {
+        let engine = Engine::default();
+        let mut request = EngineRequest::new("g", vec![1, 2, 3]);
+        request.max_tokens = Some(5);
+        request.logprobs = Some(2);
+        let out = outputs(engine.submit(request.clone()).collect().await);
+        let tokens: Vec<u32> = out.iter().flat_map(|o| o.new_token_ids.clone()).collect();
+        assert_eq!(tokens.len(), 5);
+        assert_eq!(
+            out.last().unwrap().finish_reason,
+            Some(FinishReason::Length)
+        );
+        assert!(
+            out.iter()
+                .all(|o| o.logprobs.as_ref().unwrap()[0].len() == 3)
+        );
+        let again = outputs(engine.submit(request).collect().await);
+        assert_eq!(out, again, "the generator is deterministic");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn many_concurrent_requests_complete() {
+        let engine = Engine::default();
+        let runs = (0..200u32).map(|i| {
+            let mut r = EngineRequest::new(format!("r{i}"), vec![i, i + 1]);
+            r.max_tokens = Some(4);
+            engine.submit(r).collect::<Vec<_>>()
+        });
+        let all = futures::future::join_all(runs).await;
+        assert!(all.iter().all(|events| events.len() == 4));
+        assert_eq!(engine.stats().completed, 200);
+    }
+}
