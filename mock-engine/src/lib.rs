@@ -10,6 +10,7 @@ pub mod engine;
 pub mod fixture;
 pub mod generator;
 pub mod script;
+pub mod wire;
 
 pub use engine::{Engine, EngineConfig, EngineEvent, EngineOutput, EngineRequest};
 pub use fixture::{Corpus, FixtureError, FixtureErrors, LoadedFixture};

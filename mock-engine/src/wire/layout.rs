@@ -1,0 +1,201 @@
+//! Field order of every positional message, one table per vLLM release.
+//!
+//! Facts, from `vllm/v1/engine/__init__.py` of each release: a struct declared
+//! `array_like=True, omit_defaults=True` is a msgpack array in declaration
+//! order, cut after the last field that differs from its default.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A field's default, which decides whether a trailing field may be left off.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FieldDefault {
+    /// No default: always on the wire.
+    Required,
+    Nil,
+    Int(i64),
+    Bool(bool),
+    Float(f64),
+    EmptyArray,
+}
+
+impl FieldDefault {
+    pub fn value(self) -> Option<rmpv::Value> {
+        match self {
+            Self::Required => None,
+            Self::Nil => Some(rmpv::Value::Nil),
+            Self::Int(i) => Some(rmpv::Value::from(i)),
+            Self::Bool(b) => Some(rmpv::Value::Boolean(b)),
+            Self::Float(x) => Some(rmpv::Value::F64(x)),
+            Self::EmptyArray => Some(rmpv::Value::Array(Vec::new())),
+        }
+    }
+
+    /// Whether `value` equals this default (msgspec's `omit_defaults` test).
+    pub fn is_default(self, value: &rmpv::Value) -> bool {
+        match (self, value) {
+            (Self::Required, _) => false,
+            (Self::Nil, rmpv::Value::Nil) => true,
+            (Self::Int(d), v) => v.as_i64() == Some(d),
+            (Self::Bool(d), rmpv::Value::Boolean(b)) => *b == d,
+            (Self::Float(d), v) => v.as_f64() == Some(d),
+            (Self::EmptyArray, rmpv::Value::Array(a)) => a.is_empty(),
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Field {
+    pub name: &'static str,
+    pub default: FieldDefault,
+}
+
+const fn f(name: &'static str, default: FieldDefault) -> Field {
+    Field { name, default }
+}
+
+use FieldDefault::{Bool, EmptyArray, Float, Int, Nil, Required};
+
+/// The positional layouts of one vLLM release.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Layout {
+    pub version: &'static str,
+    /// Whether these tables were checked against that release's source.
+    pub verified: bool,
+    pub request: &'static [Field],
+    pub output: &'static [Field],
+    pub outputs: &'static [Field],
+}
+
+impl Layout {
+    pub fn position(fields: &[Field], name: &str) -> Option<usize> {
+        fields.iter().position(|f| f.name == name)
+    }
+}
+
+const REQUEST_0_32: &[Field] = &[
+    f("request_id", Required),
+    f("prompt_token_ids", Required),
+    f("mm_features", Required),
+    f("sampling_params", Required),
+    f("pooling_params", Required),
+    f("arrival_time", Required),
+    f("lora_request", Required),
+    f("cache_salt", Required),
+    f("data_parallel_rank", Required),
+    f("prompt_embeds", Nil),
+    f("prompt_is_token_ids", Nil),
+    f("client_index", Int(0)),
+    f("current_wave", Int(0)),
+    f("priority", Int(0)),
+    f("trace_headers", Nil),
+    f("resumable", Bool(false)),
+    f("external_req_id", Nil),
+    f("reasoning_ended", Nil),
+    f("reasoning_parser_kwargs", Nil),
+    f("abort_immediately", Bool(false)),
+    f("session_id", Nil),
+    f("kv_hints", Nil),
+];
+
+const OUTPUT_0_32: &[Field] = &[
+    f("request_id", Required),
+    f("new_token_ids", Required),
+    f("new_logprobs", Nil),
+    f("new_prompt_logprobs_tensors", Nil),
+    f("pooling_output", Nil),
+    f("finish_reason", Nil),
+    f("stop_reason", Nil),
+    f("events", Nil),
+    f("kv_transfer_params", Nil),
+    f("ec_transfer_params", Nil),
+    f("trace_headers", Nil),
+    f("prefill_stats", Nil),
+    f("routed_experts", Nil),
+    f("num_nans_in_logits", Int(0)),
+    f("mm_cache_miss_hashes", Nil),
+    f("new_sampling_mask", Nil),
+    f("spec_decode_metrics", Nil),
+    f("prompt_token_id_logprobs", Nil),
+];
+
+const OUTPUTS_0_32: &[Field] = &[
+    f("engine_index", Int(0)),
+    f("outputs", EmptyArray),
+    f("scheduler_stats", Nil),
+    f("timestamp", Float(0.0)),
+    f("utility_output", Nil),
+    f("finished_requests", Nil),
+    f("wave_complete", Nil),
+    f("start_wave", Nil),
+    f("weight_version", Nil),
+];
+
+/// A vLLM release whose wire layout we speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VllmVersion {
+    V0_32_0,
+    V0_33_0,
+}
+
+impl VllmVersion {
+    pub const ALL: [Self; 2] = [Self::V0_32_0, Self::V0_33_0];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::V0_32_0 => "0.32.0",
+            Self::V0_33_0 => "0.33.0",
+        }
+    }
+
+    pub fn layout(self) -> &'static Layout {
+        match self {
+            Self::V0_32_0 => &LAYOUT_0_32_0,
+            Self::V0_33_0 => &LAYOUT_0_33_0,
+        }
+    }
+}
+
+/// Checked field by field against the installed 0.32.0 wheel and against
+/// bytes its own encoder produced (tests/data/v0.32.0).
+static LAYOUT_0_32_0: Layout = Layout {
+    version: "0.32.0",
+    verified: true,
+    request: REQUEST_0_32,
+    output: OUTPUT_0_32,
+    outputs: OUTPUTS_0_32,
+};
+
+/// 0.33.0's source was not available to check (not installed, not in the
+/// searchable index at a release tag), so this assumes 0.32.0's tables. A
+/// 0.33.0 frontend that added request fields is still caught: its requests
+/// are longer than this layout or mistyped, and the first one fails loudly.
+static LAYOUT_0_33_0: Layout = Layout {
+    version: "0.33.0",
+    verified: false,
+    request: REQUEST_0_32,
+    output: OUTPUT_0_32,
+    outputs: OUTPUTS_0_32,
+};
+
+impl fmt::Display for VllmVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unsupported vLLM version `{0}` (supported: 0.32.0, 0.33.0)")]
+pub struct UnsupportedVersion(pub String);
+
+impl FromStr for VllmVersion {
+    type Err = UnsupportedVersion;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s.trim_start_matches('v'))
+            .ok_or_else(|| UnsupportedVersion(s.to_string()))
+    }
+}

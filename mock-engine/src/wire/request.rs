@@ -1,0 +1,275 @@
+//! Frontend -> engine messages on the input socket: `[type byte, payload, *aux]`.
+
+use rmpv::Value;
+
+use super::error::{Brief, WireError};
+use super::layout::Layout;
+use super::positional::{Reader, Writer, lookup};
+
+/// The first frame of every input message (`EngineCoreRequestType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestType {
+    Add,
+    Abort,
+    StartDpWave,
+    Utility,
+}
+
+impl RequestType {
+    pub fn byte(self) -> u8 {
+        match self {
+            Self::Add => 0x00,
+            Self::Abort => 0x01,
+            Self::StartDpWave => 0x02,
+            Self::Utility => 0x03,
+        }
+    }
+
+    pub fn from_frame(frame: &[u8]) -> Result<Self, WireError> {
+        match frame {
+            [0x00] => Ok(Self::Add),
+            [0x01] => Ok(Self::Abort),
+            [0x02] => Ok(Self::StartDpWave),
+            [0x03] => Ok(Self::Utility),
+            [other] => Err(WireError::UnknownRequestType(*other)),
+            _ => Err(WireError::Shape {
+                message: "request type frame",
+                expected: "exactly one byte",
+                got: format!("{} bytes", frame.len()),
+            }),
+        }
+    }
+}
+
+/// The `SamplingParams` fields a scripted engine acts on. On the wire a map
+/// of the non-default fields (`omit_defaults=True`, not array-like).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingParams {
+    /// vLLM's default is 16 when the key is left off; `None` means the
+    /// frontend sent nil (run to the context window).
+    pub max_tokens: Option<u32>,
+    pub logprobs: Option<i64>,
+    pub prompt_logprobs: Option<i64>,
+    /// Every field as sent, for logging and for fields we do not model.
+    pub raw: Value,
+}
+
+const SAMPLING_MAX_TOKENS_DEFAULT: u32 = 16;
+
+impl SamplingParams {
+    /// Reads the map; the error names the first badly typed key.
+    pub fn from_value(value: &Value) -> Result<Self, String> {
+        if !value.is_map() {
+            return Err(format!("a map, got {}", Brief(value)));
+        }
+        let int = |key: &str| -> Result<Option<i64>, String> {
+            match lookup(value, key) {
+                None | Some(Value::Nil) => Ok(None),
+                Some(v) => v
+                    .as_i64()
+                    .map(Some)
+                    .ok_or_else(|| format!("`{key}` as an integer, got {}", Brief(v))),
+            }
+        };
+        let max_tokens = match lookup(value, "max_tokens") {
+            None => Some(SAMPLING_MAX_TOKENS_DEFAULT),
+            Some(_) => int("max_tokens")?.map(|n| n.clamp(0, i64::from(u32::MAX)) as u32),
+        };
+        Ok(Self {
+            max_tokens,
+            logprobs: int("logprobs")?,
+            prompt_logprobs: int("prompt_logprobs")?,
+            raw: value.clone(),
+        })
+    }
+
+    /// Sampling params as a frontend sends them: only the given keys.
+    pub fn from_pairs(pairs: &[(&str, Value)]) -> Result<Self, String> {
+        Self::from_value(&Value::Map(
+            pairs
+                .iter()
+                .map(|(k, v)| (Value::from(*k), v.clone()))
+                .collect(),
+        ))
+    }
+}
+
+/// An ADD request (`EngineCoreRequest`), the fields a mock engine needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineCoreRequest {
+    /// The frontend's id plus a random suffix: outputs echo it exactly.
+    pub request_id: String,
+    pub prompt_token_ids: Option<Vec<u32>>,
+    pub sampling_params: Option<SamplingParams>,
+    pub arrival_time: f64,
+    pub data_parallel_rank: Option<i64>,
+    /// Which output socket the answers go to.
+    pub client_index: u32,
+    pub priority: i64,
+    /// The id the client chose, without the suffix.
+    pub external_req_id: Option<String>,
+    /// How many positions the frontend sent (the Rust frontend always sends
+    /// them all, Python cuts trailing defaults).
+    pub wire_len: usize,
+}
+
+impl EngineCoreRequest {
+    /// A token request with default sampling, as a test frontend sends it.
+    pub fn new(request_id: impl Into<String>, prompt_token_ids: Vec<u32>) -> Self {
+        Self {
+            request_id: request_id.into(),
+            prompt_token_ids: Some(prompt_token_ids),
+            sampling_params: None,
+            arrival_time: 0.0,
+            data_parallel_rank: None,
+            client_index: 0,
+            priority: 0,
+            external_req_id: None,
+            wire_len: 0,
+        }
+    }
+
+    pub fn decode(layout: &Layout, payload: &[u8]) -> Result<Self, WireError> {
+        const M: &str = "EngineCoreRequest";
+        let value = super::from_bytes(M, payload)?;
+        let r = Reader::new(M, layout.version, layout.request, &value)?;
+        // Fields we ignore are still type-checked, so that a frontend whose
+        // fields moved fails here instead of feeding the script garbage.
+        if let Some(v) = r.opt("mm_features")?
+            && !v.is_array()
+        {
+            return Err(r.mistyped("mm_features", "a list or nil", v));
+        }
+        if let Some(v) = r.opt("pooling_params")? {
+            return Err(r.mistyped("pooling_params", "nil (a mock engine only generates)", v));
+        }
+        let sampling_params = match r.opt_map("sampling_params")? {
+            Some(v) => Some(SamplingParams::from_value(v).map_err(|e| WireError::Field {
+                message: M,
+                version: layout.version,
+                field: "sampling_params",
+                position: Layout::position(layout.request, "sampling_params").unwrap_or(0),
+                expected: "a SamplingParams map with integer counts",
+                got: e,
+            })?),
+            None => None,
+        };
+        Ok(Self {
+            request_id: r.str("request_id")?,
+            prompt_token_ids: r.opt_token_ids("prompt_token_ids")?,
+            sampling_params,
+            arrival_time: r.float_or("arrival_time", 0.0)?,
+            data_parallel_rank: r.opt_int("data_parallel_rank")?,
+            client_index: u32::try_from(r.int_or("client_index", 0)?).map_err(|_| {
+                r.mistyped("client_index", "a small non-negative integer", &Value::Nil)
+            })?,
+            priority: r.int_or("priority", 0)?,
+            external_req_id: r.opt_str("external_req_id")?,
+            wire_len: value.as_array().map_or(0, Vec::len),
+        })
+    }
+
+    /// Encodes like the Python frontend (trailing defaults cut).
+    pub fn encode(&self, layout: &Layout) -> Vec<u8> {
+        let mut w = Writer::new(layout.request);
+        w.set("request_id", self.request_id.as_str());
+        w.set(
+            "prompt_token_ids",
+            self.prompt_token_ids.as_ref().map_or(Value::Nil, |ids| {
+                Value::Array(ids.iter().map(|&t| Value::from(t)).collect())
+            }),
+        );
+        w.set(
+            "sampling_params",
+            self.sampling_params
+                .as_ref()
+                .map_or(Value::Nil, |s| s.raw.clone()),
+        );
+        w.set("arrival_time", Value::F64(self.arrival_time));
+        w.set(
+            "data_parallel_rank",
+            self.data_parallel_rank.map_or(Value::Nil, Value::from),
+        );
+        w.set("client_index", self.client_index);
+        w.set("priority", self.priority);
+        w.set(
+            "external_req_id",
+            self.external_req_id.as_deref().map_or(Value::Nil, Value::from),
+        );
+        super::to_bytes(&w.finish())
+    }
+}
+
+/// ABORT: a list of request ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AbortRequest(pub Vec<String>);
+
+impl AbortRequest {
+    pub fn decode(payload: &[u8]) -> Result<Self, WireError> {
+        const M: &str = "abort request";
+        let value = super::from_bytes(M, payload)?;
+        value
+            .as_array()
+            .and_then(|ids| {
+                ids.iter()
+                    .map(|id| id.as_str().map(str::to_string))
+                    .collect()
+            })
+            .map(Self)
+            .ok_or_else(|| WireError::Shape {
+                message: M,
+                expected: "a list of request id strings",
+                got: Brief(&value).to_string(),
+            })
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        super::to_bytes(&Value::Array(
+            self.0.iter().map(|s| Value::from(s.as_str())).collect(),
+        ))
+    }
+}
+
+/// UTILITY: `(client_index, call_id, method_name, args)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UtilityCall {
+    pub client_index: u32,
+    pub call_id: i64,
+    pub method: String,
+    pub args: Vec<Value>,
+}
+
+impl UtilityCall {
+    pub fn decode(payload: &[u8]) -> Result<Self, WireError> {
+        const M: &str = "utility call";
+        let value = super::from_bytes(M, payload)?;
+        let bad = || WireError::Shape {
+            message: M,
+            expected: "[client_index, call_id, method_name, args]",
+            got: Brief(&value).to_string(),
+        };
+        let [client_index, call_id, method, args] =
+            value.as_array().map(Vec::as_slice).unwrap_or(&[])
+        else {
+            return Err(bad());
+        };
+        Ok(Self {
+            client_index: client_index
+                .as_u64()
+                .and_then(|c| u32::try_from(c).ok())
+                .ok_or_else(bad)?,
+            call_id: call_id.as_i64().ok_or_else(bad)?,
+            method: method.as_str().ok_or_else(bad)?.to_string(),
+            args: args.as_array().cloned().ok_or_else(bad)?,
+        })
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        super::to_bytes(&Value::Array(vec![
+            Value::from(self.client_index),
+            Value::from(self.call_id),
+            Value::from(self.method.as_str()),
+            Value::Array(self.args.clone()),
+        ]))
+    }
+}
