@@ -1,1 +1,31 @@
-//! Placeholder.
+//! An axum implementation of vLLM's token-in/token-out `POST /inference/v1/generate`
+//! over the in-process [`mock_engine::Engine`], reproducing what the vllm-rs 0.32.0
+//! frontend puts on the wire.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use mock_engine::Engine;
+//! use reference_server::{Config, spawn};
+//!
+//! let server = spawn(Config::default(), Engine::default()).await?;
+//! let url = format!("{}/inference/v1/generate", server.base_url());
+//! // POST {"token_ids": [1, 2], "sampling_params": {"max_tokens": 4}} to `url` ...
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod collect;
+pub mod config;
+pub mod error;
+pub mod logprobs;
+pub mod request;
+pub mod request_id;
+pub mod response;
+pub mod routes;
+pub mod server;
+pub mod stream;
+
+pub use config::Config;
+pub use error::ApiError;
+pub use routes::{GENERATE_PATH, router};
+pub use server::{RunningServer, serve_until_signal, spawn};

@@ -1,0 +1,59 @@
+//! What a running server needs to know besides its engine.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use mock_engine::script::ServerOptions;
+
+/// vllm-rs refuses bodies above 32 MiB (axum's `DefaultBodyLimit` as it sets it).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// Server settings, named after the vLLM flags they stand for.
+///
+/// ```
+/// use reference_server::Config;
+/// let config = Config { api_key: Some("sekrit".into()), ..Config::default() };
+/// assert_eq!(config.served_model_names, ["tiny"]);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub host: IpAddr,
+    /// 0 picks a free port.
+    pub port: u16,
+    /// `--served-model-name`; the first one is the name `/v1/models` lists first.
+    pub served_model_names: Vec<String>,
+    /// `--api-key`: every `/v1` and `/inference` route then wants `Authorization: Bearer <key>`.
+    pub api_key: Option<String>,
+    /// `--enable-prompt-tokens-details`: usage reports `prompt_tokens_details.cached_tokens`.
+    pub enable_prompt_tokens_details: bool,
+    /// Bodies larger than this are refused like vllm-rs refuses them.
+    pub max_body_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 0,
+            served_model_names: vec![mock_engine::script::DEFAULT_MODEL_NAME.to_string()],
+            api_key: None,
+            enable_prompt_tokens_details: false,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+}
+
+impl Config {
+    /// The server a fixture asks for, on a free port of 127.0.0.1.
+    pub fn from_options(o: &ServerOptions) -> Self {
+        Self {
+            served_model_names: vec![o.served_model_name.clone()],
+            api_key: o.api_key.clone(),
+            enable_prompt_tokens_details: o.enable_prompt_tokens_details,
+            ..Self::default()
+        }
+    }
+
+    pub(crate) fn serves(&self, model: &str) -> bool {
+        self.served_model_names.iter().any(|m| m == model)
+    }
+}

@@ -1,0 +1,140 @@
+//! HTTP handlers and the router.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::Sse;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use mock_engine::Engine;
+use serde::Serialize;
+
+use crate::collect::generate_response;
+use crate::config::Config;
+use crate::error::{ApiError, Unauthorized};
+use crate::request::{GenerateRequest, Limits};
+use crate::request_id;
+use crate::stream::ChunkStream;
+
+pub const GENERATE_PATH: &str = "/inference/v1/generate";
+
+struct AppState {
+    config: Config,
+    engine: Engine,
+}
+
+type Shared = State<Arc<AppState>>;
+
+/// The whole HTTP surface: `POST /inference/v1/generate`, `GET /v1/models`, `GET /health`.
+pub fn router(config: &Config, engine: Engine) -> Router {
+    let state = Arc::new(AppState {
+        config: config.clone(),
+        engine,
+    });
+    let protected = Router::new()
+        .route(GENERATE_PATH, post(generate))
+        .route("/v1/models", get(models))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_api_key,
+        ));
+    Router::new()
+        .route("/health", get(health))
+        .merge(protected)
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .with_state(state)
+}
+
+/// `--api-key`: `Authorization: Bearer <key>`, scheme case-insensitive, like vllm-rs.
+async fn require_api_key(State(state): Shared, request: Request, next: Next) -> Response {
+    if let Some(key) = &state.config.api_key {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token);
+        if given != Some(key.as_str()) {
+            return Unauthorized.into_response();
+        }
+    }
+    next.run(request).await
+}
+
+async fn health() {}
+
+#[derive(Serialize)]
+struct ModelList {
+    object: &'static str,
+    data: Vec<ModelCard>,
+}
+
+#[derive(Serialize)]
+struct ModelCard {
+    id: String,
+    object: &'static str,
+    created: u64,
+    owned_by: &'static str,
+    root: String,
+    parent: Option<String>,
+    max_model_len: u32,
+}
+
+async fn models(State(state): Shared) -> Json<ModelList> {
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let data = state
+        .config
+        .served_model_names
+        .iter()
+        .map(|name| ModelCard {
+            id: name.clone(),
+            object: "model",
+            created,
+            owned_by: "vllm-frontend-rs",
+            // vllm-rs names the model directory here; we have none, so the name.
+            root: name.clone(),
+            parent: None,
+            max_model_len: state.engine.config().max_model_len,
+        })
+        .collect();
+    Json(ModelList {
+        object: "list",
+        data,
+    })
+}
+
+async fn generate(
+    State(state): Shared,
+    headers: HeaderMap,
+    body: Result<Json<GenerateRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(body) = body?;
+    let limits = Limits {
+        max_model_len: state.engine.config().max_model_len,
+    };
+    body.validate(|m| state.config.serves(m), limits)?;
+    let request_id = request_id::resolve(&headers, body.request_id.as_deref());
+    let options = body.response_options();
+    let events = state
+        .engine
+        .submit(body.engine_request(request_id::engine_id(&request_id)));
+    if options.stream {
+        let chunks = ChunkStream::new(
+            events,
+            request_id,
+            options,
+            state.config.enable_prompt_tokens_details,
+        );
+        return Ok(Sse::new(chunks.into_events()).into_response());
+    }
+    let response = generate_response(events, request_id, &body.token_ids, options).await?;
+    Ok(Json(response).into_response())
+}

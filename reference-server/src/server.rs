@@ -1,0 +1,122 @@
+//! Binding, serving in a task, and stopping.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use mock_engine::Engine;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::routes::router;
+
+/// How long `shutdown` lets open responses finish before cutting them off
+/// (a stalled stream would otherwise hold the server forever).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A server serving in a background task.
+///
+/// ```no_run
+/// # async fn demo() -> std::io::Result<()> {
+/// let server = reference_server::spawn(Default::default(), Default::default()).await?;
+/// println!("{}/health", server.base_url());
+/// server.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct RunningServer {
+    local_addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+/// Binds `config.host:config.port` and serves `engine` until shut down.
+pub async fn spawn(config: Config, engine: Engine) -> std::io::Result<RunningServer> {
+    let listener = TcpListener::bind((config.host, config.port)).await?;
+    let local_addr = listener.local_addr()?;
+    let app = router(&config, engine);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                // A dropped sender means the handle is gone: stop as well.
+                let _ = stopped.await;
+            })
+            .await
+    });
+    Ok(RunningServer {
+        local_addr,
+        stop,
+        task,
+    })
+}
+
+impl RunningServer {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `http://host:port`, without a trailing slash.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.local_addr)
+    }
+
+    /// Stops accepting, lets open responses finish for a while, then cuts them off.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        let mut task = self.task;
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// Serves until the task ends (it ends only on error or after `shutdown`).
+    pub async fn wait(self) -> std::io::Result<()> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
+}
+
+/// Serves in the foreground until Ctrl-C or SIGTERM, then shuts down gracefully.
+pub async fn serve_until_signal(config: Config, engine: Engine) -> std::io::Result<()> {
+    let listener = TcpListener::bind((config.host, config.port)).await?;
+    tracing::info!(address = %listener.local_addr()?, "reference server ready");
+    axum::serve(listener, router(&config, engine))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!("cannot listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}
