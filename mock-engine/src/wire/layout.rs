@@ -1,13 +1,13 @@
 //! Field order of every positional message, one table per vLLM release.
 //!
 //! Facts, from `vllm/v1/engine/__init__.py` of each release: a struct declared
-//! `array_like=True, omit_defaults=True` is a msgpack array in declaration
-//! order, cut after the last field that differs from its default.
+//! `array_like=True` is a msgpack array in declaration order. Defaults matter
+//! when reading: a shorter array means the missing fields have theirs.
 
 use std::fmt;
 use std::str::FromStr;
 
-/// A field's default, which decides whether a trailing field may be left off.
+/// A field's default: the value of a field a shorter array leaves off.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum FieldDefault {
     /// No default: always on the wire.

@@ -1,8 +1,9 @@
 //! vLLM's engine-core wire protocol: one type per message, msgpack on the wire.
 //!
-//! vLLM declares its request/output structs `array_like=True,
-//! omit_defaults=True`: they travel as positional msgpack arrays with trailing
-//! defaults left off, and the positions move between releases. Every positional
+//! vLLM declares its request/output structs `array_like=True`: they travel as
+//! positional msgpack arrays (vLLM's encoder writes every field; both
+//! frontends also accept arrays cut after the last non-default field), and the
+//! positions move between releases. Every positional
 //! message is therefore encoded and decoded through a [`Layout`] chosen by
 //! [`VllmVersion`], never through a hard-coded index.
 //!

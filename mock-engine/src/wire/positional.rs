@@ -155,7 +155,7 @@ pub(crate) fn token_ids(value: &Value) -> Option<Vec<u32>> {
         .collect()
 }
 
-/// Builds a positional array field by field, then cuts trailing defaults.
+/// Builds a positional array field by field; unset fields keep their default.
 pub(crate) struct Writer {
     fields: &'static [Field],
     values: Vec<Value>,
@@ -182,17 +182,10 @@ impl Writer {
         self
     }
 
-    /// msgspec's `omit_defaults` for array-like structs: trailing fields equal
-    /// to their default are left off; required fields always stay.
-    pub fn finish(mut self) -> Value {
-        while let Some(last) = self.values.last() {
-            let field = self.fields[self.values.len() - 1];
-            if field.default.is_default(last) {
-                self.values.pop();
-            } else {
-                break;
-            }
-        }
+    /// The whole array, every field in order: vLLM's encoder writes array-like
+    /// structs in full (`omit_defaults` does not shorten them; see the bytes
+    /// in tests/data), so doing the same keeps our bytes equal to theirs.
+    pub fn finish(self) -> Value {
         Value::Array(self.values)
     }
 }
