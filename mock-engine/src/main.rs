@@ -18,7 +18,10 @@ use mock_engine::wire::VllmVersion;
 use mock_engine::{Corpus, Engine, EngineConfig};
 
 #[derive(Debug, Parser)]
-#[command(version, about = "A scripted vLLM engine core for vLLM's real frontends")]
+#[command(
+    version,
+    about = "A scripted vLLM engine core for vLLM's real frontends"
+)]
 struct Args {
     /// The frontend's handshake address (its --data-parallel-rpc-port).
     #[arg(long, value_name = "tcp://HOST:PORT")]

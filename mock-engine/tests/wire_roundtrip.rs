@@ -12,7 +12,10 @@ use mock_engine::wire::{
 use rmpv::Value;
 
 fn captured(name: &str) -> Vec<u8> {
-    let path = format!("{}/tests/data/v0.32.0/{name}.bin", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/data/v0.32.0/{name}.bin",
+        env!("CARGO_MANIFEST_DIR")
+    );
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e} (run tests/data/capture.py)"))
 }
 
@@ -60,7 +63,11 @@ fn add_request_decodes_and_reencodes_byte_for_byte() {
     assert_eq!(request.wire_len, 22, "vLLM's encoder writes every field");
     let sampling = request.sampling_params.as_ref().unwrap();
     assert_eq!(
-        (sampling.max_tokens, sampling.logprobs, sampling.prompt_logprobs),
+        (
+            sampling.max_tokens,
+            sampling.logprobs,
+            sampling.prompt_logprobs
+        ),
         (Some(5), Some(2), Some(1))
     );
     // Equal by value, not byte for byte: msgspec gives a Struct encoded as a
@@ -78,7 +85,10 @@ fn add_request_with_trailing_fields_set() {
     assert_eq!(request.priority, 3);
     assert_eq!(request.external_req_id.as_deref(), Some("r"));
     let sampling = request.sampling_params.unwrap();
-    assert_eq!(sampling.max_tokens, None, "max_tokens=None: run to the window");
+    assert_eq!(
+        sampling.max_tokens, None,
+        "max_tokens=None: run to the window"
+    );
 }
 
 #[test]
@@ -110,7 +120,10 @@ fn token_output_matches_vllm_bytes() {
         vec![EngineCoreOutput::tokens("cmpl-abc-0-1a2b3c4d", vec![33])],
         12.5,
     );
-    assert_eq!(EngineCoreOutputs::decode(layout(), &bytes, &[]).unwrap(), ours);
+    assert_eq!(
+        EngineCoreOutputs::decode(layout(), &bytes, &[]).unwrap(),
+        ours
+    );
     assert_eq!(ours.encode(layout()), bytes);
 }
 
@@ -129,7 +142,10 @@ fn finished_outputs_with_stop_reasons_prefill_stats_and_kv_params_match_vllm_byt
     second.finish_reason = Some(FinishReason::Length);
     second.stop_reason = Some(WireStopReason::Text("</s>".into()));
     let ours = EngineCoreOutputs::batch(0, vec![first, second], 13.0);
-    assert_eq!(EngineCoreOutputs::decode(layout(), &bytes, &[]).unwrap(), ours);
+    assert_eq!(
+        EngineCoreOutputs::decode(layout(), &bytes, &[]).unwrap(),
+        ours
+    );
     assert_eq!(ours.encode(layout()), bytes);
 }
 
@@ -147,7 +163,11 @@ fn logprobs_from_engine_output_match_vllm_ndarray_bytes() {
     let output = EngineOutput {
         new_token_ids: vec![33, 44],
         logprobs: Some(vec![
-            vec![entry(33, -0.125, 1), entry(33, -0.125, 1), entry(34, -2.0, 2)],
+            vec![
+                entry(33, -0.125, 1),
+                entry(33, -0.125, 1),
+                entry(34, -2.0, 2),
+            ],
             vec![entry(44, -0.5, 1), entry(44, -0.5, 1), entry(46, -2.0, 2)],
         ]),
         prompt_logprobs: Some(vec![
@@ -158,7 +178,10 @@ fn logprobs_from_engine_output_match_vllm_ndarray_bytes() {
     };
     let wire = to_wire_output("lp", 3, output).unwrap();
     let ours = EngineCoreOutputs::batch(0, vec![wire], 14.0);
-    assert_eq!(EngineCoreOutputs::decode(layout(), &bytes, &[]).unwrap(), ours);
+    assert_eq!(
+        EngineCoreOutputs::decode(layout(), &bytes, &[]).unwrap(),
+        ours
+    );
     assert_eq!(ours.encode(layout()), bytes);
     let lists = ours.outputs[0].new_logprobs.as_ref().unwrap();
     assert_eq!(lists.logprob_token_ids.shape, [2, 3]);
@@ -177,7 +200,11 @@ fn utility_outputs_match_vllm_bytes() {
             UtilityOutput::success(7, Value::Array(vec![Value::from("generate")])),
             15.0,
         ),
-        ("outputs_utility_none", UtilityOutput::success(8, Value::Nil), 16.0),
+        (
+            "outputs_utility_none",
+            UtilityOutput::success(8, Value::Nil),
+            16.0,
+        ),
     ];
     for (name, utility, timestamp) in cases {
         let bytes = captured(name);
@@ -192,11 +219,20 @@ fn utility_outputs_match_vllm_bytes() {
 fn a_longer_request_than_the_layout_fails_naming_the_version() {
     let bytes = captured("add_request");
     let mut value = rmpv::decode::read_value(&mut &bytes[..]).unwrap();
-    value.as_array_mut_for_test().push(Value::from("a field 0.32.0 does not have"));
+    value
+        .as_array_mut_for_test()
+        .push(Value::from("a field 0.32.0 does not have"));
     let longer = mock_engine::wire::to_bytes(&value);
     let error = EngineCoreRequest::decode(layout(), &longer).unwrap_err();
     assert!(
-        matches!(error, WireError::TooManyFields { got: 23, known: 22, .. }),
+        matches!(
+            error,
+            WireError::TooManyFields {
+                got: 23,
+                known: 22,
+                ..
+            }
+        ),
         "{error}"
     );
     assert!(error.to_string().contains("--vllm-version"), "{error}");
@@ -207,12 +243,21 @@ fn a_moved_field_fails_naming_the_field() {
     let bytes = captured("add_request");
     let mut value = rmpv::decode::read_value(&mut &bytes[..]).unwrap();
     // As if a release had inserted a field before arrival_time.
-    value.as_array_mut_for_test().insert(5, Value::from("inserted"));
+    value
+        .as_array_mut_for_test()
+        .insert(5, Value::from("inserted"));
     value.as_array_mut_for_test().pop();
     let moved = mock_engine::wire::to_bytes(&value);
     let error = EngineCoreRequest::decode(layout(), &moved).unwrap_err();
     assert!(
-        matches!(error, WireError::Field { field: "arrival_time", position: 5, .. }),
+        matches!(
+            error,
+            WireError::Field {
+                field: "arrival_time",
+                position: 5,
+                ..
+            }
+        ),
         "{error}"
     );
 }

@@ -22,7 +22,9 @@ fn identity_options(opts: &CoreOptions) -> SocketOptions {
     let mut options = SocketOptions::default();
     let identity = opts.rank.to_le_bytes().to_vec();
     options.peer_identity(identity.try_into().expect("two bytes are a valid identity"));
-    options.connect_timeout(opts.handshake_timeout);
+    // The handshake deadline covers connecting; a second, shorter timer in
+    // zeromq would only hide which stage was stuck.
+    options.no_connect_timeout();
     options
 }
 
@@ -85,7 +87,9 @@ async fn steps(
         socket
             .send(ready.clone().into())
             .await
-            .map_err(CoreError::zmq(format!("sending the ready response to {input}")))?;
+            .map_err(CoreError::zmq(format!(
+                "sending the ready response to {input}"
+            )))?;
         inputs.push(socket);
     }
     at("connecting the output sockets");
@@ -116,7 +120,10 @@ async fn steps(
 fn single_frame(message: ZmqMessage) -> Vec<u8> {
     let mut frames = message.into_vec();
     if frames.len() > 1 {
-        tracing::warn!(frames = frames.len(), "multi-frame handshake message; using the first");
+        tracing::warn!(
+            frames = frames.len(),
+            "multi-frame handshake message; using the first"
+        );
     }
     frames.swap_remove(0).to_vec()
 }

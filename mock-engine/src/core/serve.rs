@@ -24,7 +24,10 @@ use crate::wire::{
 
 /// What the writer task sends.
 enum Outgoing {
-    Outputs { client: u32, message: EngineCoreOutputs },
+    Outputs {
+        client: u32,
+        message: EngineCoreOutputs,
+    },
     /// ENGINE_CORE_DEAD on every output socket.
     Dead,
 }
@@ -151,7 +154,11 @@ async fn write_outputs(
                 let index = client as usize;
                 let socket_count = sockets.len();
                 let Some(socket) = sockets.get_mut(index) else {
-                    tracing::error!(client, socket_count, "no output socket for this client index");
+                    tracing::error!(
+                        client,
+                        socket_count,
+                        "no output socket for this client index"
+                    );
                     continue;
                 };
                 if let Err(error) = socket.send(message.encode(layout).into()).await {
@@ -207,7 +214,10 @@ fn handle(
                 _ => Value::Nil,
             };
             tracing::info!(method = %call.method, call_id = call.call_id, %result, "utility call");
-            reply.utility(call.client_index, UtilityOutput::success(call.call_id, result));
+            reply.utility(
+                call.client_index,
+                UtilityOutput::success(call.call_id, result),
+            );
         }
         RequestType::StartDpWave => {
             tracing::debug!("START_DP_WAVE ignored: a single mock engine has no waves");

@@ -43,7 +43,10 @@ pub enum WireError {
         message: &'static str,
         field: &'static str,
     },
-    #[error("{message}: unknown request type byte {0:#04x}", message = "request type frame")]
+    #[error(
+        "{message}: unknown request type byte {0:#04x}",
+        message = "request type frame"
+    )]
     UnknownRequestType(u8),
 }
 

@@ -62,7 +62,9 @@ impl HandshakeStatus {
         };
         Ok(Self {
             status,
-            local: lookup(&value, "local").and_then(Value::as_bool).ok_or_else(bad)?,
+            local: lookup(&value, "local")
+                .and_then(Value::as_bool)
+                .ok_or_else(bad)?,
             headless: lookup(&value, "headless")
                 .and_then(Value::as_bool)
                 .ok_or_else(bad)?,
@@ -117,8 +119,7 @@ impl InitMessage {
             expected,
             got: Brief(&value).to_string(),
         };
-        let addresses =
-            lookup(&value, "addresses").ok_or_else(|| bad("a map with `addresses`"))?;
+        let addresses = lookup(&value, "addresses").ok_or_else(|| bad("a map with `addresses`"))?;
         let list = |key| {
             lookup(addresses, key)
                 .and_then(Value::as_array)
@@ -209,7 +210,9 @@ impl ReadyResponse {
             ("block_size", n(self.block_size)),
             (
                 "dp_stats_address",
-                self.dp_stats_address.as_deref().map_or(Value::Nil, Value::from),
+                self.dp_stats_address
+                    .as_deref()
+                    .map_or(Value::Nil, Value::from),
             ),
             ("dtype", Value::from(self.dtype.as_str())),
             ("vllm_version", Value::from(self.vllm_version.as_str())),

@@ -67,15 +67,30 @@ pub struct NdArray {
 
 impl NdArray {
     pub fn from_i32(naming: DtypeNaming, shape: Vec<usize>, values: &[i32]) -> Self {
-        Self::build(Dtype::I32, naming, shape, values.iter().flat_map(|v| v.to_le_bytes()))
+        Self::build(
+            Dtype::I32,
+            naming,
+            shape,
+            values.iter().flat_map(|v| v.to_le_bytes()),
+        )
     }
 
     pub fn from_i64(naming: DtypeNaming, shape: Vec<usize>, values: &[i64]) -> Self {
-        Self::build(Dtype::I64, naming, shape, values.iter().flat_map(|v| v.to_le_bytes()))
+        Self::build(
+            Dtype::I64,
+            naming,
+            shape,
+            values.iter().flat_map(|v| v.to_le_bytes()),
+        )
     }
 
     pub fn from_f32(naming: DtypeNaming, shape: Vec<usize>, values: &[f32]) -> Self {
-        Self::build(Dtype::F32, naming, shape, values.iter().flat_map(|v| v.to_le_bytes()))
+        Self::build(
+            Dtype::F32,
+            naming,
+            shape,
+            values.iter().flat_map(|v| v.to_le_bytes()),
+        )
     }
 
     fn build(
@@ -152,7 +167,11 @@ impl NdArray {
             .ok_or_else(|| bad("a dtype of int32, int64 or float32"))?;
         let shape: Vec<usize> = shape
             .as_array()
-            .and_then(|dims| dims.iter().map(|d| d.as_u64().map(|d| d as usize)).collect())
+            .and_then(|dims| {
+                dims.iter()
+                    .map(|d| d.as_u64().map(|d| d as usize))
+                    .collect()
+            })
             .ok_or_else(|| bad("a shape of non-negative integers"))?;
         let data = match data {
             Value::Ext(RAW_VIEW_EXT, bytes) => bytes.clone(),

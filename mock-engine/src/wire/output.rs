@@ -175,10 +175,9 @@ impl EngineCoreOutput {
             Some(Value::String(s)) if s.as_str().is_some() => {
                 Some(WireStopReason::Text(s.as_str().unwrap().to_string()))
             }
-            Some(v) => Some(WireStopReason::Token(
-                v.as_i64()
-                    .ok_or_else(|| r.mistyped("stop_reason", "an int, a string or nil", v))?,
-            )),
+            Some(v) => Some(WireStopReason::Token(v.as_i64().ok_or_else(|| {
+                r.mistyped("stop_reason", "an int, a string or nil", v)
+            })?)),
             None => None,
         };
         let prefill_stats = match r.opt("prefill_stats")? {

@@ -194,7 +194,9 @@ impl EngineCoreRequest {
         w.set("priority", self.priority);
         w.set(
             "external_req_id",
-            self.external_req_id.as_deref().map_or(Value::Nil, Value::from),
+            self.external_req_id
+                .as_deref()
+                .map_or(Value::Nil, Value::from),
         );
         super::to_bytes(&w.finish())
     }

@@ -1,0 +1,349 @@
+//! The engine core against a fake frontend built from `zeromq` sockets the way
+//! vLLM's frontends build theirs: a ROUTER for the handshake, a ROUTER for
+//! requests, a PULL for outputs. No Python needed.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use mock_engine::core::{CoreError, CoreOptions, run_engine_core};
+use mock_engine::script::{FinishReason, Script, Step};
+use mock_engine::wire::{
+    AbortRequest, ENGINE_CORE_DEAD, EngineCoreOutputs, EngineCoreRequest, HandshakeStatus,
+    InitMessage, ReadyResponse, RequestType, SamplingParams, StatusKind, UtilityCall, VllmVersion,
+    WireError,
+};
+use mock_engine::{Engine, EngineConfig};
+use rmpv::Value;
+use tokio::task::JoinHandle;
+use zeromq::{PullSocket, RouterSocket, Socket, SocketRecv, SocketSend, ZmqMessage};
+
+/// Generous: only a broken engine takes this long.
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+struct Frontend {
+    input: RouterSocket,
+    output: PullSocket,
+    identity: Bytes,
+    core: JoinHandle<Result<(), CoreError>>,
+    _handshake: RouterSocket,
+}
+
+impl Frontend {
+    /// Binds, starts the engine core and completes the handshake, checking
+    /// every start-up message on the way.
+    async fn start(engine: Engine) -> Self {
+        let mut handshake = RouterSocket::new();
+        let address = handshake.bind("tcp://127.0.0.1:0").await.unwrap();
+        let mut input = RouterSocket::new();
+        let input_address = input.bind("tcp://127.0.0.1:0").await.unwrap();
+        let mut output = PullSocket::new();
+        let output_address = output.bind("tcp://127.0.0.1:0").await.unwrap();
+
+        let opts = CoreOptions::new(address.to_string());
+        let core = tokio::spawn(run_engine_core(opts, engine));
+
+        let hello = within("HELLO", handshake.recv()).await.unwrap().into_vec();
+        assert_eq!(&hello[0][..], &[0, 0], "identity is rank 0 as two LE bytes");
+        assert_eq!(
+            HandshakeStatus::decode(&hello[1]).unwrap(),
+            HandshakeStatus {
+                status: StatusKind::Hello,
+                local: false,
+                headless: true
+            }
+        );
+        let init = InitMessage {
+            inputs: vec![input_address.to_string()],
+            outputs: vec![output_address.to_string()],
+            coordinator_input: None,
+            coordinator_output: None,
+            frontend_stats_publish_address: None,
+            parallel_config: Value::Map(vec![]),
+        };
+        let reply: ZmqMessage = vec![hello[0].clone(), Bytes::from(init.encode())]
+            .try_into()
+            .unwrap();
+        handshake.send(reply).await.unwrap();
+
+        let ready = within("ready response", input.recv())
+            .await
+            .unwrap()
+            .into_vec();
+        let identity = ready[0].clone();
+        assert_eq!(&identity[..], &[0, 0]);
+        let response = ReadyResponse::decode(&ready[1]).unwrap();
+        assert_eq!(response.max_model_len, 2048);
+        assert_eq!(response.vllm_version, "0.32.0");
+
+        let ready = within("READY", handshake.recv()).await.unwrap().into_vec();
+        assert_eq!(
+            HandshakeStatus::decode(&ready[1]).unwrap().status,
+            StatusKind::Ready
+        );
+        Self {
+            input,
+            output,
+            identity,
+            core,
+            _handshake: handshake,
+        }
+    }
+
+    async fn send(&mut self, kind: RequestType, payload: Vec<u8>) {
+        let message: ZmqMessage = vec![
+            self.identity.clone(),
+            Bytes::from(vec![kind.byte()]),
+            Bytes::from(payload),
+        ]
+        .try_into()
+        .unwrap();
+        self.input.send(message).await.unwrap();
+    }
+
+    async fn add(&mut self, id: &str, prompt: Vec<u32>, sampling: &[(&str, Value)]) {
+        let mut request = EngineCoreRequest::new(id, prompt);
+        request.sampling_params = Some(SamplingParams::from_pairs(sampling).unwrap());
+        let layout = VllmVersion::V0_32_0.layout();
+        self.send(RequestType::Add, request.encode(layout)).await;
+    }
+
+    async fn next_raw(&mut self) -> Vec<Bytes> {
+        within("an output", self.output.recv())
+            .await
+            .unwrap()
+            .into_vec()
+    }
+
+    async fn next(&mut self) -> EngineCoreOutputs {
+        let frames = self.next_raw().await;
+        EngineCoreOutputs::decode(VllmVersion::V0_32_0.layout(), &frames[0], &frames[1..]).unwrap()
+    }
+}
+
+fn step(tokens: &[u32]) -> Step {
+    Step {
+        tokens: tokens.to_vec(),
+        delay_ms: 5,
+        ..Step::default()
+    }
+}
+
+fn finish(tokens: &[u32], reason: FinishReason) -> Step {
+    Step {
+        finish: Some(reason),
+        ..step(tokens)
+    }
+}
+
+fn script(steps: Vec<Step>) -> Script {
+    Script { steps, paced: None }
+}
+
+#[tokio::test]
+async fn scripted_request_streams_outputs_with_the_request_id_echoed() {
+    let engine = Engine::new(EngineConfig::default());
+    let mut cached = step(&[33]);
+    cached.cached_tokens = Some(2);
+    let mut last = finish(&[44], FinishReason::Stop);
+    last.stop_reason = Some(mock_engine::script::StopReason::Token(44));
+    engine.register(vec![1, 2, 3], script(vec![cached, last]));
+    let mut frontend = Frontend::start(engine).await;
+
+    frontend
+        .add(
+            "cmpl-1-abcd",
+            vec![1, 2, 3],
+            &[("max_tokens", 16.into()), ("logprobs", 1.into())],
+        )
+        .await;
+    let first = frontend.next().await;
+    assert_eq!(first.outputs.len(), 1);
+    let out = &first.outputs[0];
+    assert_eq!(out.request_id, "cmpl-1-abcd");
+    assert_eq!(out.new_token_ids, [33]);
+    assert_eq!(out.finish_reason, None);
+    let stats = out
+        .prefill_stats
+        .expect("cached tokens travel as prefill stats");
+    assert_eq!((stats.num_prompt_tokens, stats.num_cached_tokens), (3, 2));
+    let logprobs = out.new_logprobs.as_ref().expect("logprobs were asked for");
+    assert_eq!(logprobs.logprob_token_ids.shape, [1, 2]);
+
+    let second = frontend.next().await;
+    let out = &second.outputs[0];
+    assert_eq!(out.new_token_ids, [44]);
+    assert_eq!(out.finish_reason, Some(FinishReason::Stop));
+    assert_eq!(
+        out.stop_reason,
+        Some(mock_engine::wire::WireStopReason::Token(44))
+    );
+    assert!(out.prefill_stats.is_none());
+}
+
+#[tokio::test]
+async fn unscripted_prompts_get_max_tokens_from_the_generator() {
+    let mut frontend = Frontend::start(Engine::default()).await;
+    frontend
+        .add("gen", vec![9, 9], &[("max_tokens", 3.into())])
+        .await;
+    let mut tokens: Vec<u32> = Vec::new();
+    loop {
+        let outputs = frontend.next().await;
+        let out = &outputs.outputs[0];
+        tokens.extend(&out.new_token_ids);
+        if let Some(reason) = out.finish_reason {
+            assert_eq!(reason, FinishReason::Length);
+            break;
+        }
+    }
+    assert_eq!(tokens.len(), 3);
+}
+
+#[tokio::test]
+async fn utility_calls_are_answered_with_their_call_id() {
+    let mut frontend = Frontend::start(Engine::default()).await;
+    for (call_id, method) in [(41, "reset_mm_cache"), (42, "get_supported_tasks")] {
+        let call = UtilityCall {
+            client_index: 0,
+            call_id,
+            method: method.into(),
+            args: vec![],
+        };
+        frontend.send(RequestType::Utility, call.encode()).await;
+        let answer = frontend.next().await;
+        assert!(answer.outputs.is_empty(), "a utility answer travels alone");
+        let utility = answer.utility_output.unwrap();
+        assert_eq!(utility.call_id, call_id);
+        assert_eq!(utility.failure_message, None);
+        let expected = match method {
+            "get_supported_tasks" => Value::Array(vec![Value::from("generate")]),
+            _ => Value::Nil,
+        };
+        assert_eq!(utility.result, Some(expected), "{method}");
+    }
+}
+
+#[tokio::test]
+async fn abort_stops_a_stalled_request_and_others_keep_running() {
+    let engine = Engine::default();
+    let mut stall = step(&[]);
+    stall.stall = true;
+    engine.register(vec![7], script(vec![step(&[1]), stall]));
+    engine.register(
+        vec![8],
+        script(vec![step(&[2]), finish(&[3], FinishReason::Stop)]),
+    );
+    let mut records = engine.subscribe();
+    let mut frontend = Frontend::start(engine.clone()).await;
+
+    frontend.add("stalled", vec![7], &[]).await;
+    assert_eq!(frontend.next().await.outputs[0].request_id, "stalled");
+    frontend
+        .send(
+            RequestType::Abort,
+            AbortRequest(vec!["stalled".into()]).encode(),
+        )
+        .await;
+    let record = within("the abort record", records.recv()).await.unwrap();
+    assert_eq!(record.request_id, "stalled");
+    assert_eq!(record.outcome, mock_engine::engine::Outcome::Aborted);
+    assert_eq!(engine.stats().aborted, 1);
+
+    // The core still serves, and the aborted request sent nothing more.
+    frontend.add("after", vec![8], &[]).await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        ids.push(frontend.next().await.outputs[0].request_id.clone());
+    }
+    assert_eq!(ids, ["after", "after"]);
+}
+
+#[tokio::test]
+async fn many_concurrent_requests_all_complete() {
+    let engine = Engine::default();
+    let mut frontend = Frontend::start(engine.clone()).await;
+    for i in 0..50u32 {
+        frontend
+            .add(&format!("r{i}"), vec![100 + i], &[("max_tokens", 4.into())])
+            .await;
+    }
+    let mut finished = std::collections::BTreeSet::new();
+    while finished.len() < 50 {
+        for out in frontend.next().await.outputs {
+            if out.finish_reason.is_some() {
+                assert!(
+                    finished.insert(out.request_id.clone()),
+                    "{} twice",
+                    out.request_id
+                );
+            }
+        }
+    }
+    assert_eq!(engine.stats().completed, 50);
+}
+
+#[tokio::test]
+async fn a_failing_script_sends_engine_core_dead_and_stops_the_core() {
+    let engine = Engine::default();
+    let mut fail = step(&[]);
+    fail.fail = Some("scripted crash".into());
+    engine.register(vec![5], script(vec![step(&[1]), fail]));
+    let mut frontend = Frontend::start(engine).await;
+    frontend.add("doomed", vec![5], &[]).await;
+    assert_eq!(frontend.next().await.outputs[0].new_token_ids, [1]);
+    let dead = frontend.next_raw().await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(&dead[0][..], ENGINE_CORE_DEAD);
+    let result = within("the core to stop", frontend.core).await.unwrap();
+    assert!(
+        matches!(&result, Err(CoreError::ScriptedDeath(m)) if m == "scripted crash"),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_request_of_another_layout_fails_loudly() {
+    let mut frontend = Frontend::start(Engine::default()).await;
+    let layout = VllmVersion::V0_32_0.layout();
+    let bytes = EngineCoreRequest::new("x", vec![1]).encode(layout);
+    let Value::Array(mut fields) = rmpv::decode::read_value(&mut &bytes[..]).unwrap() else {
+        panic!("a request is an array");
+    };
+    fields.push(Value::from("a field from a later release"));
+    frontend
+        .send(
+            RequestType::Add,
+            mock_engine::wire::to_bytes(&Value::Array(fields)),
+        )
+        .await;
+    let dead = frontend.next_raw().await;
+    assert_eq!(&dead[0][..], ENGINE_CORE_DEAD);
+    let result = within("the core to stop", frontend.core).await.unwrap();
+    let Err(CoreError::Wire(WireError::TooManyFields { got, known, .. })) = result else {
+        panic!("expected a layout error, got {result:?}");
+    };
+    assert_eq!((got, known), (23, 22));
+}
+
+#[tokio::test]
+async fn no_frontend_means_a_handshake_timeout_naming_the_address() {
+    // A port nobody listens on: bind one, then free it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = format!("tcp://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let mut opts = CoreOptions::new(address.clone());
+    opts.handshake_timeout = Duration::from_millis(500);
+    let result = within("the timeout", run_engine_core(opts, Engine::default())).await;
+    let error = result.unwrap_err();
+    assert!(
+        matches!(error, CoreError::HandshakeTimeout { .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains(&address), "{error}");
+}
