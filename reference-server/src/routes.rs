@@ -11,8 +11,10 @@ use axum::response::sse::Sse;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures::StreamExt;
 use mock_engine::Engine;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use crate::collect::generate_response;
 use crate::config::Config;
@@ -26,15 +28,24 @@ pub const GENERATE_PATH: &str = "/inference/v1/generate";
 struct AppState {
     config: Config,
     engine: Engine,
+    /// Cancelled when a shutdown's grace period is over: open responses end then.
+    cut_off: CancellationToken,
 }
 
 type Shared = State<Arc<AppState>>;
 
 /// The whole HTTP surface: `POST /inference/v1/generate`, `GET /v1/models`, `GET /health`.
 pub fn router(config: &Config, engine: Engine) -> Router {
+    router_with_cut_off(config, engine, CancellationToken::new())
+}
+
+/// [`router`] whose open responses end (aborting their engine requests) when
+/// `cut_off` is cancelled, so that a stalled stream cannot hold a shutdown forever.
+pub fn router_with_cut_off(config: &Config, engine: Engine, cut_off: CancellationToken) -> Router {
     let state = Arc::new(AppState {
         config: config.clone(),
         engine,
+        cut_off,
     });
     let protected = Router::new()
         .route(GENERATE_PATH, post(generate))
@@ -133,8 +144,16 @@ async fn generate(
             options,
             state.config.enable_prompt_tokens_details,
         );
-        return Ok(Sse::new(chunks.into_events()).into_response());
+        let events = chunks
+            .into_events()
+            .take_until(state.cut_off.clone().cancelled_owned());
+        return Ok(Sse::new(events).into_response());
     }
-    let response = generate_response(events, request_id, &body.token_ids, options).await?;
+    let response = tokio::select! {
+        response = generate_response(events, request_id, &body.token_ids, options) => response?,
+        () = state.cut_off.cancelled() => {
+            return Err(ApiError::server_error("the server is shutting down"));
+        }
+    };
     Ok(Json(response).into_response())
 }

@@ -7,9 +7,10 @@ use mock_engine::Engine;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::routes::router;
+use crate::routes::router_with_cut_off;
 
 /// How long `shutdown` lets open responses finish before cutting them off
 /// (a stalled stream would otherwise hold the server forever).
@@ -28,6 +29,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub struct RunningServer {
     local_addr: SocketAddr,
     stop: oneshot::Sender<()>,
+    cut_off: CancellationToken,
     task: JoinHandle<std::io::Result<()>>,
 }
 
@@ -35,7 +37,8 @@ pub struct RunningServer {
 pub async fn spawn(config: Config, engine: Engine) -> std::io::Result<RunningServer> {
     let listener = TcpListener::bind((config.host, config.port)).await?;
     let local_addr = listener.local_addr()?;
-    let app = router(&config, engine);
+    let cut_off = CancellationToken::new();
+    let app = router_with_cut_off(&config, engine, cut_off.clone());
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -48,6 +51,7 @@ pub async fn spawn(config: Config, engine: Engine) -> std::io::Result<RunningSer
     Ok(RunningServer {
         local_addr,
         stop,
+        cut_off,
         task,
     })
 }
@@ -70,27 +74,26 @@ impl RunningServer {
             .await
             .is_err()
         {
-            task.abort();
-            let _ = task.await;
-        }
-    }
-
-    /// Serves until the task ends (it ends only on error or after `shutdown`).
-    pub async fn wait(self) -> std::io::Result<()> {
-        match self.task.await {
-            Ok(result) => result,
-            Err(e) => Err(std::io::Error::other(e)),
+            // Ending the open responses lets their connections, and then the
+            // server, finish; aborting the task alone would leave them running.
+            self.cut_off.cancel();
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
         }
     }
 }
 
 /// Serves in the foreground until Ctrl-C or SIGTERM, then shuts down gracefully.
 pub async fn serve_until_signal(config: Config, engine: Engine) -> std::io::Result<()> {
-    let listener = TcpListener::bind((config.host, config.port)).await?;
-    tracing::info!(address = %listener.local_addr()?, "reference server ready");
-    axum::serve(listener, router(&config, engine))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
+    let server = spawn(config, engine).await?;
+    tracing::info!(address = %server.local_addr(), "reference server ready");
+    shutdown_signal().await;
+    server.shutdown().await;
+    Ok(())
 }
 
 async fn shutdown_signal() {
