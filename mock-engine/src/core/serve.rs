@@ -65,6 +65,8 @@ impl Reply {
 
 type Running = Arc<Mutex<HashMap<String, AbortHandle>>>;
 
+static SHORT_REQUEST: std::sync::Once = std::sync::Once::new();
+
 pub(crate) async fn serve(
     sockets: Sockets,
     engine: Engine,
@@ -192,6 +194,18 @@ fn handle(
     match request_type {
         RequestType::Add => {
             let request = EngineCoreRequest::decode(layout, payload)?;
+            if request.wire_len != layout.request.len() {
+                // vLLM's encoder writes every field, so a shorter array is an
+                // older frontend whose early fields happened to type-check.
+                SHORT_REQUEST.call_once(|| {
+                    tracing::warn!(
+                        got = request.wire_len,
+                        layout = layout.request.len(),
+                        version = layout.version,
+                        "EngineCoreRequest shorter than this layout: is the frontend an older vLLM?"
+                    )
+                });
+            }
             add(request, engine, reply, running, fatal);
         }
         RequestType::Abort => {

@@ -30,19 +30,6 @@ impl FieldDefault {
             Self::EmptyArray => Some(rmpv::Value::Array(Vec::new())),
         }
     }
-
-    /// Whether `value` equals this default (msgspec's `omit_defaults` test).
-    pub fn is_default(self, value: &rmpv::Value) -> bool {
-        match (self, value) {
-            (Self::Required, _) => false,
-            (Self::Nil, rmpv::Value::Nil) => true,
-            (Self::Int(d), v) => v.as_i64() == Some(d),
-            (Self::Bool(d), rmpv::Value::Boolean(b)) => *b == d,
-            (Self::Float(d), v) => v.as_f64() == Some(d),
-            (Self::EmptyArray, rmpv::Value::Array(a)) => a.is_empty(),
-            _ => false,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
