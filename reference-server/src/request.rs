@@ -55,7 +55,7 @@ pub struct SamplingParams {
     pub min_tokens: Option<u32>,
     pub temperature: Option<f32>,
     pub top_p: Option<f32>,
-    pub top_k: Option<i32>,
+    pub top_k: Option<u32>,
     pub min_p: Option<f32>,
     pub seed: Option<i64>,
     pub presence_penalty: Option<f32>,
@@ -154,6 +154,24 @@ impl GenerateRequest {
         {
             return Err(ApiError::invalid_request(
                 format!("temperature must be in [0, 2], got {t}"),
+                None,
+            ));
+        }
+        if let Some(p) = params.top_p
+            && !(p > 0.0 && p <= 1.0)
+        {
+            return Err(ApiError::invalid_request(
+                format!("top_p must be in (0, 1], got {p}"),
+                None,
+            ));
+        }
+        if let (Some(min), Some(max)) = (params.min_tokens, params.max_tokens)
+            && min > max
+        {
+            return Err(ApiError::invalid_request(
+                format!(
+                    "`min_tokens` must be less than or equal to `max_tokens`, got min_tokens={min}, max_tokens={max}"
+                ),
                 None,
             ));
         }

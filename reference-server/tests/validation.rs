@@ -222,6 +222,8 @@ async fn bodies_that_are_not_a_request_are_json_parse_errors() {
         "Failed to deserialize the JSON body into the target type: missing field `sampling_params` at line 1 column 19").await;
     expect_parse_error(&s, j, r#"{"token_ids":[1,5],"sampling_params":null}"#,
         "Failed to deserialize the JSON body into the target type: sampling_params: invalid type: null, expected struct GenerateSamplingParams at line 1 column 41").await;
+    expect_parse_error(&s, j, r#"{"token_ids":[1,2],"sampling_params":{"top_k":-5}}"#,
+        "Failed to deserialize the JSON body into the target type: sampling_params: invalid value: integer `-5`, expected u32 at line 1 column 49").await;
     expect_parse_error(&s, j, "[1]",
         "Failed to deserialize the JSON body into the target type: invalid type: sequence, expected struct GenerateRequest at line 1 column 0").await;
     expect_parse_error(
