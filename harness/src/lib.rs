@@ -1,1 +1,24 @@
-//! Placeholder.
+//! genconform: replays fixtures against implementations of vLLM's
+//! `/inference/v1/generate`, captures what they send byte for byte,
+//! normalises it, snapshots it, and diffs the implementations.
+//!
+//! The pipeline, one module per stage: [`target`] starts or names a server,
+//! [`capture`] records one exchange, [`sse`] lexes the event stream,
+//! [`normalize`] turns it into a [`normalize::Transcript`], [`diff`] compares
+//! transcripts, [`divergence`] says which differences are known,
+//! [`snapshot`] checks reviewed transcripts, [`report`] tells the result, and
+//! [`run`] ties them together. [`vllm`] and [`process`] start the real vLLM
+//! frontends against the mock engine core.
+
+pub mod capture;
+pub mod cli;
+pub mod diff;
+pub mod divergence;
+pub mod normalize;
+pub mod process;
+pub mod report;
+pub mod run;
+pub mod snapshot;
+pub mod sse;
+pub mod target;
+pub mod vllm;

@@ -1,0 +1,187 @@
+//! Sending a fixture's request and keeping everything the server sent back:
+//! status, headers, and the body as the reads that delivered it, each with its
+//! arrival time.
+//!
+//! A server that hangs, resets or floods is a result, not a crash: whatever
+//! arrived before the failure is kept beside the reason.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use mock_engine::script::RequestSpec;
+use serde::Serialize;
+
+/// One read of the response body.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Chunk {
+    /// Milliseconds since the request was sent.
+    pub at_ms: f64,
+    #[serde(serialize_with = "serialize_lossy")]
+    pub bytes: Bytes,
+}
+
+fn serialize_lossy<S: serde::Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(b))
+}
+
+/// Why a capture is incomplete.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[serde(tag = "kind", content = "detail", rename_all = "snake_case")]
+pub enum CaptureError {
+    #[error("could not send the request: {0}")]
+    Send(String),
+    #[error("no complete response within {0} ms")]
+    Timeout(u64),
+    #[error("the body broke off: {0}")]
+    Body(String),
+    #[error("the body exceeded {0} bytes; the rest was not read")]
+    TooLarge(usize),
+}
+
+/// What one request got back.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Capture {
+    /// `None` when no response head arrived.
+    pub status: Option<u16>,
+    /// Lower-case names, in the order the server sent them.
+    pub headers: Vec<(String, String)>,
+    pub chunks: Vec<Chunk>,
+    pub elapsed_ms: f64,
+    pub error: Option<CaptureError>,
+}
+
+impl Capture {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn body(&self) -> Vec<u8> {
+        self.chunks
+            .iter()
+            .flat_map(|c| c.bytes.iter().copied())
+            .collect()
+    }
+
+    pub fn is_event_stream(&self) -> bool {
+        self.header("content-type")
+            .is_some_and(|ct| ct.starts_with("text/event-stream"))
+    }
+}
+
+/// Limits that keep a misbehaving server from stalling or exhausting the run.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub timeout: Duration,
+    pub max_body_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(30),
+            max_body_bytes: 16 << 20,
+        }
+    }
+}
+
+/// Sends `request` to `base_url` and records the answer.
+pub async fn capture(
+    client: &reqwest::Client,
+    base_url: &str,
+    request: &RequestSpec,
+    limits: Limits,
+) -> Capture {
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + limits.timeout;
+    let mut capture = Capture {
+        status: None,
+        headers: Vec::new(),
+        chunks: Vec::new(),
+        elapsed_ms: 0.0,
+        error: None,
+    };
+    let result = tokio::time::timeout_at(
+        deadline,
+        receive(client, base_url, request, limits, started, &mut capture),
+    )
+    .await;
+    capture.error = match result {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e),
+        Err(_) => Some(CaptureError::Timeout(limits.timeout.as_millis() as u64)),
+    };
+    capture.elapsed_ms = ms_since(started);
+    capture
+}
+
+async fn receive(
+    client: &reqwest::Client,
+    base_url: &str,
+    request: &RequestSpec,
+    limits: Limits,
+    started: Instant,
+    capture: &mut Capture,
+) -> Result<(), CaptureError> {
+    let method = reqwest::Method::from_bytes(request.method.as_bytes())
+        .map_err(|e| CaptureError::Send(format!("method `{}`: {e}", request.method)))?;
+    let url = format!("{}{}", base_url.trim_end_matches('/'), request.path);
+    let mut builder = client.request(method, &url);
+    let has_body = request.body.is_some() || request.raw_body.is_some();
+    if has_body {
+        builder = builder
+            .header(reqwest::header::CONTENT_TYPE, request.content_type())
+            .body(request.body_bytes());
+    }
+    for (name, value) in &request.headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    let response = builder
+        .send()
+        .await
+        .map_err(|e| CaptureError::Send(error_chain(&e)))?;
+    capture.status = Some(response.status().as_u16());
+    capture.headers = response
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let mut body = response.bytes_stream();
+    let mut total = 0usize;
+    while let Some(read) = body.next().await {
+        let bytes = read.map_err(|e| CaptureError::Body(error_chain(&e)))?;
+        total += bytes.len();
+        capture.chunks.push(Chunk {
+            at_ms: ms_since(started),
+            bytes,
+        });
+        if total > limits.max_body_bytes {
+            return Err(CaptureError::TooLarge(limits.max_body_bytes));
+        }
+    }
+    Ok(())
+}
+
+fn ms_since(started: Instant) -> f64 {
+    (started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
+}
+
+/// reqwest's top-level message rarely says what happened; its sources do.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    message
+}

@@ -1,0 +1,337 @@
+//! The `genconform` command line.
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use mock_engine::Corpus;
+
+use crate::capture::Limits;
+use crate::divergence::Registry;
+use crate::report;
+use crate::run::{self, CaseResult, Progress, RunOptions};
+use crate::target::{TargetSpec, VllmOptions};
+use crate::vllm;
+
+/// Conformance harness for vLLM's /inference/v1/generate.
+#[derive(Debug, Parser)]
+#[command(name = "genconform", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Replay fixtures against targets; diff them and check snapshots.
+    Run(RunArgs),
+    /// Check the fixtures (schema, unique names and prompts) without running.
+    Validate(CorpusArgs),
+    /// List the fixtures.
+    List(CorpusArgs),
+    /// Install what a target needs, into a cache outside the clone.
+    Setup {
+        #[command(subcommand)]
+        what: SetupWhat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SetupWhat {
+    /// Install the pinned vLLM (both frontends) into ~/.cache/genconform/vllm-<version>.
+    Vllm {
+        #[arg(long, default_value = vllm::DEFAULT_VERSION)]
+        version: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CorpusArgs {
+    /// Directory of fixture files.
+    #[arg(long, default_value = "fixtures")]
+    pub fixtures: PathBuf,
+    /// Only fixtures whose name contains this (or matches it, with `*`).
+    #[arg(long)]
+    pub filter: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub corpus: CorpusArgs,
+    /// A server to test: `reference` or `url=<base>[,name=<name>]`. Repeat to
+    /// compare; the first is the baseline.
+    #[arg(long = "target", default_value = "reference")]
+    pub targets: Vec<TargetSpec>,
+    /// Reviewed snapshots, one folder per target.
+    #[arg(long, default_value = "snapshots")]
+    pub snapshots: PathBuf,
+    /// Registry of known divergences.
+    #[arg(long, default_value = "fixtures/divergences.toml")]
+    pub divergences: PathBuf,
+    /// Write every case (outcome, transcript, diffs) as JSON.
+    #[arg(long)]
+    pub report_json: Option<PathBuf>,
+    /// Write JUnit XML for CI systems.
+    #[arg(long)]
+    pub report_junit: Option<PathBuf>,
+    /// Per-request timeout.
+    #[arg(long, default_value_t = 30)]
+    pub timeout_secs: u64,
+    /// Budget for the whole run; cases not started by then are errors.
+    #[arg(long, default_value_t = 1800)]
+    pub budget_secs: u64,
+    /// Write changed or new snapshots as reviewed.
+    #[arg(long)]
+    pub accept: bool,
+    /// Do not check snapshots (compare targets only).
+    #[arg(long, conflicts_with = "accept")]
+    pub no_snapshots: bool,
+    #[arg(long, value_enum, default_value_t = Color::Auto)]
+    pub color: Color,
+    /// vLLM version of the `vllm-rs` / `vllm-python` targets (the install and
+    /// the engine-core wire layout).
+    #[arg(long, default_value = vllm::DEFAULT_VERSION)]
+    pub vllm_version: String,
+    /// A Python interpreter with your own vLLM build, for `vllm-python`.
+    #[arg(long)]
+    pub vllm_python: Option<PathBuf>,
+    /// Your own `vllm-rs` binary, for `vllm-rs`.
+    #[arg(long)]
+    pub vllm_rs_bin: Option<PathBuf>,
+    /// Logs of the started frontends and their model directory.
+    #[arg(long, default_value = ".genconform")]
+    pub work_dir: PathBuf,
+    /// How long a real frontend may take to become healthy.
+    #[arg(long, default_value_t = 240)]
+    pub ready_timeout_secs: u64,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Validate(args) => match load(&args) {
+            Ok(corpus) => {
+                println!(
+                    "{} fixtures in {} are valid",
+                    corpus.fixtures.len(),
+                    args.fixtures.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::List(args) => match load(&args) {
+            Ok(corpus) => {
+                for f in run::select(&corpus, args.filter.as_deref()) {
+                    let scope = match f.fixture.in_process_reason() {
+                        Some(_) => " [in-process only]",
+                        None => "",
+                    };
+                    println!("{:44} {}{scope}", f.fixture.name, f.fixture.description);
+                }
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Run(args) => run_command(args),
+        Command::Setup {
+            what: SetupWhat::Vllm { version },
+        } => match vllm::setup(&version) {
+            Ok(install) => {
+                println!("vLLM {version} is ready in {}", install.venv.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+fn load(args: &CorpusArgs) -> Result<Corpus, ExitCode> {
+    Corpus::load_dir(&args.fixtures).map_err(|e| {
+        eprintln!("error: invalid fixtures:\n{e}");
+        ExitCode::from(2)
+    })
+}
+
+fn run_command(args: RunArgs) -> ExitCode {
+    let corpus = match load(&args.corpus) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let registry = match Registry::load(&args.divergences) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: invalid divergence registry: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let options = RunOptions {
+        targets: args.targets.clone(),
+        filter: args.corpus.filter.clone(),
+        limits: Limits {
+            timeout: Duration::from_secs(args.timeout_secs),
+            ..Limits::default()
+        },
+        budget: Duration::from_secs(args.budget_secs),
+        snapshots: args.snapshots.clone(),
+        registry,
+        accept_snapshots: args.accept,
+        check_snapshots: !args.no_snapshots,
+        vllm: VllmOptions {
+            version: args.vllm_version.clone(),
+            python: args.vllm_python.clone(),
+            rs_bin: args.vllm_rs_bin.clone(),
+            work_dir: args.work_dir.clone(),
+            ready_timeout: Duration::from_secs(args.ready_timeout_secs),
+        },
+    };
+    let color = match args.color {
+        Color::Always => true,
+        Color::Never => false,
+        Color::Auto => std::io::stdout().is_terminal(),
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let progress = Bar::new();
+    // Ctrl-C drops the run, and with it every target: the processes they
+    // started are killed on drop.
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            report = run::run(&corpus, &options, &progress) => Some(report),
+            _ = tokio::signal::ctrl_c() => None,
+        }
+    });
+    progress.finish();
+    let report = match outcome {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+        None => {
+            eprintln!("interrupted: every process the run started was stopped");
+            return ExitCode::from(130);
+        }
+    };
+    print!("{}", report::terminal(&report, color));
+    if let Some(path) = &args.report_json
+        && let Err(e) = report::write_json(&report, path)
+    {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
+    if let Some(path) = &args.report_junit {
+        let written = report::junit(&report).and_then(|xml| {
+            std::fs::write(path, xml)
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+        });
+        if let Err(e) = written {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    }
+    if report.failed() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// A bar on a terminal; on anything else, a line per failing case and a
+/// count every so often, so a CI log shows the run is alive.
+struct Bar {
+    bar: Option<ProgressBar>,
+    done: std::sync::atomic::AtomicU64,
+    total: std::sync::atomic::AtomicU64,
+}
+
+impl Bar {
+    fn new() -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} [{elapsed}] {bar:30} {pos}/{len} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar
+        });
+        Self {
+            bar,
+            done: 0.into(),
+            total: 0.into(),
+        }
+    }
+}
+
+impl Progress for Bar {
+    fn start(&self, total: u64) {
+        self.total
+            .store(total, std::sync::atomic::Ordering::Relaxed);
+        if let Some(bar) = &self.bar {
+            bar.set_length(total);
+        }
+    }
+
+    fn case_done(&self, case: &CaseResult) {
+        let done = self.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let total = self.total.load(std::sync::atomic::Ordering::Relaxed);
+        match &self.bar {
+            Some(bar) => {
+                bar.set_message(format!("{} @ {}", case.fixture, case.target));
+                bar.inc(1);
+                if case.outcome.fails() {
+                    bar.println(format!(
+                        "{:>8} {} @ {}",
+                        case.outcome.label(),
+                        case.fixture,
+                        case.target
+                    ));
+                }
+            }
+            None => {
+                if case.outcome.fails() {
+                    eprintln!(
+                        "{:>8} {} @ {}",
+                        case.outcome.label(),
+                        case.fixture,
+                        case.target
+                    );
+                }
+                if done % 50 == 0 || done == total {
+                    eprintln!("[{done}/{total}] cases run");
+                }
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! Where two transcripts differ, layer by layer.
+//!
+//! Differences are structured (a layer, a path, a kind, both values) so the
+//! divergence registry can match them, and rendered with `similar` for people.
+//!
+//! Chunk boundaries are compared only when the fixture is paced: an unpaced
+//! engine lets a server merge steps, so then only what the stream amounts to
+//! (tokens, finish reasons, usage, errors, `[DONE]`) must agree.
+
+use std::fmt;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::normalize::{Body, EventData, StreamSummary, Transcript};
+
+/// The layer a difference lives in, outermost first.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Layer {
+    /// Status code and the headers that matter.
+    Http,
+    /// SSE lexical shape: line endings, comments, event count, `[DONE]`.
+    Framing,
+    /// The JSON of the body or of each event.
+    Json,
+    /// What the stream amounts to: tokens, finish reasons, usage, errors.
+    Stream,
+    /// Key order: reported, never failed.
+    KeyOrder,
+}
+
+impl fmt::Display for Layer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Http => "http",
+            Self::Framing => "framing",
+            Self::Json => "json",
+            Self::Stream => "stream",
+            Self::KeyOrder => "key-order",
+        })
+    }
+}
+
+/// How two values differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// Both present, different.
+    Changed,
+    /// In the baseline only.
+    Missing,
+    /// In the other target only.
+    Added,
+    /// `null` on one side, no key on the other.
+    NullVsAbsent,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Changed => "changed",
+            Self::Missing => "missing",
+            Self::Added => "added",
+            Self::NullVsAbsent => "null-vs-absent",
+        })
+    }
+}
+
+/// One difference between the baseline and another target.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Difference {
+    pub layer: Layer,
+    /// `status`, `headers.content-type`, `events[2].choices[0].usage`, ...
+    pub path: String,
+    pub kind: Kind,
+    pub baseline: Option<Value>,
+    pub other: Option<Value>,
+}
+
+impl fmt::Display for Difference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let show = |v: &Option<Value>| match v {
+            Some(v) => v.to_string(),
+            None => "(absent)".to_string(),
+        };
+        write!(
+            f,
+            "[{}] {} {}: {} -> {}",
+            self.layer,
+            self.path,
+            self.kind,
+            show(&self.baseline),
+            show(&self.other)
+        )
+    }
+}
+
+/// Compares `other` against `baseline`. `paced`: chunk boundaries count.
+pub fn compare(baseline: &Transcript, other: &Transcript, paced: bool) -> Vec<Difference> {
+    let mut out = Vec::new();
+    if baseline.status != other.status {
+        out.push(Difference {
+            layer: Layer::Http,
+            path: "status".into(),
+            kind: Kind::Changed,
+            baseline: baseline.status.map(Value::from),
+            other: other.status.map(Value::from),
+        });
+    }
+    let names: std::collections::BTreeSet<&String> = baseline
+        .headers
+        .keys()
+        .chain(other.headers.keys())
+        .collect();
+    for name in names {
+        let (a, b) = (baseline.headers.get(name), other.headers.get(name));
+        if a != b {
+            out.push(Difference {
+                layer: Layer::Http,
+                path: format!("headers.{name}"),
+                kind: presence_kind(a.is_some(), b.is_some()),
+                baseline: a.map(|s| Value::from(s.as_str())),
+                other: b.map(|s| Value::from(s.as_str())),
+            });
+        }
+    }
+    if baseline.notes != other.notes {
+        out.push(Difference {
+            layer: Layer::Framing,
+            path: "notes".into(),
+            kind: Kind::Changed,
+            baseline: Some(Value::from(baseline.notes.clone())),
+            other: Some(Value::from(other.notes.clone())),
+        });
+    }
+    match (&baseline.body, &other.body) {
+        (Body::Events(a), Body::Events(b)) => compare_events(a, b, paced, &mut out),
+        (Body::Json(a), Body::Json(b)) => json_diff("body", Some(a), Some(b), &mut out),
+        (a, b) if a != b => out.push(Difference {
+            layer: Layer::Framing,
+            path: "body".into(),
+            kind: Kind::Changed,
+            baseline: Some(body_value(a)),
+            other: Some(body_value(b)),
+        }),
+        _ => {}
+    }
+    for (path, (first, second)) in order_conflicts(&baseline.key_order, &other.key_order) {
+        out.push(Difference {
+            layer: Layer::KeyOrder,
+            path,
+            kind: Kind::Changed,
+            baseline: Some(Value::from(format!("{first} before {second}"))),
+            other: Some(Value::from(format!("{second} before {first}"))),
+        });
+    }
+    out
+}
+
+/// Key pairs written in opposite orders at the same object path. Different
+/// key sets (an extra null field, a merged chunk) are not an order change.
+fn order_conflicts(a: &[String], b: &[String]) -> Vec<(String, (String, String))> {
+    use std::collections::BTreeSet;
+    fn pairs(lines: &[String]) -> BTreeSet<(String, String, String)> {
+        let mut out = BTreeSet::new();
+        for line in lines {
+            let Some((path, keys)) = line.split_once(": ") else {
+                continue;
+            };
+            let keys: Vec<&str> = keys.split(", ").collect();
+            for (i, x) in keys.iter().enumerate() {
+                for y in &keys[i + 1..] {
+                    out.insert((path.to_string(), x.to_string(), y.to_string()));
+                }
+            }
+        }
+        out
+    }
+    let (pa, pb) = (pairs(a), pairs(b));
+    pa.iter()
+        .filter(|(path, x, y)| pb.contains(&(path.clone(), y.clone(), x.clone())))
+        .map(|(path, x, y)| (format!("{path} (key order)"), (x.clone(), y.clone())))
+        .collect()
+}
+
+fn body_value(body: &Body) -> Value {
+    serde_json::to_value(body).unwrap_or(Value::Null)
+}
+
+fn presence_kind(in_baseline: bool, in_other: bool) -> Kind {
+    match (in_baseline, in_other) {
+        (true, false) => Kind::Missing,
+        (false, true) => Kind::Added,
+        _ => Kind::Changed,
+    }
+}
+
+fn compare_events(a: &[EventData], b: &[EventData], paced: bool, out: &mut Vec<Difference>) {
+    let (sa, sb) = (StreamSummary::of(a), StreamSummary::of(b));
+    let summary = |s: &StreamSummary| serde_json::to_value(s).unwrap_or(Value::Null);
+    let (mut va, mut vb) = (summary(&sa), summary(&sb));
+    if !paced {
+        // Chunk counts are allowed to differ when steps may be merged.
+        for v in [&mut va, &mut vb] {
+            if let Some(m) = v.as_object_mut() {
+                m.remove("chunks");
+            }
+        }
+    }
+    let mut stream = Vec::new();
+    json_diff("stream", Some(&va), Some(&vb), &mut stream);
+    out.extend(stream.into_iter().map(|d| Difference {
+        layer: Layer::Stream,
+        ..d
+    }));
+    if paced || a.len() == b.len() {
+        if a.len() != b.len() {
+            out.push(Difference {
+                layer: Layer::Framing,
+                path: "events.len".into(),
+                kind: Kind::Changed,
+                baseline: Some(a.len().into()),
+                other: Some(b.len().into()),
+            });
+        }
+        for (i, (ea, eb)) in a.iter().zip(b).enumerate() {
+            let path = format!("events[{i}]");
+            match (ea, eb) {
+                (EventData::Json(x), EventData::Json(y)) => json_diff(&path, Some(x), Some(y), out),
+                (x, y) if x != y => out.push(Difference {
+                    layer: Layer::Framing,
+                    path,
+                    kind: Kind::Changed,
+                    baseline: serde_json::to_value(x).ok(),
+                    other: serde_json::to_value(y).ok(),
+                }),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Structural JSON difference; numbers compare by value.
+pub fn json_diff(path: &str, a: Option<&Value>, b: Option<&Value>, out: &mut Vec<Difference>) {
+    match (a, b) {
+        (Some(Value::Object(x)), Some(Value::Object(y))) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for key in keys {
+                json_diff(&format!("{path}.{key}"), x.get(key), y.get(key), out);
+            }
+        }
+        (Some(Value::Array(x)), Some(Value::Array(y))) if x.len() == y.len() => {
+            for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                json_diff(&format!("{path}[{i}]"), Some(p), Some(q), out);
+            }
+        }
+        (Some(Value::Number(x)), Some(Value::Number(y))) if x.as_f64() == y.as_f64() => {}
+        (Some(x), Some(y)) if x == y => {}
+        (None, None) => {}
+        (x, y) => {
+            let kind = match (x, y) {
+                (Some(Value::Null), None) | (None, Some(Value::Null)) => Kind::NullVsAbsent,
+                _ => presence_kind(x.is_some(), y.is_some()),
+            };
+            out.push(Difference {
+                layer: Layer::Json,
+                path: path.to_string(),
+                kind,
+                baseline: x.cloned(),
+                other: y.cloned(),
+            });
+        }
+    }
+}
+
+/// A unified diff of two snapshot texts, for people.
+pub fn render_text_diff(
+    baseline_name: &str,
+    baseline: &str,
+    other_name: &str,
+    other: &str,
+) -> String {
+    similar::TextDiff::from_lines(baseline, other)
+        .unified_diff()
+        .context_radius(2)
+        .header(baseline_name, other_name)
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::normalize::{ClientValues, TranscriptBuilder};
+
+    fn stream(events: &[&str]) -> Transcript {
+        TranscriptBuilder::new(ClientValues::default()).build(
+            Some(200),
+            &[],
+            b"",
+            Some(events.iter().map(|s| s.to_string()).collect()),
+            vec![],
+            None,
+        )
+    }
+
+    #[test]
+    fn null_versus_absent_is_its_own_kind() {
+        let a = stream(&[r#"{"choices":[{"index":0,"token_ids":[1]}]}"#]);
+        let b = stream(&[r#"{"choices":[{"index":0,"token_ids":[1],"logprobs":null}]}"#]);
+        let d = compare(&a, &b, true);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(
+            (d[0].kind, d[0].path.as_str()),
+            (Kind::NullVsAbsent, "events[0].choices[0].logprobs")
+        );
+    }
+
+    #[test]
+    fn merged_chunks_are_equal_when_unpaced_and_different_when_paced() {
+        let a = stream(&[
+            r#"{"choices":[{"index":0,"token_ids":[1]}]}"#,
+            r#"{"choices":[{"index":0,"token_ids":[2],"finish_reason":"stop"}]}"#,
+            "[DONE]",
+        ]);
+        let b = stream(&[
+            r#"{"choices":[{"index":0,"token_ids":[1,2],"finish_reason":"stop"}]}"#,
+            "[DONE]",
+        ]);
+        assert_eq!(compare(&a, &b, false), []);
+        let paced = compare(&a, &b, true);
+        assert!(paced.iter().any(|d| d.path == "events.len"), "{paced:?}");
+        assert!(paced.iter().any(|d| d.path == "stream.chunks"), "{paced:?}");
+    }
+
+    #[test]
+    fn key_order_is_reported_only_for_swapped_keys() {
+        let a = stream(&[r#"{"request_id":"x","choices":[]}"#]);
+        let b = stream(&[r#"{"choices":[],"request_id":"x"}"#]);
+        let d = compare(&a, &b, true);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].layer, Layer::KeyOrder);
+        assert_eq!(d[0].baseline, Some(json!("request_id before choices")));
+    }
+
+    #[test]
+    fn a_missing_done_is_a_stream_difference() {
+        let a = stream(&[r#"{"choices":[]}"#, "[DONE]"]);
+        let b = stream(&[r#"{"choices":[]}"#]);
+        let d = compare(&a, &b, false);
+        assert!(
+            d.iter().any(|d| d.layer == Layer::Stream
+                && d.path == "stream.done_events"
+                && d.baseline == Some(json!(1))
+                && d.other == Some(json!(0))),
+            "{d:?}"
+        );
+    }
+}

@@ -1,0 +1,241 @@
+//! The registry of known, accepted differences between targets.
+//!
+//! ```toml
+//! [[divergence]]
+//! id = "python-null-fields"
+//! targets = ["vllm-python"]          # the non-baseline target(s) it applies to
+//! fixtures = ["*"]                   # fixture name patterns (`*` wildcard)
+//! layer = "json"                     # optional: http, framing, json, stream
+//! kinds = ["null-vs-absent"]         # optional
+//! paths = ["events[*].choices[*].logprobs"]
+//! class = "intended"                 # intended | bug | artefact
+//! reason = "Python emits null for unset fields; Rust skips them"
+//! source = "vllm/entrypoints/.../protocol.py"
+//! link = "https://github.com/vllm-project/vllm/pull/43779"
+//! ```
+//!
+//! A difference matched by an entry is "known"; any other one is new and
+//! fails the run.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::diff::{Difference, Kind, Layer};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Class {
+    /// The servers are meant to differ.
+    Intended,
+    /// One server is wrong; the entry says which.
+    Bug,
+    /// The difference comes from how we drive the servers, not from them.
+    Artefact,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    pub id: String,
+    /// Target names this applies to (as the other side of a comparison);
+    /// empty means any.
+    #[serde(default)]
+    pub targets: Vec<String>,
+    /// Baseline target names; empty means any.
+    #[serde(default)]
+    pub baselines: Vec<String>,
+    #[serde(default = "any")]
+    pub fixtures: Vec<String>,
+    #[serde(default)]
+    pub layer: Option<Layer>,
+    #[serde(default)]
+    pub kinds: Vec<Kind>,
+    #[serde(default = "any")]
+    pub paths: Vec<String>,
+    pub class: Class,
+    pub reason: String,
+    #[serde(default)]
+    pub source: Option<String>,
+    #[serde(default)]
+    pub link: Option<String>,
+}
+
+fn any() -> Vec<String> {
+    vec!["*".to_string()]
+}
+
+impl Entry {
+    pub fn matches(&self, baseline: &str, target: &str, fixture: &str, d: &Difference) -> bool {
+        (self.targets.is_empty() || self.targets.iter().any(|t| t == target))
+            && (self.baselines.is_empty() || self.baselines.iter().any(|t| t == baseline))
+            && self.fixtures.iter().any(|p| wildcard(p, fixture))
+            && self.layer.is_none_or(|l| l == d.layer)
+            && (self.kinds.is_empty() || self.kinds.contains(&d.kind))
+            && self.paths.iter().any(|p| wildcard(p, &d.path))
+    }
+}
+
+/// The checked-in registry.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registry {
+    #[serde(default, rename = "divergence")]
+    pub entries: Vec<Entry>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: String,
+        source: Box<toml::de::Error>,
+    },
+    #[error("{path}: divergence id `{id}` appears twice")]
+    DuplicateId { path: String, id: String },
+}
+
+impl Registry {
+    /// Loads the registry; a missing file is an empty registry.
+    pub fn load(path: &Path) -> Result<Self, RegistryError> {
+        let shown = path.display().to_string();
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(source) => {
+                return Err(RegistryError::Read {
+                    path: shown,
+                    source,
+                });
+            }
+        };
+        let registry: Self = toml::from_str(&text).map_err(|e| RegistryError::Parse {
+            path: shown.clone(),
+            source: Box::new(e),
+        })?;
+        let mut seen = std::collections::BTreeSet::new();
+        for e in &registry.entries {
+            if !seen.insert(&e.id) {
+                return Err(RegistryError::DuplicateId {
+                    path: shown,
+                    id: e.id.clone(),
+                });
+            }
+        }
+        Ok(registry)
+    }
+
+    /// The entry that accepts this difference, if any.
+    pub fn find(
+        &self,
+        baseline: &str,
+        target: &str,
+        fixture: &str,
+        d: &Difference,
+    ) -> Option<&Entry> {
+        self.entries
+            .iter()
+            .find(|e| e.matches(baseline, target, fixture, d))
+    }
+}
+
+/// `*` matches any run of characters (dots and brackets included); every
+/// other character matches itself.
+pub fn wildcard(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    let mut backtrack: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && p[pi] == '*' {
+            backtrack = Some((pi, ti));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if let Some((bp, bt)) = backtrack {
+            pi = bp + 1;
+            ti = bt + 1;
+            backtrack = Some((bp, bt + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards() {
+        assert!(wildcard("*", ""));
+        assert!(wildcard(
+            "events[*].choices[*].logprobs",
+            "events[12].choices[0].logprobs"
+        ));
+        assert!(!wildcard(
+            "events[*].choices[*].logprobs",
+            "events[1].choices[0].token_ids"
+        ));
+        assert!(wildcard("stream_*", "stream_usage"));
+        assert!(!wildcard("stream_*", "nostream"));
+    }
+
+    #[test]
+    fn an_entry_matches_on_every_axis() {
+        let registry: Registry = toml::from_str(
+            r#"
+            [[divergence]]
+            id = "x"
+            targets = ["py"]
+            fixtures = ["stream_*"]
+            kinds = ["null-vs-absent"]
+            paths = ["events[*].usage"]
+            class = "intended"
+            reason = "python writes null"
+            "#,
+        )
+        .unwrap();
+        let d = Difference {
+            layer: Layer::Json,
+            path: "events[0].usage".into(),
+            kind: Kind::NullVsAbsent,
+            baseline: None,
+            other: Some(serde_json::Value::Null),
+        };
+        assert!(registry.find("rs", "py", "stream_basic", &d).is_some());
+        assert!(registry.find("rs", "other", "stream_basic", &d).is_none());
+        assert!(registry.find("rs", "py", "nonstream", &d).is_none());
+        let changed = Difference {
+            kind: Kind::Changed,
+            ..d
+        };
+        assert!(
+            registry
+                .find("rs", "py", "stream_basic", &changed)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn unknown_fields_and_duplicate_ids_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.toml");
+        std::fs::write(
+            &path,
+            "[[divergence]]\nid='a'\nclass='bug'\nreason='r'\nreasn='typo'\n",
+        )
+        .unwrap();
+        let e = Registry::load(&path).unwrap_err().to_string();
+        assert!(e.contains("reasn"), "{e}");
+        std::fs::write(&path, "[[divergence]]\nid='a'\nclass='bug'\nreason='r'\n[[divergence]]\nid='a'\nclass='bug'\nreason='r'\n").unwrap();
+        let e = Registry::load(&path).unwrap_err().to_string();
+        assert!(e.contains("`a` appears twice"), "{e}");
+    }
+}

@@ -1,0 +1,454 @@
+//! From a raw capture to a transcript that two servers can agree on.
+//!
+//! - Generated values (request ids the client did not choose, timestamps)
+//!   become placeholders that keep equality: the first random id seen is
+//!   `<request_id#1>` wherever it appears.
+//! - Values the client chose stay literal, so "the server echoed my
+//!   `X-Request-Id`" is still visible in a snapshot.
+//! - `null` stays distinct from an absent key; integral floats become
+//!   integers so numbers compare as numbers.
+//! - Key order is recorded beside the values (sorted) as one line per object
+//!   shape, so it can be reported without failing a comparison.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// Response headers that carry behaviour; the rest (date, length) is noise.
+pub const HEADERS_THAT_MATTER: &[&str] = &[
+    "content-type",
+    "cache-control",
+    "x-request-id",
+    "www-authenticate",
+    "x-accel-buffering",
+];
+
+/// A body, normalised.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum Body {
+    Empty,
+    Json(Value),
+    Text(String),
+    Events(Vec<EventData>),
+}
+
+/// The data of one server-sent event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum EventData {
+    Json(Value),
+    Done,
+    Text(String),
+}
+
+impl EventData {
+    pub fn parse(data: &str) -> Self {
+        if data == "[DONE]" {
+            return Self::Done;
+        }
+        match serde_json::from_str(data) {
+            Ok(v) => Self::Json(v),
+            Err(_) => Self::Text(data.to_string()),
+        }
+    }
+
+    pub fn json(&self) -> Option<&Value> {
+        match self {
+            Self::Json(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// One exchange, ready to snapshot and compare.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Transcript {
+    pub status: Option<u16>,
+    pub headers: BTreeMap<String, String>,
+    pub body: Body,
+    /// Lexical notes from the SSE lexer and the strict client.
+    pub notes: Vec<String>,
+    /// `<object path>: key, key, ...` for each distinct key order seen at
+    /// each object path, in the order the server wrote the keys.
+    pub key_order: Vec<String>,
+    /// Why the capture is incomplete, if it is.
+    pub error: Option<String>,
+}
+
+/// Values the client chose, which must not be replaced by placeholders.
+#[derive(Debug, Clone, Default)]
+pub struct ClientValues {
+    pub request_ids: Vec<String>,
+}
+
+impl ClientValues {
+    pub fn from_request(request: &mock_engine::script::RequestSpec) -> Self {
+        let mut ids: Vec<String> = request
+            .headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("x-request-id"))
+            .map(|(_, v)| v.clone())
+            .collect();
+        if let Some(id) = request
+            .body
+            .as_ref()
+            .and_then(|b| b.get("request_id"))
+            .and_then(Value::as_str)
+        {
+            ids.push(id.to_string());
+        }
+        ids.retain(|id| !id.is_empty());
+        Self { request_ids: ids }
+    }
+}
+
+/// Replaces generated values, consistently within one transcript.
+#[derive(Debug, Default)]
+pub struct Normalizer {
+    client: ClientValues,
+    ids: Vec<String>,
+    shapes: BTreeMap<String, Vec<Vec<String>>>,
+}
+
+impl Normalizer {
+    pub fn new(client: ClientValues) -> Self {
+        Self {
+            client,
+            ..Self::default()
+        }
+    }
+
+    fn request_id(&mut self, id: &str) -> String {
+        if self
+            .client
+            .request_ids
+            .iter()
+            .any(|c| id.contains(c.as_str()))
+        {
+            return id.to_string();
+        }
+        let n = match self.ids.iter().position(|seen| seen == id) {
+            Some(i) => i + 1,
+            None => {
+                self.ids.push(id.to_string());
+                self.ids.len()
+            }
+        };
+        format!("<request_id#{n}>")
+    }
+
+    /// Normalises a JSON value found at `path` (used for key-order shapes).
+    pub fn value(&mut self, path: &str, value: &Value) -> Value {
+        match value {
+            Value::Object(map) => {
+                let order: Vec<String> = map.keys().cloned().collect();
+                let seen = self.shapes.entry(path.to_string()).or_default();
+                if !seen.contains(&order) {
+                    seen.push(order);
+                }
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                let mut out = Map::new();
+                for key in keys {
+                    let v = &map[key];
+                    let child = format!("{path}.{key}");
+                    let normalised = match (key.as_str(), v) {
+                        ("request_id", Value::String(s)) => Value::String(self.request_id(s)),
+                        (k, Value::Number(_)) if is_time_key(k) => Value::String("<time>".into()),
+                        _ => self.value(&child, v),
+                    };
+                    out.insert(key.clone(), normalised);
+                }
+                Value::Object(out)
+            }
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|v| self.value(&format!("{path}[]"), v))
+                    .collect(),
+            ),
+            Value::Number(n) => number(n),
+            other => other.clone(),
+        }
+    }
+
+    pub fn header(&mut self, name: &str, value: &str) -> String {
+        if name == "x-request-id" {
+            self.request_id(value)
+        } else {
+            value.to_string()
+        }
+    }
+
+    /// The key-order lines gathered so far.
+    pub fn key_order(&self) -> Vec<String> {
+        self.shapes
+            .iter()
+            .flat_map(|(path, orders)| {
+                orders
+                    .iter()
+                    .map(move |keys| format!("{path}: {}", keys.join(", ")))
+            })
+            .collect()
+    }
+}
+
+fn is_time_key(key: &str) -> bool {
+    key == "created" || key.ends_with("_time") || key.ends_with("_ts") || key.contains("timestamp")
+}
+
+fn number(n: &serde_json::Number) -> Value {
+    if let Some(f) = n.as_f64()
+        && !n.is_i64()
+        && !n.is_u64()
+        && f.fract() == 0.0
+        && f.abs() < 9.0e15
+    {
+        return Value::from(f as i64);
+    }
+    Value::Number(n.clone())
+}
+
+/// Builds a transcript from the parts of a capture.
+pub struct TranscriptBuilder {
+    normalizer: Normalizer,
+}
+
+impl TranscriptBuilder {
+    pub fn new(client: ClientValues) -> Self {
+        Self {
+            normalizer: Normalizer::new(client),
+        }
+    }
+
+    /// `events`: the data of each dispatched event, when the body is an event
+    /// stream; otherwise `None` and `body` is read as JSON or text.
+    pub fn build(
+        mut self,
+        status: Option<u16>,
+        headers: &[(String, String)],
+        body: &[u8],
+        events: Option<Vec<String>>,
+        notes: Vec<String>,
+        error: Option<String>,
+    ) -> Transcript {
+        let headers = headers
+            .iter()
+            .filter(|(n, _)| HEADERS_THAT_MATTER.contains(&n.as_str()))
+            .map(|(n, v)| (n.clone(), self.normalizer.header(n, v)))
+            .collect();
+        let body = match events {
+            Some(events) => Body::Events(
+                events
+                    .iter()
+                    .enumerate()
+                    .map(|(i, data)| match EventData::parse(data) {
+                        EventData::Json(v) => {
+                            EventData::Json(self.normalizer.value(&event_shape_path(i, &v), &v))
+                        }
+                        other => other,
+                    })
+                    .collect(),
+            ),
+            None if body.is_empty() => Body::Empty,
+            None => match serde_json::from_slice::<Value>(body) {
+                Ok(v) => Body::Json(self.normalizer.value("body", &v)),
+                Err(_) => Body::Text(String::from_utf8_lossy(body).into_owned()),
+            },
+        };
+        Transcript {
+            status,
+            headers,
+            body,
+            notes,
+            key_order: self.normalizer.key_order(),
+            error,
+        }
+    }
+}
+
+/// Events of different roles have different shapes; naming the role keeps
+/// one key-order line per role instead of one per event.
+fn event_shape_path(_index: usize, v: &Value) -> String {
+    let role = if v.get("error").is_some() {
+        "error"
+    } else if v
+        .get("choices")
+        .and_then(Value::as_array)
+        .is_some_and(|c| c.is_empty())
+    {
+        "usage"
+    } else {
+        "chunk"
+    };
+    format!("event<{role}>")
+}
+
+/// What a stream amounts to, whatever its chunking: compared even when a
+/// server merged engine steps into fewer chunks.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StreamSummary {
+    /// Token ids per choice index, concatenated over all chunks.
+    pub tokens: BTreeMap<u64, Vec<Value>>,
+    pub finish_reasons: BTreeMap<u64, Value>,
+    /// The usage of the last event that had one.
+    pub usage: Option<Value>,
+    pub errors: Vec<Value>,
+    pub done_events: usize,
+    pub chunks: usize,
+}
+
+impl StreamSummary {
+    pub fn of(events: &[EventData]) -> Self {
+        let mut summary = Self::default();
+        for event in events {
+            match event {
+                EventData::Done => summary.done_events += 1,
+                EventData::Text(_) => {}
+                EventData::Json(v) => {
+                    if let Some(e) = v.get("error") {
+                        summary.errors.push(e.clone());
+                    }
+                    if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
+                        summary.usage = Some(u.clone());
+                    }
+                    let choices = v.get("choices").and_then(Value::as_array);
+                    if choices.is_some_and(|c| !c.is_empty()) {
+                        summary.chunks += 1;
+                    }
+                    for choice in choices.into_iter().flatten() {
+                        let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
+                        if let Some(ids) = choice.get("token_ids").and_then(Value::as_array) {
+                            summary
+                                .tokens
+                                .entry(index)
+                                .or_default()
+                                .extend(ids.iter().cloned());
+                        }
+                        if let Some(f) = choice.get("finish_reason").filter(|f| !f.is_null()) {
+                            summary.finish_reasons.insert(index, f.clone());
+                        }
+                    }
+                }
+            }
+        }
+        summary
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn build(events: &[&str], client: ClientValues) -> Transcript {
+        TranscriptBuilder::new(client).build(
+            Some(200),
+            &[
+                ("content-type".into(), "text/event-stream".into()),
+                ("date".into(), "x".into()),
+            ],
+            b"",
+            Some(events.iter().map(|s| s.to_string()).collect()),
+            vec![],
+            None,
+        )
+    }
+
+    #[test]
+    fn random_ids_become_placeholders_that_keep_equality() {
+        let t = build(
+            &[
+                r#"{"request_id":"ab12","choices":[]}"#,
+                r#"{"request_id":"ab12"}"#,
+                r#"{"request_id":"zz"}"#,
+            ],
+            ClientValues::default(),
+        );
+        let Body::Events(events) = &t.body else {
+            panic!()
+        };
+        let ids: Vec<&Value> = events
+            .iter()
+            .map(|e| &e.json().unwrap()["request_id"])
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                &json!("<request_id#1>"),
+                &json!("<request_id#1>"),
+                &json!("<request_id#2>")
+            ]
+        );
+        assert_eq!(t.headers.len(), 1, "date is noise");
+    }
+
+    #[test]
+    fn client_chosen_ids_stay_literal_even_when_prefixed() {
+        let client = ClientValues {
+            request_ids: vec!["fixed-1".into()],
+        };
+        let t = build(&[r#"{"request_id":"generate-tokens-fixed-1"}"#], client);
+        let Body::Events(events) = &t.body else {
+            panic!()
+        };
+        assert_eq!(
+            events[0].json().unwrap()["request_id"],
+            json!("generate-tokens-fixed-1")
+        );
+    }
+
+    #[test]
+    fn null_stays_distinct_from_absent_and_numbers_compare_as_numbers() {
+        let t = build(
+            &[r#"{"a":null,"n":2.0,"f":-0.5}"#, r#"{"n":2}"#],
+            ClientValues::default(),
+        );
+        let Body::Events(events) = &t.body else {
+            panic!()
+        };
+        let first = events[0].json().unwrap();
+        assert_eq!(first.get("a"), Some(&Value::Null));
+        assert_eq!(first["n"], events[1].json().unwrap()["n"]);
+        assert_eq!(first["f"], json!(-0.5));
+        assert!(events[1].json().unwrap().get("a").is_none());
+    }
+
+    #[test]
+    fn key_order_is_recorded_and_values_sorted() {
+        let t = build(&[r#"{"z":1,"a":{"y":1,"b":2}}"#], ClientValues::default());
+        assert_eq!(t.key_order, ["event<chunk>: z, a", "event<chunk>.a: y, b"]);
+        let Body::Events(events) = &t.body else {
+            panic!()
+        };
+        let keys: Vec<&String> = events[0]
+            .json()
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect();
+        assert_eq!(keys, ["a", "z"]);
+    }
+
+    #[test]
+    fn summary_concatenates_tokens_across_chunks() {
+        let events: Vec<EventData> = [
+            r#"{"choices":[{"index":0,"token_ids":[1,2]}]}"#,
+            r#"{"choices":[{"index":0,"token_ids":[3],"finish_reason":"stop"}]}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":2}}"#,
+            "[DONE]",
+        ]
+        .iter()
+        .map(|d| EventData::parse(d))
+        .collect();
+        let s = StreamSummary::of(&events);
+        assert_eq!(s.tokens[&0], [json!(1), json!(2), json!(3)]);
+        assert_eq!(s.finish_reasons[&0], json!("stop"));
+        assert_eq!(s.usage, Some(json!({"prompt_tokens": 2})));
+        assert_eq!((s.done_events, s.chunks), (1, 2));
+    }
+}

@@ -1,0 +1,149 @@
+//! Child processes the harness owns (the real vLLM frontends).
+//!
+//! Each child leads its own process group, so stopping it also stops whatever
+//! it started; it is killed when its handle drops (end of run, Ctrl-C, panic),
+//! and asks the kernel to kill it if the harness itself dies. Its stdout and
+//! stderr go to a log file that failures quote.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+/// A running child and its log.
+#[derive(Debug)]
+pub struct Supervised {
+    pub name: String,
+    pub log: PathBuf,
+    child: tokio::process::Child,
+    pgid: Option<Pid>,
+}
+
+impl Supervised {
+    /// Starts `command` in a new process group, logging to `log`.
+    pub fn spawn(
+        name: &str,
+        mut command: tokio::process::Command,
+        log: &Path,
+    ) -> std::io::Result<Self> {
+        if let Some(dir) = log.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let out = std::fs::File::create(log)?;
+        let err = out.try_clone()?;
+        command
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0)
+            .kill_on_drop(true);
+        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+        unsafe {
+            command.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+            });
+        }
+        let child = command.spawn()?;
+        let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+        Ok(Self {
+            name: name.to_string(),
+            log: log.to_path_buf(),
+            child,
+            pgid,
+        })
+    }
+
+    /// The exit status, if the child has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// The last `lines` lines of the log, for error messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read(&self.log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// SIGTERM to the group, then SIGKILL after `grace`.
+    pub async fn stop(mut self, grace: Duration) {
+        if let Some(pgid) = self.pgid {
+            let _ = killpg(pgid, Signal::SIGTERM);
+            if tokio::time::timeout(grace, self.child.wait())
+                .await
+                .is_err()
+            {
+                let _ = killpg(pgid, Signal::SIGKILL);
+                let _ = self.child.wait().await;
+            }
+            // Grandchildren that ignored SIGTERM go with the group.
+            let _ = killpg(pgid, Signal::SIGKILL);
+            self.pgid = None;
+        }
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.pgid.take() {
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+    }
+}
+
+/// A port that was free a moment ago (the frontends want numbers, not sockets).
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn stop_ends_the_whole_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut command = tokio::process::Command::new("sh");
+        // The grandchild ignores SIGTERM; only the group kill ends it.
+        command
+            .arg("-c")
+            .arg("trap '' TERM; sleep 300 & echo started; wait");
+        let child = Supervised::spawn("sleeper", command, &dir.path().join("log")).unwrap();
+        let pgid = child.pgid.unwrap();
+        for _ in 0..100 {
+            if child.log_tail(1) == "started" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        child.stop(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            killpg(pgid, None).is_err(),
+            "no process of the group is left"
+        );
+    }
+
+    #[tokio::test]
+    async fn dropping_kills() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut command = tokio::process::Command::new("sleep");
+        command.arg("300");
+        let child = Supervised::spawn("sleeper", command, &dir.path().join("log")).unwrap();
+        let pgid = child.pgid.unwrap();
+        drop(child);
+        for _ in 0..100 {
+            if killpg(pgid, None).is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the process group survived the drop");
+    }
+}

@@ -1,0 +1,197 @@
+//! Telling people and machines what a run found: a fixture x target grid
+//! with the diffs of what failed, a JSON report, and JUnit XML.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use console::Style;
+use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+
+use crate::run::{CaseResult, Outcome, RunReport};
+use crate::snapshot;
+
+fn style(outcome: Outcome, color: bool) -> Style {
+    let s = Style::new().force_styling(color);
+    match outcome {
+        Outcome::Pass => s.green(),
+        Outcome::Skipped => s.dim(),
+        Outcome::Known => s.cyan(),
+        Outcome::SnapshotChanged => s.yellow(),
+        Outcome::New | Outcome::Error => s.red().bold(),
+    }
+}
+
+/// The grid, the details of every failing case, and a summary line.
+pub fn terminal(report: &RunReport, color: bool) -> String {
+    let mut out = String::new();
+    let name_width = report
+        .fixtures
+        .iter()
+        .map(String::len)
+        .max()
+        .unwrap_or(7)
+        .max(7);
+    let widths: Vec<usize> = report.targets.iter().map(|t| t.len().max(8)).collect();
+    let _ = write!(out, "{:name_width$}", "fixture");
+    for (t, w) in report.targets.iter().zip(&widths) {
+        let _ = write!(out, "  {t:w$}");
+    }
+    out.push('\n');
+    let by_key: BTreeMap<(&str, &str), &CaseResult> = report
+        .cases
+        .iter()
+        .map(|c| ((c.fixture.as_str(), c.target.as_str()), c))
+        .collect();
+    for fixture in &report.fixtures {
+        let _ = write!(out, "{fixture:name_width$}");
+        for (t, w) in report.targets.iter().zip(&widths) {
+            let label = match by_key.get(&(fixture.as_str(), t.as_str())) {
+                Some(c) => style(c.outcome, color)
+                    .apply_to(format!("{:w$}", c.outcome.label()))
+                    .to_string(),
+                None => format!("{:w$}", "-"),
+            };
+            let _ = write!(out, "  {label}");
+        }
+        out.push('\n');
+    }
+    for case in report
+        .cases
+        .iter()
+        .filter(|c| c.outcome.fails() || c.outcome == Outcome::Known)
+    {
+        out.push('\n');
+        let head = style(case.outcome, color).apply_to(format!(
+            "{} {} @ {}",
+            case.outcome.label(),
+            case.fixture,
+            case.target
+        ));
+        let _ = writeln!(out, "{head}");
+        if let Some(reason) = &case.reason {
+            let _ = writeln!(out, "  reason: {reason}");
+        }
+        for d in &case.differences {
+            match &d.known {
+                Some(id) => {
+                    let _ = writeln!(out, "  known ({id}): {}", d.difference);
+                }
+                None => {
+                    let _ = writeln!(out, "  {}", d.difference);
+                }
+            }
+        }
+        if case.outcome.fails()
+            && let Some(diff) = &case.text_diff
+        {
+            out.push_str(&indent(diff));
+        }
+        match &case.snapshot {
+            Some(snapshot::Status::New) => {
+                out.push_str("  no reviewed snapshot yet: review with `cargo insta review` or rerun with --accept\n")
+            }
+            Some(snapshot::Status::Changed(diff)) => {
+                out.push_str("  snapshot changed (review with `cargo insta review` or rerun with --accept):\n");
+                out.push_str(&indent(diff));
+            }
+            _ => {}
+        }
+    }
+    out.push('\n');
+    out.push_str(&summary(report));
+    out.push('\n');
+    out
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("    {l}\n")).collect()
+}
+
+/// `N passed, N failed` (the plain closing line CI systems read), then counts.
+pub fn summary(report: &RunReport) -> String {
+    let count = |o: Outcome| report.cases.iter().filter(|c| c.outcome == o).count();
+    let failed = report.cases.iter().filter(|c| c.outcome.fails()).count();
+    let passed = count(Outcome::Pass) + count(Outcome::Known);
+    format!(
+        "{passed} passed, {failed} failed, {} skipped\n({} known divergences, {} new divergences, {} snapshot changes, {} errors; {} fixtures x {} targets in {:.1} s)",
+        count(Outcome::Skipped),
+        count(Outcome::Known),
+        count(Outcome::New),
+        count(Outcome::SnapshotChanged),
+        count(Outcome::Error),
+        report.fixtures.len(),
+        report.targets.len(),
+        report.elapsed_ms / 1000.0
+    )
+}
+
+pub fn write_json(report: &RunReport, path: &Path) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(report)?;
+    std::fs::write(path, text).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+}
+
+/// One test suite per target, one test case per fixture.
+pub fn junit(report: &RunReport) -> anyhow::Result<String> {
+    let mut junit = Report::new("genconform");
+    for target in &report.targets {
+        let mut suite = TestSuite::new(target.as_str());
+        for case in report.cases.iter().filter(|c| &c.target == target) {
+            let status = match case.outcome {
+                Outcome::Pass | Outcome::Known => TestCaseStatus::success(),
+                Outcome::Skipped => {
+                    let mut s = TestCaseStatus::skipped();
+                    if let Some(r) = &case.reason {
+                        s.set_message(r.as_str());
+                    }
+                    s
+                }
+                Outcome::New | Outcome::SnapshotChanged | Outcome::Error => {
+                    let kind = if case.outcome == Outcome::Error {
+                        NonSuccessKind::Error
+                    } else {
+                        NonSuccessKind::Failure
+                    };
+                    let mut s = TestCaseStatus::non_success(kind);
+                    s.set_message(failure_message(case));
+                    s.set_description(failure_detail(case));
+                    s
+                }
+            };
+            let mut test = TestCase::new(case.fixture.as_str(), status);
+            test.set_classname(format!("genconform.{target}"));
+            test.set_time(std::time::Duration::from_secs_f64(case.elapsed_ms / 1000.0));
+            suite.add_test_case(test);
+        }
+        junit.add_test_suite(suite);
+    }
+    Ok(junit.to_string()?)
+}
+
+fn failure_message(case: &CaseResult) -> String {
+    match case.outcome {
+        Outcome::Error => case.reason.clone().unwrap_or_else(|| "error".into()),
+        Outcome::SnapshotChanged => "the transcript differs from the reviewed snapshot".into(),
+        _ => format!(
+            "{} new divergence(s) from the baseline",
+            case.differences
+                .iter()
+                .filter(|d| d.known.is_none())
+                .count()
+        ),
+    }
+}
+
+fn failure_detail(case: &CaseResult) -> String {
+    let mut out = String::new();
+    for d in case.differences.iter().filter(|d| d.known.is_none()) {
+        let _ = writeln!(out, "{}", d.difference);
+    }
+    if let Some(diff) = &case.text_diff {
+        out.push_str(diff);
+    }
+    if let Some(snapshot::Status::Changed(diff)) = &case.snapshot {
+        out.push_str(diff);
+    }
+    out
+}

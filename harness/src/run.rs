@@ -1,0 +1,364 @@
+//! Replaying the corpus against every target, and judging each case.
+//!
+//! Every (fixture, target) pair ends as exactly one [`CaseResult`], whatever
+//! the target does: a crash, a hang or an exhausted budget is an `error`
+//! outcome with its reason, and the run goes on.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use mock_engine::{Corpus, LoadedFixture};
+use serde::Serialize;
+
+use crate::capture::{self, Capture, Limits};
+use crate::diff::{self, Difference, Layer};
+use crate::divergence::Registry;
+use crate::normalize::{ClientValues, Transcript, TranscriptBuilder};
+use crate::snapshot::{self, Store};
+use crate::sse;
+use crate::target::{Target, TargetSpec, Unavailable, VllmOptions};
+
+/// How a case ended, worst last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Pass,
+    Skipped,
+    /// Differs from the baseline only in registered ways.
+    Known,
+    /// The transcript is not the reviewed snapshot.
+    SnapshotChanged,
+    /// Differs from the baseline in a way the registry does not accept.
+    New,
+    Error,
+}
+
+impl Outcome {
+    pub fn fails(self) -> bool {
+        matches!(self, Self::SnapshotChanged | Self::New | Self::Error)
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Pass => "pass",
+            Self::Skipped => "skip",
+            Self::Known => "known",
+            Self::SnapshotChanged => "snapshot",
+            Self::New => "NEW",
+            Self::Error => "ERROR",
+        }
+    }
+}
+
+/// A difference from the baseline, with the registry entry that accepts it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Judged {
+    #[serde(flatten)]
+    pub difference: Difference,
+    /// The id of the registry entry, when the difference is known.
+    pub known: Option<String>,
+}
+
+/// One fixture against one target.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseResult {
+    pub fixture: String,
+    pub target: String,
+    pub outcome: Outcome,
+    /// Why it was skipped or errored.
+    pub reason: Option<String>,
+    pub transcript: Option<Transcript>,
+    pub differences: Vec<Judged>,
+    /// Unified diff against the baseline's transcript, when it differs.
+    pub text_diff: Option<String>,
+    pub snapshot: Option<snapshot::Status>,
+    pub elapsed_ms: f64,
+}
+
+/// What a run needs.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub targets: Vec<TargetSpec>,
+    pub filter: Option<String>,
+    pub limits: Limits,
+    /// Past this, the remaining cases are errors with that reason.
+    pub budget: Duration,
+    pub snapshots: PathBuf,
+    pub registry: Registry,
+    pub accept_snapshots: bool,
+    /// Checks snapshots at all (off for ad-hoc comparisons).
+    pub check_snapshots: bool,
+    /// For `vllm-rs` and `vllm-python` targets.
+    pub vllm: VllmOptions,
+}
+
+/// Everything a run found.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub targets: Vec<String>,
+    pub fixtures: Vec<String>,
+    pub cases: Vec<CaseResult>,
+    pub elapsed_ms: f64,
+}
+
+impl RunReport {
+    pub fn failed(&self) -> bool {
+        self.cases.iter().any(|c| c.outcome.fails())
+    }
+
+    pub fn case(&self, fixture: &str, target: &str) -> Option<&CaseResult> {
+        self.cases
+            .iter()
+            .find(|c| c.fixture == fixture && c.target == target)
+    }
+}
+
+/// Progress callbacks, so the CLI can draw a bar and tests stay quiet.
+pub trait Progress {
+    fn start(&self, _total: u64) {}
+    fn case_done(&self, _case: &CaseResult) {}
+    fn finish(&self) {}
+}
+
+impl Progress for () {}
+
+/// Fixtures selected by `filter` (a substring or `*` pattern on the name).
+pub fn select<'a>(corpus: &'a Corpus, filter: Option<&str>) -> Vec<&'a LoadedFixture> {
+    corpus
+        .fixtures
+        .iter()
+        .filter(|f| match filter {
+            None => true,
+            Some(p) if p.contains('*') => crate::divergence::wildcard(p, &f.fixture.name),
+            Some(p) => f.fixture.name.contains(p),
+        })
+        .collect()
+}
+
+pub async fn run(
+    corpus: &Corpus,
+    options: &RunOptions,
+    progress: &dyn Progress,
+) -> anyhow::Result<RunReport> {
+    let started = Instant::now();
+    let fixtures = select(corpus, options.filter.as_deref());
+    let mut targets = Vec::new();
+    for spec in &options.targets {
+        targets.push(Target::start(spec.clone(), corpus, &options.vllm).await?);
+    }
+    let names: Vec<String> = targets.iter().map(Target::name).collect();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()?;
+    progress.start((fixtures.len() * targets.len()) as u64);
+    let mut cases = Vec::new();
+    for loaded in &fixtures {
+        let mut row: Vec<(CaseResult, Option<String>)> = Vec::new();
+        for target in &mut targets {
+            let case = if started.elapsed() > options.budget {
+                error_case(
+                    loaded,
+                    &target.name(),
+                    format!(
+                        "the run's budget of {} s was spent before this case started",
+                        options.budget.as_secs()
+                    ),
+                )
+            } else {
+                run_case(&client, loaded, target, options.limits).await
+            };
+            let text = case
+                .transcript
+                .as_ref()
+                .map(|t| snapshot::render(&loaded.fixture.name, &loaded.fixture.description, t));
+            row.push((case, text));
+        }
+        judge_row(loaded, &mut row, &names, options);
+        for (case, _) in row {
+            progress.case_done(&case);
+            cases.push(case);
+        }
+    }
+    progress.finish();
+    for target in targets {
+        target.stop().await;
+    }
+    Ok(RunReport {
+        targets: names,
+        fixtures: fixtures.iter().map(|f| f.fixture.name.clone()).collect(),
+        cases,
+        elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
+    })
+}
+
+fn error_case(loaded: &LoadedFixture, target: &str, reason: String) -> CaseResult {
+    CaseResult {
+        fixture: loaded.fixture.name.clone(),
+        target: target.to_string(),
+        outcome: Outcome::Error,
+        reason: Some(reason),
+        transcript: None,
+        differences: Vec::new(),
+        text_diff: None,
+        snapshot: None,
+        elapsed_ms: 0.0,
+    }
+}
+
+async fn run_case(
+    client: &reqwest::Client,
+    loaded: &LoadedFixture,
+    target: &mut Target,
+    limits: Limits,
+) -> CaseResult {
+    let name = target.name();
+    let base = match target.endpoint(&loaded.fixture).await {
+        Ok(base) => base,
+        Err(Unavailable::Skip(reason)) => {
+            return CaseResult {
+                outcome: Outcome::Skipped,
+                ..error_case(loaded, &name, reason)
+            };
+        }
+        Err(Unavailable::Error(reason)) => return error_case(loaded, &name, reason),
+    };
+    let capture = capture::capture(client, &base, &loaded.fixture.request, limits).await;
+    let transcript = transcribe(&loaded.fixture.request, &capture).await;
+    let (outcome, reason) = match &capture.error {
+        Some(e) => {
+            let log = target
+                .log_tail(&loaded.fixture, 20)
+                .map(|l| format!("\n{l}"))
+                .unwrap_or_default();
+            (Outcome::Error, Some(format!("{e}{log}")))
+        }
+        None => (Outcome::Pass, None),
+    };
+    CaseResult {
+        fixture: loaded.fixture.name.clone(),
+        target: name,
+        outcome,
+        reason,
+        transcript: Some(transcript),
+        differences: Vec::new(),
+        text_diff: None,
+        snapshot: None,
+        elapsed_ms: capture.elapsed_ms,
+    }
+}
+
+/// How long the strict SSE client may take over one recorded body.
+const STRICT_LIMIT: Duration = Duration::from_secs(5);
+
+/// Lexes and normalises one capture. An event stream also goes through the
+/// strict client; where it would see something else, that is a note.
+pub async fn transcribe(
+    request: &mock_engine::script::RequestSpec,
+    capture: &Capture,
+) -> Transcript {
+    let body = capture.body();
+    let (events, notes) = if capture.is_event_stream() {
+        let chunks: Vec<&[u8]> = capture.chunks.iter().map(|c| c.bytes.as_ref()).collect();
+        let lexed = sse::lex(&chunks);
+        let mut notes = lexed.note_lines();
+        match sse::strict::run(&chunks, STRICT_LIMIT).await {
+            Ok(strict) => notes.extend(
+                sse::strict::compare(&lexed, &strict)
+                    .iter()
+                    .map(|d| format!("strict client: {d}")),
+            ),
+            Err(e) => notes.push(format!("strict client could not run: {e}")),
+        }
+        (Some(lexed.data()), notes)
+    } else {
+        (None, Vec::new())
+    };
+    TranscriptBuilder::new(ClientValues::from_request(request)).build(
+        capture.status,
+        &capture.headers,
+        &body,
+        events,
+        notes,
+        capture.error.as_ref().map(ToString::to_string),
+    )
+}
+
+/// Compares each case of one fixture with the baseline (the first target
+/// that produced a transcript is not enough: the baseline is the first named
+/// target), classifies differences, and checks snapshots.
+fn judge_row(
+    loaded: &LoadedFixture,
+    row: &mut [(CaseResult, Option<String>)],
+    names: &[String],
+    options: &RunOptions,
+) {
+    let fixture = &loaded.fixture.name;
+    let paced = loaded.fixture.engine.is_paced() || loaded.fixture.engine.steps.is_empty();
+    let (baseline, others) = row.split_at_mut(1);
+    let (base_case, base_text) = &baseline[0];
+    for (case, text) in others.iter_mut() {
+        let (Some(a), Some(b)) = (&base_case.transcript, &case.transcript) else {
+            continue;
+        };
+        let differences = diff::compare(a, b, paced);
+        let mut new = false;
+        let mut known = false;
+        case.differences = differences
+            .into_iter()
+            .map(|d| {
+                let entry = options.registry.find(&names[0], &case.target, fixture, &d);
+                match (entry, d.layer) {
+                    (Some(_), _) => known = true,
+                    (None, Layer::KeyOrder) => {}
+                    (None, _) => new = true,
+                }
+                Judged {
+                    known: entry.map(|e| e.id.clone()),
+                    difference: d,
+                }
+            })
+            .collect();
+        if new || known {
+            case.text_diff = match (base_text, text) {
+                (Some(x), Some(y)) => Some(diff::render_text_diff(&names[0], x, &case.target, y)),
+                _ => None,
+            };
+        }
+        if case.outcome == Outcome::Pass {
+            case.outcome = if new {
+                Outcome::New
+            } else if known {
+                Outcome::Known
+            } else {
+                Outcome::Pass
+            };
+        }
+    }
+    if !options.check_snapshots {
+        return;
+    }
+    for (case, text) in row.iter_mut() {
+        let Some(text) = text else { continue };
+        let Some(spec) = options.targets.iter().find(|s| s.name() == case.target) else {
+            continue;
+        };
+        if !spec.has_snapshots() {
+            continue;
+        }
+        let store = Store::new(&options.snapshots, &case.target);
+        match store.check(fixture, text, options.accept_snapshots) {
+            Ok(status) => {
+                let changed =
+                    matches!(status, snapshot::Status::New | snapshot::Status::Changed(_));
+                if changed && matches!(case.outcome, Outcome::Pass | Outcome::Known) {
+                    case.outcome = Outcome::SnapshotChanged;
+                }
+                case.snapshot = Some(status);
+            }
+            Err(e) => {
+                case.outcome = Outcome::Error;
+                case.reason = Some(format!("snapshot {}: {e}", store.path(fixture).display()));
+            }
+        }
+    }
+}

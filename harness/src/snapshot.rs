@@ -1,0 +1,178 @@
+//! Reviewed transcripts on disk: `snapshots/<target>/<fixture>.snap`, in
+//! insta's file format so `cargo insta review` works on them.
+//!
+//! The text is meant to be read: status, the headers that matter, one event
+//! per line as compact sorted JSON, then the lexical notes and key order.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::normalize::{Body, EventData, Transcript};
+
+/// The file insta's assertions in `harness/tests/snapshots.rs` would name.
+pub const SNAPSHOT_SOURCE: &str = "harness/tests/snapshots.rs";
+
+/// Renders a transcript as snapshot text.
+pub fn render(fixture: &str, description: &str, transcript: &Transcript) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "fixture: {fixture}");
+    if !description.is_empty() {
+        let _ = writeln!(out, "about: {description}");
+    }
+    match transcript.status {
+        Some(s) => {
+            let _ = writeln!(out, "status: {s}");
+        }
+        None => out.push_str("status: (no response)\n"),
+    }
+    for (name, value) in &transcript.headers {
+        let _ = writeln!(out, "header {name}: {value}");
+    }
+    match &transcript.body {
+        Body::Empty => out.push_str("body: (empty)\n"),
+        Body::Json(v) => {
+            let _ = writeln!(out, "body: {v}");
+        }
+        Body::Text(t) => {
+            let _ = writeln!(out, "body (text): {t:?}");
+        }
+        Body::Events(events) => {
+            for event in events {
+                match event {
+                    EventData::Json(v) => {
+                        let _ = writeln!(out, "event: {v}");
+                    }
+                    EventData::Done => out.push_str("event: [DONE]\n"),
+                    EventData::Text(t) => {
+                        let _ = writeln!(out, "event (text): {t:?}");
+                    }
+                }
+            }
+        }
+    }
+    for note in &transcript.notes {
+        let _ = writeln!(out, "note: {note}");
+    }
+    for line in &transcript.key_order {
+        let _ = writeln!(out, "key order {line}");
+    }
+    if let Some(e) = &transcript.error {
+        let _ = writeln!(out, "error: {e}");
+    }
+    out
+}
+
+/// Where one target's snapshots live.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub dir: PathBuf,
+}
+
+/// How a fresh transcript compares with the reviewed one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state", content = "diff")]
+pub enum Status {
+    Unchanged,
+    /// No reviewed snapshot yet; a pending one was written.
+    New,
+    /// Differs from the reviewed one; the unified diff, and a pending one was written.
+    Changed(String),
+    /// Written as reviewed because the user asked (`--accept`).
+    Accepted,
+}
+
+impl Store {
+    pub fn new(root: &Path, target: &str) -> Self {
+        Self {
+            dir: root.join(target),
+        }
+    }
+
+    pub fn path(&self, fixture: &str) -> PathBuf {
+        self.dir.join(format!("{fixture}.snap"))
+    }
+
+    fn pending_path(&self, fixture: &str) -> PathBuf {
+        self.dir.join(format!("{fixture}.snap.new"))
+    }
+
+    /// The reviewed text, if there is one.
+    pub fn read(&self, fixture: &str) -> std::io::Result<Option<String>> {
+        match std::fs::read_to_string(self.path(fixture)) {
+            Ok(text) => Ok(Some(contents(&text).to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Compares `text` with the reviewed snapshot. A new or changed one is
+    /// written beside it as `.snap.new` for `cargo insta review`, or over it
+    /// when `accept`.
+    pub fn check(&self, fixture: &str, text: &str, accept: bool) -> std::io::Result<Status> {
+        let reviewed = self.read(fixture)?;
+        if reviewed.as_deref().map(str::trim_end) == Some(text.trim_end()) {
+            let _ = std::fs::remove_file(self.pending_path(fixture));
+            return Ok(Status::Unchanged);
+        }
+        std::fs::create_dir_all(&self.dir)?;
+        if accept {
+            std::fs::write(self.path(fixture), file_text(text))?;
+            let _ = std::fs::remove_file(self.pending_path(fixture));
+            return Ok(Status::Accepted);
+        }
+        std::fs::write(self.pending_path(fixture), file_text(text))?;
+        Ok(match reviewed {
+            None => Status::New,
+            Some(old) => {
+                Status::Changed(crate::diff::render_text_diff("reviewed", &old, "now", text))
+            }
+        })
+    }
+}
+
+/// The text of a `.snap` file: insta's metadata header, then the contents.
+pub fn file_text(contents: &str) -> String {
+    format!(
+        "---\nsource: {SNAPSHOT_SOURCE}\nexpression: transcript\n---\n{}\n",
+        contents.trim_end()
+    )
+}
+
+/// The contents of a `.snap` file, without insta's metadata header.
+pub fn contents(file: &str) -> &str {
+    let Some(rest) = file.strip_prefix("---\n") else {
+        return file;
+    };
+    match rest.find("\n---\n") {
+        Some(end) => &rest[end + 5..],
+        None => file,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_writes_pending_then_accepts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path(), "reference");
+        assert_eq!(store.check("a", "one\n", false).unwrap(), Status::New);
+        assert!(dir.path().join("reference/a.snap.new").exists());
+        assert_eq!(store.check("a", "one\n", true).unwrap(), Status::Accepted);
+        assert!(!dir.path().join("reference/a.snap.new").exists());
+        assert_eq!(store.check("a", "one", false).unwrap(), Status::Unchanged);
+        let Status::Changed(diff) = store.check("a", "two\n", false).unwrap() else {
+            panic!()
+        };
+        assert!(diff.contains("-one") && diff.contains("+two"), "{diff}");
+    }
+
+    #[test]
+    fn contents_strip_the_insta_header() {
+        assert_eq!(contents(&file_text("a\nb")), "a\nb\n");
+        assert_eq!(contents("no header"), "no header");
+    }
+}

@@ -1,0 +1,298 @@
+//! The real vLLM frontends: where a pinned install lives, how to make one,
+//! the weightless model directory they load, and their command lines.
+//!
+//! Installs live outside the clone, keyed by version:
+//! `$GENCONFORM_CACHE` or `$XDG_CACHE_HOME/genconform` or
+//! `~/.cache/genconform`, then `vllm-<version>/` (a Python venv).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use mock_engine::script::ServerOptions;
+
+/// The vLLM release the corpus and snapshots were reviewed against.
+pub const DEFAULT_VERSION: &str = "0.32.0";
+
+/// The versions whose engine-core wire layout the mock engine speaks.
+pub const SUPPORTED_VERSIONS: &[&str] = &["0.32.0", "0.33.0"];
+
+/// The context window the frontends are told (and the mock engine reports).
+pub const MAX_MODEL_LEN: u32 = 2048;
+
+/// Vocabulary of the test tokenizer: `t0` .. `t{N-1}`, then three specials.
+pub const VOCAB: u32 = 4096;
+
+pub fn cache_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("GENCONFORM_CACHE") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("genconform");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
+    PathBuf::from(home).join(".cache/genconform")
+}
+
+/// A vLLM install in the cache.
+#[derive(Debug, Clone)]
+pub struct Install {
+    pub version: String,
+    pub venv: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error(
+        "vLLM {version} is not installed in {}.\n  Install it (about 8 GiB, 5 minutes, once): genconform setup vllm --version {version}\n  or point at your own build with --vllm-python PATH / --vllm-rs-bin PATH",
+        venv.display()
+    )]
+    Missing { version: String, venv: PathBuf },
+    #[error("vLLM {0} is not a version the mock engine speaks (supported: {supported})", supported = SUPPORTED_VERSIONS.join(", "))]
+    Unsupported(String),
+    #[error("{what} failed ({status}); see the output above")]
+    Step { what: String, status: String },
+    #[error("cannot run {what}: {source}")]
+    Spawn {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+impl Install {
+    pub fn dir_for(version: &str) -> PathBuf {
+        cache_root().join(format!("vllm-{version}"))
+    }
+
+    /// The install of `version`, if it is complete.
+    pub fn find(version: &str) -> Result<Self, InstallError> {
+        if !SUPPORTED_VERSIONS.contains(&version) {
+            return Err(InstallError::Unsupported(version.to_string()));
+        }
+        let install = Self {
+            version: version.to_string(),
+            venv: Self::dir_for(version),
+        };
+        if install.vllm_cli().is_file() && install.vllm_rs().is_some_and(|p| p.is_file()) {
+            Ok(install)
+        } else {
+            Err(InstallError::Missing {
+                version: version.to_string(),
+                venv: install.venv,
+            })
+        }
+    }
+
+    pub fn python(&self) -> PathBuf {
+        self.venv.join("bin/python")
+    }
+
+    /// The `vllm` console script (the Python API server).
+    pub fn vllm_cli(&self) -> PathBuf {
+        self.venv.join("bin/vllm")
+    }
+
+    /// The Rust frontend binary shipped inside the wheel.
+    pub fn vllm_rs(&self) -> Option<PathBuf> {
+        let lib = self.venv.join("lib");
+        std::fs::read_dir(&lib)
+            .ok()?
+            .flatten()
+            .map(|e| e.path().join("site-packages/vllm/vllm-rs"))
+            .find(|p| p.exists())
+    }
+}
+
+/// Installs `version` into the cache (a venv, uv, then vLLM), streaming the
+/// installers' output. Reuses a complete install.
+pub fn setup(version: &str) -> Result<Install, InstallError> {
+    if let Ok(install) = Install::find(version) {
+        eprintln!(
+            "vLLM {version} is already installed in {}",
+            install.venv.display()
+        );
+        return Ok(install);
+    }
+    if !SUPPORTED_VERSIONS.contains(&version) {
+        return Err(InstallError::Unsupported(version.to_string()));
+    }
+    let venv = Install::dir_for(version);
+    let python = std::env::var("GENCONFORM_PYTHON").unwrap_or_else(|_| "python3".into());
+    eprintln!(
+        "installing vLLM {version} into {} (about 8 GiB)",
+        venv.display()
+    );
+    step(
+        "create the venv",
+        std::process::Command::new(&python)
+            .arg("-m")
+            .arg("venv")
+            .arg(&venv),
+    )?;
+    step(
+        "install uv",
+        std::process::Command::new(venv.join("bin/python"))
+            .args(["-m", "pip", "install", "--quiet", "uv"]),
+    )?;
+    let mut install = std::process::Command::new(venv.join("bin/uv"));
+    install
+        .args(["pip", "install", "--python"])
+        .arg(venv.join("bin/python"))
+        .arg(format!("vllm=={version}"));
+    if version == "0.33.0" {
+        // 0.33.0 pins a certifi newer than the registry's newest; any certifi works.
+        let overrides = venv.join("genconform-overrides.txt");
+        std::fs::write(&overrides, "certifi\n").map_err(|source| InstallError::Spawn {
+            what: "write the uv override file".into(),
+            source,
+        })?;
+        install.arg("--override").arg(&overrides);
+    }
+    step(&format!("install vllm=={version}"), &mut install)?;
+    Install::find(version)
+}
+
+fn step(what: &str, command: &mut std::process::Command) -> Result<(), InstallError> {
+    eprintln!("==> {what}");
+    let status = command
+        .stdin(Stdio::null())
+        .status()
+        .map_err(|source| InstallError::Spawn {
+            what: what.to_string(),
+            source,
+        })?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(InstallError::Step {
+            what: what.to_string(),
+            status: status.to_string(),
+        })
+    }
+}
+
+/// Writes the weightless model directory both frontends load: a config, a
+/// WordLevel tokenizer over `t0..t{VOCAB-1}`, and its config.
+pub fn write_model_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut vocab = serde_json::Map::new();
+    for i in 0..VOCAB {
+        vocab.insert(format!("t{i}"), i.into());
+    }
+    let specials = ["<unk>", "<s>", "</s>"];
+    for (i, s) in specials.iter().enumerate() {
+        vocab.insert(s.to_string(), (VOCAB + i as u32).into());
+    }
+    let added: Vec<serde_json::Value> = specials
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            serde_json::json!({"id": VOCAB + i as u32, "content": s, "single_word": false,
+                "lstrip": false, "rstrip": false, "normalized": false, "special": true})
+        })
+        .collect();
+    let tokenizer = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
+        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null,
+        "decoder": null, "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"}
+    });
+    let tokenizer_config = serde_json::json!({
+        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>",
+        "unk_token": "<unk>", "model_max_length": MAX_MODEL_LEN
+    });
+    let config = serde_json::json!({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": VOCAB + 3,
+        "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1,
+        "num_attention_heads": 2, "num_key_value_heads": 2,
+        "max_position_embeddings": MAX_MODEL_LEN, "bos_token_id": VOCAB + 1,
+        "eos_token_id": VOCAB + 2, "torch_dtype": "float32", "rms_norm_eps": 1e-5,
+        "tie_word_embeddings": false
+    });
+    for (name, value) in [
+        ("tokenizer.json", tokenizer),
+        ("tokenizer_config.json", tokenizer_config),
+        ("config.json", config),
+    ] {
+        std::fs::write(dir.join(name), serde_json::to_vec_pretty(&value)?)?;
+    }
+    Ok(())
+}
+
+/// Which real frontend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frontend {
+    /// `vllm-rs serve`.
+    Rust,
+    /// `vllm serve` (the Python API server).
+    Python,
+}
+
+/// Where a frontend listens and waits for its engine.
+#[derive(Debug, Clone)]
+pub struct Ports {
+    pub http: u16,
+    pub handshake: u16,
+}
+
+/// The command line that starts `frontend` with no engine of its own.
+pub fn frontend_command(
+    frontend: Frontend,
+    program: &Path,
+    model_dir: &Path,
+    options: &ServerOptions,
+    ports: &Ports,
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(program);
+    command.arg("serve").arg(model_dir);
+    command
+        .args(["--served-model-name", &options.served_model_name])
+        .args(["--host", "127.0.0.1", "--port", &ports.http.to_string()])
+        .args([
+            "--data-parallel-size",
+            "1",
+            "--data-parallel-size-local",
+            "0",
+        ])
+        .args(["--data-parallel-address", "127.0.0.1"])
+        .args(["--data-parallel-rpc-port", &ports.handshake.to_string()])
+        .args(["--max-model-len", &MAX_MODEL_LEN.to_string()])
+        .arg("--enable-scale-out");
+    if options.enable_prompt_tokens_details {
+        command.arg("--enable-prompt-tokens-details");
+    }
+    if let Some(key) = &options.api_key {
+        command.args(["--api-key", key]);
+    }
+    command
+        .env("HF_HUB_OFFLINE", "1")
+        .env("VLLM_ENGINE_READY_TIMEOUT_S", "120")
+        .env("VLLM_NO_USAGE_STATS", "1")
+        .env("DO_NOT_TRACK", "1");
+    if frontend == Frontend::Python {
+        command.env("VLLM_TARGET_DEVICE", "cpu");
+    }
+    command
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_model_dir_has_the_three_files() {
+        let dir = tempfile::tempdir().unwrap();
+        write_model_dir(dir.path()).unwrap();
+        let tok: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("tokenizer.json")).unwrap())
+                .unwrap();
+        assert_eq!(tok["model"]["vocab"]["t4095"], 4095);
+        assert_eq!(tok["model"]["vocab"]["</s>"], VOCAB + 2);
+        assert!(dir.path().join("config.json").is_file());
+        assert!(dir.path().join("tokenizer_config.json").is_file());
+    }
+
+    #[test]
+    fn a_missing_install_says_how_to_install() {
+        let e = Install::find("0.1.0").unwrap_err().to_string();
+        assert!(e.contains("not a version the mock engine speaks"), "{e}");
+    }
+}

@@ -1,0 +1,195 @@
+//! Deliberately broken servers must be caught, each with a clear difference.
+//!
+//! Each broken server is a proxy in front of a healthy reference server that
+//! damages the event stream in one way a real implementation might.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use harness::diff::Layer;
+use harness::run::{self, Outcome, RunOptions, RunReport};
+use harness::target::TargetSpec;
+use mock_engine::{Corpus, Engine, EngineConfig};
+
+type Damage = fn(Vec<String>) -> Vec<String>;
+
+fn corpus() -> Corpus {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
+    Corpus::load_dir(&dir).unwrap_or_else(|e| panic!("{e}"))
+}
+
+struct Proxy {
+    upstream: String,
+    damage: Damage,
+    client: reqwest::Client,
+}
+
+async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .expect("small body");
+    let mut upstream = proxy.client.request(
+        parts.method.clone(),
+        format!("{}{}", proxy.upstream, parts.uri.path()),
+    );
+    for (name, value) in &parts.headers {
+        if name != "host" && name != "content-length" {
+            upstream = upstream.header(name, value);
+        }
+    }
+    let answer = upstream.body(body).send().await.expect("upstream answers");
+    let status = answer.status();
+    let headers = answer.headers().clone();
+    let text = answer.text().await.expect("upstream body");
+    let text = if headers
+        .get("content-type")
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"text/event-stream"))
+    {
+        let events: Vec<String> = text
+            .split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(str::to_string)
+            .collect();
+        (proxy.damage)(events)
+            .into_iter()
+            .map(|e| e + "\n\n")
+            .collect()
+    } else {
+        text
+    };
+    let mut response = Response::builder().status(status);
+    for (name, value) in &headers {
+        if name != "content-length" && name != "transfer-encoding" {
+            response = response.header(name, value);
+        }
+    }
+    response.body(Body::from(text)).expect("valid response")
+}
+
+/// Runs `fixtures` against the reference and a damaged copy of it.
+async fn run_broken(damage: Damage, filter: &str) -> RunReport {
+    let corpus = corpus();
+    let healthy = reference_server::spawn(
+        reference_server::Config::default(),
+        Engine::with_corpus(EngineConfig::default(), &corpus),
+    )
+    .await
+    .expect("reference starts");
+    let proxy = Arc::new(Proxy {
+        upstream: healthy.base_url(),
+        damage,
+        client: reqwest::Client::new(),
+    });
+    let app = axum::Router::new().fallback(forward).with_state(proxy);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let options = RunOptions {
+        targets: vec![
+            TargetSpec::Reference,
+            format!("url=http://{addr},name=broken").parse().unwrap(),
+        ],
+        filter: Some(filter.to_string()),
+        limits: Default::default(),
+        budget: std::time::Duration::from_secs(120),
+        snapshots: Default::default(),
+        registry: Default::default(),
+        accept_snapshots: false,
+        check_snapshots: false,
+        vllm: Default::default(),
+    };
+    let report = run::run(&corpus, &options, &()).await.expect("run");
+    server.abort();
+    healthy.shutdown().await;
+    report
+}
+
+fn broken_case<'a>(report: &'a RunReport, fixture: &str) -> &'a run::CaseResult {
+    let case = report.case(fixture, "broken").expect("the case ran");
+    assert_eq!(case.outcome, Outcome::New, "{fixture}: {case:#?}");
+    assert!(
+        case.text_diff
+            .as_deref()
+            .is_some_and(|d| d.contains("\n-") || d.contains("\n+")),
+        "a readable diff"
+    );
+    case
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_forgets_done_is_caught() {
+    let report = run_broken(
+        |mut events| {
+            events.retain(|e| e != "data: [DONE]");
+            events
+        },
+        "stream_mode_stream",
+    )
+    .await;
+    let case = broken_case(&report, "stream_mode_stream");
+    assert!(
+        case.differences
+            .iter()
+            .any(|d| d.difference.layer == Layer::Stream
+                && d.difference.path == "stream.done_events"),
+        "{:#?}",
+        case.differences
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_on_the_wrong_chunk_is_caught() {
+    // Moves the usage object from the usage-only event onto the first chunk.
+    let report = run_broken(
+        |events| {
+            let parse = |e: &str| {
+                serde_json::from_str::<serde_json::Value>(e.trim_start_matches("data: ")).ok()
+            };
+            let usage_at = events.iter().position(|e| {
+                parse(e).is_some_and(|v| v["choices"].as_array().is_some_and(|c| c.is_empty()))
+            });
+            let Some(at) = usage_at else { return events };
+            let usage = parse(&events[at]).unwrap()["usage"].clone();
+            let mut first = parse(&events[0]).unwrap();
+            first["usage"] = usage;
+            let mut out = events.clone();
+            out[0] = format!("data: {first}");
+            out.remove(at);
+            out
+        },
+        "stream_mode_include_usage",
+    )
+    .await;
+    let case = broken_case(&report, "stream_mode_include_usage");
+    assert!(
+        case.differences
+            .iter()
+            .any(|d| d.difference.path == "events[0].usage"),
+        "{:#?}",
+        case.differences
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_finish_only_chunk_is_caught() {
+    let report = run_broken(
+        |mut events| {
+            events.retain(|e| !(e.contains("\"finish_reason\"") && e.contains("\"token_ids\":[]")));
+            events
+        },
+        "finish_only_stream",
+    )
+    .await;
+    let case = broken_case(&report, "finish_only_stream");
+    assert!(
+        case.differences
+            .iter()
+            .any(|d| d.difference.path == "stream.finish_reasons.0"),
+        "{:#?}",
+        case.differences
+    );
+}
