@@ -27,6 +27,9 @@ pub struct Config {
     pub enable_prompt_tokens_details: bool,
     /// Bodies larger than this are refused like vllm-rs refuses them.
     pub max_body_bytes: usize,
+    /// `--enable-script-control`: `POST /genconform/v1/scripts` scripts the
+    /// engine (see [`crate::control`]); off, the path is a 404.
+    pub enable_script_control: bool,
 }
 
 impl Default for Config {
@@ -38,6 +41,7 @@ impl Default for Config {
             api_key: None,
             enable_prompt_tokens_details: false,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            enable_script_control: false,
         }
     }
 }

@@ -16,6 +16,7 @@
 
 pub mod collect;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod logprobs;
 pub mod request;

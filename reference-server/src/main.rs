@@ -43,6 +43,10 @@ struct Args {
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
+    /// Accept engine scripts over HTTP at POST /genconform/v1/scripts (for
+    /// `genconform fuzz` against this server as a url= target).
+    #[arg(long)]
+    enable_script_control: bool,
 }
 
 #[tokio::main]
@@ -79,6 +83,7 @@ async fn main() -> ExitCode {
         api_key: args.api_key,
         enable_prompt_tokens_details: args.enable_prompt_tokens_details,
         max_body_bytes: args.max_body_bytes,
+        enable_script_control: args.enable_script_control,
     };
     match reference_server::serve_until_signal(config, engine).await {
         Ok(()) => ExitCode::SUCCESS,

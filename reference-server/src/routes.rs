@@ -47,13 +47,16 @@ pub fn router_with_cut_off(config: &Config, engine: Engine, cut_off: Cancellatio
         engine,
         cut_off,
     });
-    let protected = Router::new()
+    let mut protected = Router::new()
         .route(GENERATE_PATH, post(generate))
-        .route("/v1/models", get(models))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            require_api_key,
-        ));
+        .route("/v1/models", get(models));
+    if config.enable_script_control {
+        protected = protected.merge(crate::control::router(state.engine.clone()));
+    }
+    let protected = protected.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        require_api_key,
+    ));
     Router::new()
         .route("/health", get(health))
         .merge(protected)
