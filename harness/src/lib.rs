@@ -14,6 +14,7 @@ pub mod capture;
 pub mod cli;
 pub mod diff;
 pub mod divergence;
+pub mod fuzz;
 pub mod normalize;
 pub mod process;
 pub mod report;

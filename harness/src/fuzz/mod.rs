@@ -1,0 +1,748 @@
+//! `genconform fuzz`: property-based testing of the generate endpoint.
+//!
+//! proptest generates cases ([`cases`]): a request with every knob in valid and
+//! invalid forms and, when the targets' engines can be scripted, the script
+//! that answers it. Each case is sent to every target, together with its
+//! *twin* (the same request in the other response mode); every answer must
+//! keep the [`oracle`]'s invariants, a stream and its twin must agree, and the
+//! targets must agree with the first one after normalisation (unless the
+//! divergence registry accepts the difference). A failing case is shrunk by
+//! proptest and written by [`found`] as a fixture.
+//!
+//! Scripts reach an in-process engine directly and a `url=` target through
+//! the reference server's control channel (`--enable-script-control`) when it
+//! answers; otherwise the url target's own engine answers and only requests vary.
+//!
+//! ```no_run
+//! use harness::fuzz::{FuzzOptions, fuzz};
+//! let report = fuzz(&FuzzOptions { cases: 100, seed: 7, ..FuzzOptions::default() }).unwrap();
+//! assert!(report.found.is_none(), "{}", report.summary());
+//! ```
+
+pub mod cases;
+pub mod found;
+pub mod oracle;
+
+use std::cell::{Cell, RefCell};
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use mock_engine::script::Script;
+use mock_engine::{Corpus, Engine, Fixture};
+use proptest::test_runner::{
+    Config, FileFailurePersistence, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner,
+};
+use reference_server::control::SCRIPTS_PATH;
+
+use crate::capture::{self, Limits};
+use crate::diff::{self, Layer};
+use crate::divergence::Registry;
+use crate::normalize::Transcript;
+use crate::run::transcribe;
+use crate::target::{Target, TargetSpec, Unavailable, VllmOptions};
+use crate::vllm;
+use cases::{Case, Scope};
+use oracle::{Expected, Property, Violation};
+
+/// `genconform fuzz`.
+#[derive(Debug, Clone, Args)]
+pub struct FuzzArgs {
+    /// A server to test: `reference`, `vllm-rs`, `vllm-python` or
+    /// `url=<base>[,name=<name>]`. Repeat to compare; the first is the baseline.
+    #[arg(long = "target", default_value = "reference")]
+    pub targets: Vec<TargetSpec>,
+    /// New cases to run (shrinking a failure runs more).
+    #[arg(long, default_value_t = 256)]
+    pub cases: u32,
+    /// Seed of the case generator; the same seed and targets run the same cases.
+    /// Random (and printed) when absent.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Registry of known divergences between targets.
+    #[arg(long, default_value = "fixtures/divergences.toml")]
+    pub divergences: PathBuf,
+    /// Where a shrunk failing case is written as a fixture.
+    #[arg(long, default_value = "fixtures/found")]
+    pub found_dir: PathBuf,
+    /// proptest's regression file: seeds of past failures, replayed first.
+    #[arg(long, default_value = "harness/proptest-regressions/fuzz.txt")]
+    pub regressions: PathBuf,
+    /// Neither replay nor record past failures.
+    #[arg(long)]
+    pub no_regressions: bool,
+    /// Most shrinking steps for a failure.
+    #[arg(long, default_value_t = 2048)]
+    pub max_shrink_iters: u32,
+    /// The model name the targets serve.
+    #[arg(long, default_value = mock_engine::script::DEFAULT_MODEL_NAME)]
+    pub model: String,
+    /// Per-request timeout.
+    #[arg(long, default_value_t = 10)]
+    pub timeout_secs: u64,
+    /// vLLM version of the `vllm-rs` / `vllm-python` targets.
+    #[arg(long, default_value = vllm::DEFAULT_VERSION)]
+    pub vllm_version: String,
+    /// A Python interpreter with your own vLLM build, for `vllm-python`.
+    #[arg(long)]
+    pub vllm_python: Option<PathBuf>,
+    /// Your own `vllm-rs` binary, for `vllm-rs`.
+    #[arg(long)]
+    pub vllm_rs_bin: Option<PathBuf>,
+    /// Logs of the started frontends and their model directory.
+    #[arg(long, default_value = ".genconform")]
+    pub work_dir: PathBuf,
+    /// How long a real frontend may take to become healthy.
+    #[arg(long, default_value_t = 240)]
+    pub ready_timeout_secs: u64,
+}
+
+/// What a fuzz run needs.
+#[derive(Debug, Clone)]
+pub struct FuzzOptions {
+    pub targets: Vec<TargetSpec>,
+    pub cases: u32,
+    pub seed: u64,
+    pub limits: Limits,
+    pub registry: Registry,
+    pub found_dir: PathBuf,
+    /// proptest's regression file, if any.
+    pub regressions: Option<PathBuf>,
+    pub max_shrink_iters: u32,
+    pub model: String,
+    pub vllm: VllmOptions,
+    /// Draw a progress bar (on a terminal) or log progress lines.
+    pub progress: bool,
+}
+
+impl Default for FuzzOptions {
+    fn default() -> Self {
+        Self {
+            targets: vec![TargetSpec::Reference],
+            cases: 256,
+            seed: 0,
+            limits: Limits {
+                timeout: Duration::from_secs(10),
+                ..Limits::default()
+            },
+            registry: Registry::default(),
+            found_dir: PathBuf::from("fixtures/found"),
+            regressions: None,
+            max_shrink_iters: 2048,
+            model: mock_engine::script::DEFAULT_MODEL_NAME.into(),
+            vllm: VllmOptions::default(),
+            progress: false,
+        }
+    }
+}
+
+/// How scripts reach a target's engine.
+#[derive(Debug, Clone)]
+pub enum ScriptChannel {
+    /// The harness owns the engine.
+    InProcess(Engine),
+    /// The reference server's control channel at this base URL.
+    Control(String),
+    /// The target's own engine answers; scripts cannot be set.
+    None,
+}
+
+impl ScriptChannel {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::InProcess(_) => "in-process engine",
+            Self::Control(_) => "control channel",
+            Self::None => "none (its own engine answers)",
+        }
+    }
+}
+
+/// A failure, shrunk.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub violation: Violation,
+    pub target: String,
+    pub case: Case,
+    /// Found on the twin (the response mode flipped).
+    pub twin: bool,
+    pub fixture: Fixture,
+    /// Where the fixture was written, or why it was not.
+    pub written: Result<PathBuf, String>,
+    /// proptest's own account of the minimal failure.
+    pub reason: String,
+}
+
+/// Everything a fuzz run found.
+#[derive(Debug, Clone)]
+pub struct FuzzReport {
+    pub seed: u64,
+    pub targets: Vec<String>,
+    pub channels: Vec<(String, &'static str)>,
+    pub scope: Scope,
+    /// Cases exchanged with the targets, shrinking included.
+    pub exchanged: u64,
+    pub elapsed: Duration,
+    pub found: Option<Found>,
+    /// proptest gave up (too many rejects), with its reason.
+    pub aborted: Option<String>,
+}
+
+impl FuzzReport {
+    pub fn failed(&self) -> bool {
+        self.found.is_some() || self.aborted.is_some()
+    }
+
+    /// A few lines for people.
+    pub fn summary(&self) -> String {
+        let rate = self.exchanged as f64 / self.elapsed.as_secs_f64().max(1e-9);
+        let mut s = format!(
+            "fuzz: {} cases in {:.1} s ({rate:.0} cases/s), seed {}, targets {}\n",
+            self.exchanged,
+            self.elapsed.as_secs_f64(),
+            self.seed,
+            self.targets.join(", ")
+        );
+        for (target, channel) in &self.channels {
+            s.push_str(&format!("  scripts for {target}: {channel}\n"));
+        }
+        if !self.scope.scripts {
+            s.push_str("  (no engine scripts: a target's engine cannot be scripted)\n");
+        }
+        if let Some(reason) = &self.aborted {
+            s.push_str(&format!("ABORTED: {reason}\n"));
+        }
+        match &self.found {
+            None => s.push_str("no property was violated\n"),
+            Some(f) => {
+                s.push_str(&format!(
+                    "FAILED: {} against {}{}\n  {}\n",
+                    f.violation.property,
+                    f.target,
+                    if f.twin { " (on the twin request)" } else { "" },
+                    f.violation.detail
+                ));
+                match &f.written {
+                    Ok(path) => {
+                        s.push_str(&format!("  minimal case written to {}\n", path.display()))
+                    }
+                    Err(e) => {
+                        s.push_str(&format!("  the minimal case could not be written: {e}\n"))
+                    }
+                }
+                s.push_str(&format!(
+                    "  request: {}\n  script: {}\n",
+                    serde_json::to_string(&f.fixture.request).unwrap_or_default(),
+                    serde_json::to_string(&f.fixture.engine).unwrap_or_default()
+                ));
+            }
+        }
+        s
+    }
+}
+
+/// The CLI entry: parses nothing, runs, prints the summary.
+pub fn fuzz_command(args: FuzzArgs) -> ExitCode {
+    let registry = match Registry::load(&args.divergences) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: invalid divergence registry: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    });
+    let options = FuzzOptions {
+        targets: args.targets,
+        cases: args.cases,
+        seed,
+        limits: Limits {
+            timeout: Duration::from_secs(args.timeout_secs),
+            ..Limits::default()
+        },
+        registry,
+        found_dir: args.found_dir,
+        regressions: (!args.no_regressions).then_some(args.regressions),
+        max_shrink_iters: args.max_shrink_iters,
+        model: args.model,
+        vllm: VllmOptions {
+            version: args.vllm_version,
+            python: args.vllm_python,
+            rs_bin: args.vllm_rs_bin,
+            work_dir: args.work_dir,
+            ready_timeout: Duration::from_secs(args.ready_timeout_secs),
+        },
+        progress: true,
+    };
+    match fuzz(&options) {
+        Ok(report) => {
+            print!("{}", report.summary());
+            if report.failed() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The targets of a run, with how each takes scripts.
+struct Bench {
+    targets: Vec<Target>,
+    channels: Vec<ScriptChannel>,
+    names: Vec<String>,
+    client: reqwest::Client,
+}
+
+/// Runs the fuzzer on a runtime of its own (proptest's runner is synchronous).
+pub fn fuzz(options: &FuzzOptions) -> anyhow::Result<FuzzReport> {
+    if options.targets.is_empty() {
+        anyhow::bail!("no target to fuzz");
+    }
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
+    let bench = runtime.block_on(Bench::start(options))?;
+    let scope = Scope {
+        scripts: bench
+            .channels
+            .iter()
+            .all(|c| !matches!(c, ScriptChannel::None)),
+        late_prompt_info: !options
+            .targets
+            .iter()
+            .any(|t| matches!(t, TargetSpec::VllmRs | TargetSpec::VllmPython)),
+    };
+    let channels = bench
+        .names
+        .iter()
+        .cloned()
+        .zip(bench.channels.iter().map(ScriptChannel::label))
+        .collect();
+    let names = bench.names.clone();
+    let bench = RefCell::new(bench);
+    let exchanged = Cell::new(0u64);
+    let bar = Bar::new(options.progress, u64::from(options.cases));
+    let started = Instant::now();
+    let mut runner = TestRunner::new_with_rng(config(options), rng(options.seed));
+    let result = runner.run(&cases::case(scope), |case| {
+        exchanged.set(exchanged.get() + 1);
+        let outcome = runtime.block_on(exchange(&mut bench.borrow_mut(), options, &case));
+        match outcome {
+            Ok(()) => {
+                bar.passed();
+                Ok(())
+            }
+            Err(failure) => {
+                bar.failing(&failure);
+                Err(TestCaseError::fail(failure.to_string()))
+            }
+        }
+    });
+    bar.finish();
+    let elapsed = started.elapsed();
+    let (found, aborted) = match result {
+        Ok(()) => (None, None),
+        Err(TestError::Abort(reason)) => (None, Some(reason.to_string())),
+        Err(TestError::Fail(reason, case)) => {
+            // Run the minimal case once more, for its violation in full.
+            let again = runtime.block_on(exchange(&mut bench.borrow_mut(), options, &case));
+            (
+                Some(record(options, case, again.err(), reason.to_string())),
+                None,
+            )
+        }
+    };
+    let bench = bench.into_inner();
+    runtime.block_on(async {
+        for target in bench.targets {
+            target.stop().await;
+        }
+    });
+    Ok(FuzzReport {
+        seed: options.seed,
+        targets: names,
+        channels,
+        scope,
+        exchanged: exchanged.get(),
+        elapsed,
+        found,
+        aborted,
+    })
+}
+
+fn config(options: &FuzzOptions) -> Config {
+    let persistence = options.regressions.as_ref().map(|path| {
+        // proptest wants a 'static path; one per run is a small, bounded leak.
+        let path: &'static str = Box::leak(path.display().to_string().into_boxed_str());
+        Box::new(FileFailurePersistence::Direct(path))
+            as Box<dyn proptest::test_runner::FailurePersistence>
+    });
+    Config {
+        cases: options.cases,
+        max_shrink_iters: options.max_shrink_iters,
+        failure_persistence: persistence,
+        source_file: None,
+        ..Config::default()
+    }
+}
+
+/// A ChaCha generator seeded from `--seed`, so a seed names a run.
+fn rng(seed: u64) -> TestRng {
+    let mut bytes = [0u8; 32];
+    let mut state = seed;
+    for chunk in bytes.chunks_mut(8) {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        chunk.copy_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    TestRng::from_seed(RngAlgorithm::ChaCha, &bytes)
+}
+
+/// One case's failure on one target.
+#[derive(Debug, Clone)]
+struct Failure {
+    violation: Violation,
+    target: String,
+    twin: bool,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let twin = if self.twin { " (twin request)" } else { "" };
+        write!(f, "{} against {}{twin}", self.violation, self.target)
+    }
+}
+
+fn record(options: &FuzzOptions, case: Case, failure: Option<Failure>, reason: String) -> Found {
+    let failure = failure.unwrap_or_else(|| Failure {
+        // The minimal case passed when run again: the failure depends on timing.
+        violation: Violation {
+            property: Property::Transport,
+            detail: format!("did not fail again when re-run (flaky); proptest saw: {reason}"),
+        },
+        target: "?".into(),
+        twin: false,
+    });
+    let primary = case.request_spec(&options.model);
+    let request = if failure.twin {
+        cases::twin(&primary).unwrap_or(primary)
+    } else {
+        primary
+    };
+    let name = found::name(&case, Some(&failure.violation));
+    let description = found::describe(&failure.violation, &failure.target, failure.twin);
+    let fixture = found::fixture(&case, request, name, description);
+    let written = found::write(&options.found_dir, &fixture).map_err(|e| e.to_string());
+    Found {
+        violation: failure.violation,
+        target: failure.target,
+        case,
+        twin: failure.twin,
+        fixture,
+        written,
+        reason,
+    }
+}
+
+impl Bench {
+    async fn start(options: &FuzzOptions) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()?;
+        let mut bench = Self {
+            targets: Vec::new(),
+            channels: Vec::new(),
+            names: Vec::new(),
+            client,
+        };
+        let corpus = Corpus::default();
+        for spec in &options.targets {
+            let target = Target::start(spec.clone(), &corpus, &options.vllm).await?;
+            let channel = match (target.engine(), spec) {
+                (Some(engine), _) => ScriptChannel::InProcess(engine.clone()),
+                (None, TargetSpec::Url { base, .. }) => {
+                    if probe_control(&bench.client, base).await {
+                        ScriptChannel::Control(base.clone())
+                    } else {
+                        ScriptChannel::None
+                    }
+                }
+                (None, _) => ScriptChannel::None,
+            };
+            bench.names.push(target.name());
+            bench.targets.push(target);
+            bench.channels.push(channel);
+        }
+        Ok(bench)
+    }
+}
+
+/// Whether `base` has the reference server's control channel: forgetting
+/// the script of an empty prompt changes nothing and answers 204.
+async fn probe_control(client: &reqwest::Client, base: &str) -> bool {
+    let answer = client
+        .post(format!("{}{SCRIPTS_PATH}", base.trim_end_matches('/')))
+        .json(&serde_json::json!({"token_ids": [], "script": null}))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    answer.is_ok_and(|r| r.status().is_success())
+}
+
+/// Sets (or, for `None`, forgets) the script of `prompt` behind `channel`.
+async fn set_script(
+    client: &reqwest::Client,
+    channel: &ScriptChannel,
+    prompt: &[u32],
+    script: Option<&Script>,
+) -> Result<(), String> {
+    match channel {
+        ScriptChannel::InProcess(engine) => {
+            match script {
+                Some(s) => engine.register(prompt.to_vec(), s.clone()),
+                None => engine.unregister(prompt),
+            }
+            Ok(())
+        }
+        ScriptChannel::Control(base) => {
+            let url = format!("{}{SCRIPTS_PATH}", base.trim_end_matches('/'));
+            let body = serde_json::json!({"token_ids": prompt, "script": script});
+            let answer = client
+                .post(&url)
+                .json(&body)
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await
+                .map_err(|e| format!("POST {url}: {e}"))?;
+            if answer.status().is_success() {
+                Ok(())
+            } else {
+                Err(format!("POST {url} answered {}", answer.status()))
+            }
+        }
+        ScriptChannel::None => Ok(()),
+    }
+}
+
+/// One request and what came back.
+struct Exchange {
+    expected: Expected,
+    transcript: Transcript,
+}
+
+/// Sends the case (and its twin) to every target and checks everything.
+async fn exchange(bench: &mut Bench, options: &FuzzOptions, case: &Case) -> Result<(), Failure> {
+    let primary = case.request_spec(&options.model);
+    let fixture = found::fixture(
+        case,
+        primary.clone(),
+        found::name(case, None),
+        String::new(),
+    );
+    let script = case.script.as_ref();
+    let mut requests = vec![primary];
+    let probe = Expected::new(&requests[0], &options.model, script);
+    if probe.validity == oracle::Validity::Valid
+        && let Some(twin) = cases::twin(&requests[0])
+    {
+        requests.push(twin);
+    }
+    let prompt = case.prompt();
+    // Per target, the exchanges of each request; `None` when skipped.
+    let mut rows: Vec<Option<Vec<Exchange>>> = Vec::new();
+    let Bench {
+        targets,
+        channels,
+        client,
+        ..
+    } = bench;
+    for (target, channel) in targets.iter_mut().zip(channels.iter()) {
+        let name = target.name();
+        let fail = |property, detail: String, twin| Failure {
+            violation: Violation { property, detail },
+            target: name.clone(),
+            twin,
+        };
+        let known_script = match channel {
+            ScriptChannel::None => None,
+            _ => script,
+        };
+        set_script(client, channel, &prompt, known_script)
+            .await
+            .map_err(|e| {
+                fail(
+                    Property::Transport,
+                    format!("cannot set the script: {e}"),
+                    false,
+                )
+            })?;
+        let base = match target.endpoint(&fixture).await {
+            Ok(base) => base,
+            Err(Unavailable::Skip(_)) => {
+                rows.push(None);
+                continue;
+            }
+            Err(Unavailable::Error(e)) => return Err(fail(Property::Transport, e, false)),
+        };
+        let lenient = matches!(target.spec, TargetSpec::VllmPython);
+        let mut row = Vec::new();
+        for (i, request) in requests.iter().enumerate() {
+            let capture = capture::capture(client, &base, request, options.limits).await;
+            let transcript = transcribe(request, &capture).await;
+            let expected = Expected::new(request, &options.model, known_script);
+            if let Some(v) = oracle::check(&expected, &transcript, lenient)
+                .into_iter()
+                .next()
+            {
+                return Err(Failure {
+                    violation: v,
+                    target: name.clone(),
+                    twin: i == 1,
+                });
+            }
+            row.push(Exchange {
+                expected,
+                transcript,
+            });
+        }
+        if let [a, b] = &row[..] {
+            let (stream, plain) = if a.expected.stream { (a, b) } else { (b, a) };
+            if let Some(v) =
+                oracle::check_twins(&stream.expected, &stream.transcript, &plain.transcript)
+            {
+                return Err(Failure {
+                    violation: v,
+                    target: name.clone(),
+                    twin: false,
+                });
+            }
+        }
+        rows.push(Some(row));
+    }
+    differential(bench, options, &fixture.name, &rows)
+}
+
+/// Every target against the first, after normalisation, through the registry.
+fn differential(
+    bench: &Bench,
+    options: &FuzzOptions,
+    fixture: &str,
+    rows: &[Option<Vec<Exchange>>],
+) -> Result<(), Failure> {
+    let Some(Some(baseline)) = rows.first() else {
+        return Ok(());
+    };
+    for (i, row) in rows.iter().enumerate().skip(1) {
+        let Some(row) = row else { continue };
+        for (r, (a, b)) in baseline.iter().zip(row).enumerate() {
+            // Delays are a few milliseconds: chunk boundaries may differ.
+            let new: Vec<String> = diff::compare(
+                &comparable(&a.transcript),
+                &comparable(&b.transcript),
+                false,
+            )
+            .into_iter()
+            .filter(|d| d.layer != Layer::KeyOrder)
+            .filter(|d| {
+                options
+                    .registry
+                    .find(&bench.names[0], &bench.names[i], fixture, d)
+                    .is_none()
+            })
+            .map(|d| d.to_string())
+            .collect();
+            if !new.is_empty() {
+                return Err(Failure {
+                    violation: Violation {
+                        property: Property::Differential,
+                        detail: format!("differs from {}: {}", bench.names[0], new.join("; ")),
+                    },
+                    target: bench.names[i].clone(),
+                    twin: r == 1,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The transcript without notes on where TCP split the body.
+fn comparable(t: &Transcript) -> Transcript {
+    let mut t = t.clone();
+    t.notes.retain(|n| !oracle::is_transport_note(n));
+    t
+}
+
+/// Progress: a bar on a terminal, a line every 100 cases elsewhere.
+struct Bar {
+    bar: Option<ProgressBar>,
+    enabled: bool,
+    passed: Cell<u64>,
+    shrinking: Cell<bool>,
+}
+
+impl Bar {
+    fn new(enabled: bool, total: u64) -> Self {
+        let bar = (enabled && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::new(total);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed}] {bar:30} {pos}/{len} {per_sec} {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar
+        });
+        Self {
+            bar,
+            enabled,
+            passed: Cell::new(0),
+            shrinking: Cell::new(false),
+        }
+    }
+
+    fn passed(&self) {
+        if self.shrinking.get() {
+            return;
+        }
+        self.passed.set(self.passed.get() + 1);
+        match &self.bar {
+            Some(bar) => bar.inc(1),
+            None if self.enabled && self.passed.get().is_multiple_of(100) => {
+                eprintln!("[{}] cases passed", self.passed.get());
+            }
+            None => {}
+        }
+    }
+
+    fn failing(&self, failure: &Failure) {
+        let message = format!("shrinking: {}", failure.violation.property);
+        if !self.shrinking.replace(true) {
+            match &self.bar {
+                Some(bar) => bar.println(format!("failed: {failure}")),
+                None if self.enabled => eprintln!("failed: {failure}; shrinking"),
+                None => {}
+            }
+        }
+        if let Some(bar) = &self.bar {
+            bar.set_message(message);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,1127 @@
+//! Invariants every implementation of the generate endpoint must keep,
+//! checked on one exchange (or on a stream and its non-streamed twin).
+//!
+//! What the request means is read from its JSON, with vllm-rs's rules (the
+//! reference reproduces them): [`Expected::new`] says whether the request is
+//! valid, which response mode and options it asks for, and, when the script
+//! is known, what the stream must amount to. Where vLLM's Python server is
+//! knowingly lenient (it coerces `"yes"` to `true`, ignores `stream_options`
+//! without a stream, allows `n` > 1), an invalid request is marked `lenient`
+//! and a lenient target may answer it.
+
+use std::fmt;
+
+use mock_engine::script::{FinishReason, RequestSpec, Script};
+use serde_json::Value;
+
+use crate::normalize::{Body, EventData, Transcript};
+
+/// Vocabulary of the test model and the limits vllm-rs checks against.
+const VOCAB_SIZE: u64 = 4099;
+const MAX_LOGPROBS: i64 = 20;
+const MAX_MODEL_LEN: usize = 2048;
+
+/// The invariant a response broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Property {
+    /// The exchange did not complete (timeout, reset, flood).
+    Transport,
+    /// The status agrees with the request's validity.
+    Status,
+    /// Errors are `{"error": {"message": ...}}` JSON.
+    ErrorBody,
+    /// A stream is `text/event-stream`, anything else JSON.
+    ContentType,
+    /// Exactly one `[DONE]`, last.
+    Done,
+    /// Every event is JSON or `[DONE]`.
+    EventData,
+    /// At most one finish reason per choice, nothing for it afterwards, and a
+    /// stream ends with a finish or an error.
+    FinishReason,
+    /// Nothing but `[DONE]` after an in-band error; at most one error.
+    ErrorEvent,
+    /// A usage event only with `include_usage`, with `choices: []`, after the
+    /// last token chunk and before `[DONE]`, exactly once unless an error ended the stream.
+    UsageEvent,
+    /// total = prompt + completion; completion = tokens emitted; prompt = prompt length.
+    UsageArithmetic,
+    /// Cumulative usage on every token chunk exactly when asked, never decreasing.
+    ContinuousUsage,
+    /// `prompt_token_ids` only with `return_token_ids`, once, equal to the prompt.
+    PromptTokenIds,
+    /// The client's request id is the one echoed; one id per stream.
+    RequestId,
+    /// Logprobs exactly when asked, one entry per token.
+    Logprobs,
+    /// Tokens and finish reason are what the engine script says.
+    Script,
+    /// The non-streamed result is what the stream amounts to.
+    StreamEqualsNonStream,
+    /// Two targets differ in a way the divergence registry does not accept.
+    Differential,
+}
+
+impl Property {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Transport => "transport",
+            Self::Status => "status-agrees-with-validity",
+            Self::ErrorBody => "error-body",
+            Self::ContentType => "content-type",
+            Self::Done => "one-done-last",
+            Self::EventData => "event-data-is-json",
+            Self::FinishReason => "one-finish-reason-per-choice",
+            Self::ErrorEvent => "nothing-after-error",
+            Self::UsageEvent => "usage-event-placement",
+            Self::UsageArithmetic => "usage-arithmetic",
+            Self::ContinuousUsage => "continuous-usage",
+            Self::PromptTokenIds => "prompt-token-ids",
+            Self::RequestId => "request-id",
+            Self::Logprobs => "logprobs",
+            Self::Script => "follows-script",
+            Self::StreamEqualsNonStream => "stream-equals-non-stream",
+            Self::Differential => "targets-agree",
+        }
+    }
+}
+
+impl fmt::Display for Property {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One broken invariant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub property: Property,
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.property, self.detail)
+    }
+}
+
+fn violation(property: Property, detail: impl Into<String>) -> Violation {
+    Violation {
+        property,
+        detail: detail.into(),
+    }
+}
+
+/// Whether a request must be accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Validity {
+    Valid,
+    Invalid {
+        status: u16,
+        /// vLLM's Python server accepts it.
+        lenient: bool,
+    },
+}
+
+/// How the engine script ends, as the client must see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScriptEnd {
+    Finish(FinishReason),
+    /// `finish: "error"`: an in-band error in a stream.
+    ErrorFinish,
+    /// The engine stream broke.
+    Fail,
+}
+
+/// What the script makes the client see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptOutcome {
+    /// Tokens a stream carries (an error step's tokens are not sent).
+    pub streamed_tokens: Vec<u64>,
+    /// Every token the engine emitted.
+    pub all_tokens: Vec<u64>,
+    pub end: ScriptEnd,
+    pub late_prompt_info: bool,
+}
+
+impl ScriptOutcome {
+    pub fn of(script: &Script) -> Option<Self> {
+        let last = script.steps.last()?;
+        let end = match (last.finish, &last.fail) {
+            (_, Some(_)) => ScriptEnd::Fail,
+            (Some(FinishReason::Error), _) => ScriptEnd::ErrorFinish,
+            (Some(r), _) => ScriptEnd::Finish(r),
+            // Unfinished or stalled scripts are not generated.
+            (None, None) => return None,
+        };
+        let all_tokens: Vec<u64> = script
+            .steps
+            .iter()
+            .flat_map(|s| s.tokens.iter().map(|&t| u64::from(t)))
+            .collect();
+        let mut streamed_tokens = all_tokens.clone();
+        if end == ScriptEnd::ErrorFinish {
+            streamed_tokens.truncate(all_tokens.len() - last.tokens.len());
+        }
+        Some(Self {
+            streamed_tokens,
+            all_tokens,
+            end,
+            late_prompt_info: script.steps.iter().any(|s| s.prompt_info == Some(false)),
+        })
+    }
+}
+
+/// What a response to one request must look like.
+#[derive(Debug, Clone)]
+pub struct Expected {
+    pub validity: Validity,
+    pub stream: bool,
+    pub include_usage: bool,
+    pub continuous_usage: bool,
+    pub return_token_ids: bool,
+    /// `sampling_params.logprobs` when asked (>= 0).
+    pub logprobs: Option<i64>,
+    pub prompt: Vec<u64>,
+    /// The id the client chose: the header's, else the body's.
+    pub request_id: Option<String>,
+    pub script: Option<ScriptOutcome>,
+}
+
+impl Expected {
+    /// `script`: the script the engine answers with, when known.
+    pub fn new(request: &RequestSpec, served_model: &str, script: Option<&Script>) -> Self {
+        let body = request.body.clone().unwrap_or(Value::Null);
+        let get = |k: &str| body.get(k).filter(|v| !v.is_null());
+        let params = body.get("sampling_params");
+        let param = |k: &str| params.and_then(|p| p.get(k)).filter(|v| !v.is_null());
+        let options = get("stream_options");
+        let option = |k: &str| options.and_then(|o| o.get(k)).and_then(Value::as_bool);
+        let stream = get("stream").and_then(Value::as_bool).unwrap_or(false);
+        let include_usage = stream && option("include_usage").unwrap_or(false);
+        let header_id = request
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("x-request-id"))
+            .map(|(_, v)| v.clone());
+        Self {
+            validity: validity(&body, served_model),
+            stream,
+            include_usage,
+            continuous_usage: include_usage && option("continuous_usage_stats").unwrap_or(false),
+            return_token_ids: get("return_token_ids")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            logprobs: param("logprobs").and_then(Value::as_i64),
+            prompt: body
+                .get("token_ids")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_u64).collect())
+                .unwrap_or_default(),
+            request_id: header_id
+                .or_else(|| get("request_id").and_then(Value::as_str).map(Into::into)),
+            script: script.and_then(ScriptOutcome::of),
+        }
+    }
+}
+
+/// vllm-rs's validation, in its order, as a model.
+fn validity(body: &Value, served_model: &str) -> Validity {
+    let invalid = |status, lenient| Validity::Invalid { status, lenient };
+    let Some(map) = body.as_object() else {
+        return invalid(400, false);
+    };
+    let is_u32 = |v: &Value| v.as_u64().is_some_and(|n| n <= u64::from(u32::MAX));
+    let ids = match map.get("token_ids").and_then(Value::as_array) {
+        Some(ids) if ids.iter().all(is_u32) => ids,
+        _ => return invalid(400, false),
+    };
+    let Some(params) = map.get("sampling_params").and_then(Value::as_object) else {
+        return invalid(400, false);
+    };
+    // Type errors: serde refuses them before anything is checked.
+    if let Some(s) = map.get("stream")
+        && !s.is_boolean()
+    {
+        return invalid(400, true);
+    }
+    if let Some(o) = given(map.get("stream_options")) {
+        let Some(o) = o.as_object() else {
+            return invalid(400, false);
+        };
+        for k in ["include_usage", "continuous_usage_stats"] {
+            if given(o.get(k)).is_some_and(|v| !v.is_boolean()) {
+                return invalid(400, true);
+            }
+        }
+    }
+    if given(map.get("return_token_ids")).is_some_and(|v| !v.is_boolean()) {
+        return invalid(400, true);
+    }
+    for k in ["max_tokens", "n"] {
+        if given(params.get(k)).is_some_and(|v| !is_u32(v)) {
+            return invalid(400, false);
+        }
+    }
+    if given(params.get("logprobs")).is_some_and(|v| v.as_i64().is_none()) {
+        return invalid(400, false);
+    }
+    for k in ["model", "request_id"] {
+        if given(map.get(k)).is_some_and(|v| !v.is_string()) {
+            return invalid(400, false);
+        }
+    }
+    if given(map.get("model")).is_some_and(|m| m.as_str() != Some(served_model)) {
+        return invalid(404, false);
+    }
+    let stream = map.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    if given(map.get("stream_options")).is_some() && !stream {
+        return invalid(400, true);
+    }
+    if given(params.get("n")).is_some_and(|n| n.as_u64() != Some(1)) {
+        return invalid(400, true);
+    }
+    if ids.is_empty() {
+        return invalid(400, false);
+    }
+    if params.get("max_tokens").and_then(Value::as_u64) == Some(0) {
+        return invalid(400, false);
+    }
+    if let Some(k) = params.get("logprobs").and_then(Value::as_i64) {
+        let resolved = if k == -1 { VOCAB_SIZE as i64 } else { k };
+        if k < -1 || resolved > MAX_LOGPROBS {
+            return invalid(400, false);
+        }
+    }
+    if ids
+        .iter()
+        .any(|t| t.as_u64().is_some_and(|t| t >= VOCAB_SIZE))
+        || ids.len() >= MAX_MODEL_LEN
+    {
+        return invalid(400, false);
+    }
+    Validity::Valid
+}
+
+/// Whether a lexer note depends only on where TCP split the body (the
+/// lexer's `SplitEvents`), so two targets may differ in it.
+pub fn is_transport_note(note: &str) -> bool {
+    note.contains("arrived in more than one chunk")
+}
+
+/// Checks one exchange. `lenient`: the target may accept requests marked lenient.
+pub fn check(expected: &Expected, t: &Transcript, lenient: bool) -> Vec<Violation> {
+    let mut out = Vec::new();
+    if let Some(e) = &t.error {
+        out.push(violation(Property::Transport, e.clone()));
+        return out;
+    }
+    let status = t.status.unwrap_or(0);
+    match expected.validity {
+        Validity::Invalid { lenient: true, .. } if lenient && status == 200 => {
+            // Accepted under the lenient reading; what it means then is not ours to model.
+            return out;
+        }
+        Validity::Invalid { status: want, .. } => {
+            if status != want {
+                out.push(violation(
+                    Property::Status,
+                    format!("an invalid request wants {want}, got {status}"),
+                ));
+            }
+            check_error_body(t, &mut out);
+            return out;
+        }
+        Validity::Valid => {}
+    }
+    let fails = expected.script.as_ref().map(|s| &s.end) == Some(&ScriptEnd::Fail);
+    if expected.stream {
+        if status != 200 {
+            out.push(violation(
+                Property::Status,
+                format!("a valid streamed request wants 200, got {status}"),
+            ));
+            return out;
+        }
+        check_stream(expected, t, &mut out);
+    } else if fails {
+        if !(500..600).contains(&status) {
+            out.push(violation(
+                Property::Status,
+                format!("a plain request whose engine fails wants a 5xx, got {status}"),
+            ));
+        }
+        check_error_body(t, &mut out);
+    } else {
+        if status != 200 {
+            out.push(violation(
+                Property::Status,
+                format!("a valid request wants 200, got {status}"),
+            ));
+            return out;
+        }
+        check_plain(expected, t, &mut out);
+    }
+    out
+}
+
+fn content_type(t: &Transcript) -> &str {
+    t.headers.get("content-type").map_or("", String::as_str)
+}
+
+fn check_error_body(t: &Transcript, out: &mut Vec<Violation>) {
+    if !content_type(t).starts_with("application/json") {
+        out.push(violation(
+            Property::ContentType,
+            format!(
+                "an error body wants application/json, got `{}`",
+                content_type(t)
+            ),
+        ));
+    }
+    let ok = match &t.body {
+        Body::Json(v) => v.pointer("/error/message").is_some_and(Value::is_string),
+        _ => false,
+    };
+    if !ok {
+        out.push(violation(
+            Property::ErrorBody,
+            format!(
+                "wants {{\"error\": {{\"message\": ...}}}}, got {}",
+                brief(&t.body)
+            ),
+        ));
+    }
+}
+
+fn brief(body: &Body) -> String {
+    let text = serde_json::to_string(body).unwrap_or_default();
+    if text.len() > 200 {
+        format!("{}...", &text[..text.floor_char_boundary(200)])
+    } else {
+        text
+    }
+}
+
+/// Token ids of a choice object.
+fn token_ids(choice: &Value) -> Vec<u64> {
+    choice
+        .get("token_ids")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default()
+}
+
+fn present<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    v.get(key).filter(|v| !v.is_null())
+}
+
+/// A value that is there and not `null`.
+fn given(v: Option<&Value>) -> Option<&Value> {
+    v.filter(|v| !v.is_null())
+}
+
+/// What a well-formed stream amounts to, for the twin comparison.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Streamed {
+    pub tokens: Vec<u64>,
+    pub finish_reason: Option<String>,
+    pub error: bool,
+    pub prompt_token_ids: Option<Value>,
+    /// Logprob token ids, concatenated.
+    pub logprob_tokens: Option<Vec<u64>>,
+}
+
+fn logprob_tokens(choice: &Value) -> Option<Vec<u64>> {
+    let content = present(choice, "logprobs")?.get("content")?.as_array()?;
+    Some(
+        content
+            .iter()
+            .filter_map(|c| c.get("token_id").and_then(Value::as_u64))
+            .collect(),
+    )
+}
+
+fn check_usage(
+    usage: &Value,
+    expected: &Expected,
+    emitted: u64,
+    what: &str,
+    property: Property,
+    out: &mut Vec<Violation>,
+) -> Option<(u64, u64)> {
+    let n = |k: &str| usage.get(k).and_then(Value::as_u64);
+    let (Some(prompt), Some(completion), Some(total)) = (
+        n("prompt_tokens"),
+        n("completion_tokens"),
+        n("total_tokens"),
+    ) else {
+        out.push(violation(
+            property,
+            format!("{what}: usage without integer counts: {usage}"),
+        ));
+        return None;
+    };
+    if total != prompt + completion {
+        out.push(violation(
+            Property::UsageArithmetic,
+            format!("{what}: total_tokens {total} != prompt_tokens {prompt} + completion_tokens {completion}"),
+        ));
+    }
+    if completion != emitted {
+        out.push(violation(
+            Property::UsageArithmetic,
+            format!(
+                "{what}: completion_tokens {completion}, but {emitted} tokens were sent so far"
+            ),
+        ));
+    }
+    let late = expected.script.as_ref().is_some_and(|s| s.late_prompt_info);
+    let want = expected.prompt.len() as u64;
+    if prompt != want && !(late && prompt == 0 && property == Property::ContinuousUsage) {
+        out.push(violation(
+            Property::UsageArithmetic,
+            format!("{what}: prompt_tokens {prompt}, but the prompt has {want} tokens"),
+        ));
+    }
+    Some((prompt, completion))
+}
+
+fn check_stream(expected: &Expected, t: &Transcript, out: &mut Vec<Violation>) {
+    if !content_type(t).starts_with("text/event-stream") {
+        out.push(violation(
+            Property::ContentType,
+            format!(
+                "a stream wants text/event-stream, got `{}`",
+                content_type(t)
+            ),
+        ));
+    }
+    let Body::Events(events) = &t.body else {
+        out.push(violation(
+            Property::ContentType,
+            format!("not an event stream: {}", brief(&t.body)),
+        ));
+        return;
+    };
+    let dones = events
+        .iter()
+        .filter(|e| matches!(e, EventData::Done))
+        .count();
+    if dones != 1 || !matches!(events.last(), Some(EventData::Done)) {
+        out.push(violation(
+            Property::Done,
+            format!(
+                "{dones} [DONE] events in {}; the last is {}",
+                events.len(),
+                events
+                    .last()
+                    .map_or("nothing".into(), |e| serde_json::to_string(e)
+                        .unwrap_or_default())
+            ),
+        ));
+    }
+    if let Some(note) = t
+        .notes
+        .iter()
+        .find(|n| n.contains("after the `[DONE]` event"))
+    {
+        out.push(violation(
+            Property::Done,
+            format!("bytes after [DONE]: {note}"),
+        ));
+    }
+    let s = stream_summary(expected, events, out);
+    if let Some(script) = &expected.script {
+        if s.tokens != script.streamed_tokens {
+            out.push(violation(
+                Property::Script,
+                format!(
+                    "streamed tokens {:?}, the script emits {:?}",
+                    s.tokens, script.streamed_tokens
+                ),
+            ));
+        }
+        match &script.end {
+            ScriptEnd::Finish(r) => {
+                if s.error || s.finish_reason.as_deref() != Some(r.as_str()) {
+                    out.push(violation(
+                        Property::Script,
+                        format!(
+                            "the script finishes with `{r}`; the stream ends with finish {:?}{}",
+                            s.finish_reason,
+                            if s.error { " and an error" } else { "" }
+                        ),
+                    ));
+                }
+            }
+            ScriptEnd::ErrorFinish | ScriptEnd::Fail => {
+                if !s.error || s.finish_reason.is_some() {
+                    out.push(violation(
+                        Property::Script,
+                        format!(
+                            "the engine {} : wants an in-band error and no finish reason, got error={} finish {:?}",
+                            if script.end == ScriptEnd::Fail { "fails" } else { "finishes with `error`" },
+                            s.error,
+                            s.finish_reason
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Walks the events once, checking everything that depends on order.
+fn stream_summary(expected: &Expected, events: &[EventData], out: &mut Vec<Violation>) -> Streamed {
+    let mut s = Streamed::default();
+    let mut finished = std::collections::BTreeSet::new();
+    let mut error_at: Option<usize> = None;
+    let mut usage_at: Vec<usize> = Vec::new();
+    let mut last_continuous: Option<(u64, u64)> = None;
+    let mut prompt_ids_seen = 0;
+    let mut request_ids = std::collections::BTreeSet::new();
+    let mut token_chunks = 0;
+    for (i, event) in events.iter().enumerate() {
+        let v = match event {
+            EventData::Done => continue,
+            EventData::Text(text) => {
+                out.push(violation(
+                    Property::EventData,
+                    format!("event {i} is not JSON: {text:?}"),
+                ));
+                continue;
+            }
+            EventData::Json(v) => v,
+        };
+        if let Some(at) = error_at {
+            out.push(violation(
+                Property::ErrorEvent,
+                format!("event {i} follows the error of event {at}: {v}"),
+            ));
+        }
+        if let Some(id) = v.get("request_id").and_then(Value::as_str) {
+            request_ids.insert(id.to_string());
+        }
+        if v.get("error").is_some() {
+            if !v.pointer("/error/message").is_some_and(Value::is_string) {
+                out.push(violation(
+                    Property::ErrorBody,
+                    format!("event {i}: an error without a message: {v}"),
+                ));
+            }
+            error_at.get_or_insert(i);
+            s.error = true;
+            continue;
+        }
+        let Some(choices) = v.get("choices").and_then(Value::as_array) else {
+            out.push(violation(
+                Property::EventData,
+                format!("event {i} has neither choices nor error: {v}"),
+            ));
+            continue;
+        };
+        if choices.is_empty() {
+            usage_at.push(i);
+            if !expected.include_usage {
+                out.push(violation(
+                    Property::UsageEvent,
+                    format!("event {i} is a usage event, but include_usage is off: {v}"),
+                ));
+            }
+            match present(v, "usage") {
+                Some(u) => {
+                    check_usage(
+                        u,
+                        expected,
+                        s.tokens.len() as u64,
+                        &format!("usage event {i}"),
+                        Property::UsageEvent,
+                        out,
+                    );
+                }
+                None => out.push(violation(
+                    Property::UsageEvent,
+                    format!("event {i} has `choices: []` but no usage"),
+                )),
+            }
+            continue;
+        }
+        token_chunks += 1;
+        if let Some(&u) = usage_at.first() {
+            out.push(violation(
+                Property::UsageEvent,
+                format!("token chunk {i} comes after the usage event {u}"),
+            ));
+        }
+        for choice in choices {
+            let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
+            if finished.contains(&index) {
+                out.push(violation(
+                    Property::FinishReason,
+                    format!("event {i}: choice {index} goes on after its finish reason: {choice}"),
+                ));
+            }
+            let ids = token_ids(choice);
+            if index == 0 {
+                s.tokens.extend(&ids);
+            }
+            check_logprobs(expected, choice, &ids, &format!("event {i}"), out);
+            if index == 0
+                && let Some(l) = logprob_tokens(choice)
+            {
+                s.logprob_tokens.get_or_insert_with(Vec::new).extend(l);
+            }
+            if let Some(f) = present(choice, "finish_reason") {
+                finished.insert(index);
+                if index == 0 {
+                    s.finish_reason = f.as_str().map(Into::into);
+                }
+            }
+        }
+        if let Some(p) = present(v, "prompt_token_ids") {
+            prompt_ids_seen += 1;
+            check_prompt_ids(expected, p, &format!("event {i}"), out);
+            s.prompt_token_ids = Some(p.clone());
+        }
+        match (expected.continuous_usage, present(v, "usage")) {
+            (true, Some(u)) => {
+                let now = check_usage(
+                    u,
+                    expected,
+                    s.tokens.len() as u64,
+                    &format!("event {i}"),
+                    Property::ContinuousUsage,
+                    out,
+                );
+                if let (Some(now), Some(before)) = (now, last_continuous)
+                    && (now.0 < before.0 || now.1 < before.1)
+                {
+                    out.push(violation(
+                        Property::ContinuousUsage,
+                        format!("event {i}: usage went down from {before:?} to {now:?} (prompt, completion)"),
+                    ));
+                }
+                last_continuous = now.or(last_continuous);
+            }
+            (true, None) => out.push(violation(
+                Property::ContinuousUsage,
+                format!("event {i}: continuous usage was asked, the token chunk has none"),
+            )),
+            (false, Some(u)) => out.push(violation(
+                Property::ContinuousUsage,
+                format!(
+                    "event {i}: a token chunk carries usage {u} without continuous usage asked"
+                ),
+            )),
+            (false, None) => {}
+        }
+    }
+    if usage_at.len() > 1 {
+        out.push(violation(
+            Property::UsageEvent,
+            format!("{} usage events (at {usage_at:?})", usage_at.len()),
+        ));
+    }
+    if let (Some(e), Some(&u)) = (error_at, usage_at.last())
+        && u > e
+    {
+        out.push(violation(
+            Property::UsageEvent,
+            format!("usage event {u} after the error of event {e}"),
+        ));
+    }
+    if expected.include_usage && error_at.is_none() && usage_at.is_empty() {
+        out.push(violation(
+            Property::UsageEvent,
+            "include_usage is on, and no usage event came",
+        ));
+    }
+    if let Some(&u) = usage_at.last() {
+        let next = events.get(u + 1);
+        if !matches!(next, Some(EventData::Done)) {
+            out.push(violation(
+                Property::UsageEvent,
+                format!("the usage event {u} is not followed by [DONE]"),
+            ));
+        }
+    }
+    if s.finish_reason.is_none() && !s.error {
+        out.push(violation(
+            Property::FinishReason,
+            "the stream ends with neither a finish reason nor an error",
+        ));
+    }
+    if prompt_ids_seen > 1 {
+        out.push(violation(
+            Property::PromptTokenIds,
+            format!("prompt_token_ids sent {prompt_ids_seen} times"),
+        ));
+    }
+    let late = expected.script.as_ref().is_none_or(|s| s.late_prompt_info);
+    if expected.return_token_ids && prompt_ids_seen == 0 && token_chunks > 0 && !late && !s.error {
+        out.push(violation(
+            Property::PromptTokenIds,
+            "return_token_ids is on, and no chunk carried prompt_token_ids",
+        ));
+    }
+    check_request_ids(expected, request_ids.iter().map(String::as_str), out);
+    s
+}
+
+fn check_prompt_ids(expected: &Expected, p: &Value, at: &str, out: &mut Vec<Violation>) {
+    if !expected.return_token_ids {
+        out.push(violation(
+            Property::PromptTokenIds,
+            format!("{at}: prompt_token_ids without return_token_ids"),
+        ));
+    } else if p
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).collect::<Vec<_>>())
+        != Some(expected.prompt.clone())
+    {
+        out.push(violation(
+            Property::PromptTokenIds,
+            format!(
+                "{at}: prompt_token_ids {p}, the prompt is {:?}",
+                expected.prompt
+            ),
+        ));
+    }
+}
+
+fn check_logprobs(
+    expected: &Expected,
+    choice: &Value,
+    ids: &[u64],
+    at: &str,
+    out: &mut Vec<Violation>,
+) {
+    match (expected.logprobs, logprob_tokens(choice)) {
+        (Some(_), Some(l)) if l != ids => out.push(violation(
+            Property::Logprobs,
+            format!("{at}: logprobs are for tokens {l:?}, the choice has {ids:?}"),
+        )),
+        (Some(_), None) if !ids.is_empty() => out.push(violation(
+            Property::Logprobs,
+            format!("{at}: logprobs were asked, and the choice with tokens {ids:?} has none"),
+        )),
+        (None, Some(_)) => out.push(violation(
+            Property::Logprobs,
+            format!("{at}: logprobs were not asked, and the choice has some"),
+        )),
+        _ => {}
+    }
+}
+
+fn check_request_ids<'a>(
+    expected: &Expected,
+    ids: impl Iterator<Item = &'a str>,
+    out: &mut Vec<Violation>,
+) {
+    let ids: Vec<&str> = ids.collect();
+    if ids.len() > 1 {
+        out.push(violation(
+            Property::RequestId,
+            format!("several request ids in one response: {ids:?}"),
+        ));
+    }
+    if let Some(want) = &expected.request_id {
+        for id in ids {
+            if !id.contains(want.as_str()) {
+                out.push(violation(
+                    Property::RequestId,
+                    format!("request_id `{id}`, the client chose `{want}`"),
+                ));
+            }
+        }
+    }
+}
+
+fn check_plain(expected: &Expected, t: &Transcript, out: &mut Vec<Violation>) {
+    if !content_type(t).starts_with("application/json") {
+        out.push(violation(
+            Property::ContentType,
+            format!(
+                "a plain response wants application/json, got `{}`",
+                content_type(t)
+            ),
+        ));
+    }
+    let Some(p) = plain_result(t) else {
+        out.push(violation(
+            Property::ErrorBody,
+            format!("wants a body with choices[0], got {}", brief(&t.body)),
+        ));
+        return;
+    };
+    let Body::Json(body) = &t.body else {
+        unreachable!("plain_result read JSON")
+    };
+    let choice = &body["choices"][0];
+    check_logprobs(expected, choice, &p.tokens, "body", out);
+    if let Some(ids) = present(body, "prompt_token_ids") {
+        check_prompt_ids(expected, ids, "body", out);
+    } else if expected.return_token_ids {
+        out.push(violation(
+            Property::PromptTokenIds,
+            "return_token_ids is on, and the body has no prompt_token_ids",
+        ));
+    }
+    if let Some(u) = present(body, "usage") {
+        check_usage(
+            u,
+            expected,
+            p.tokens.len() as u64,
+            "body",
+            Property::UsageArithmetic,
+            out,
+        );
+    }
+    if p.finish_reason.is_none() {
+        out.push(violation(
+            Property::FinishReason,
+            "a complete response without a finish reason",
+        ));
+    }
+    check_request_ids(
+        expected,
+        body.get("request_id").and_then(Value::as_str).into_iter(),
+        out,
+    );
+    if let Some(script) = &expected.script {
+        let want_finish = match script.end {
+            ScriptEnd::Finish(r) => r.as_str(),
+            _ => "error",
+        };
+        if p.tokens != script.all_tokens || p.finish_reason.as_deref() != Some(want_finish) {
+            out.push(violation(
+                Property::Script,
+                format!(
+                    "tokens {:?} finish {:?}; the script emits {:?} and finishes with `{want_finish}`",
+                    p.tokens, p.finish_reason, script.all_tokens
+                ),
+            ));
+        }
+    }
+}
+
+fn plain_result(t: &Transcript) -> Option<Streamed> {
+    let Body::Json(body) = &t.body else {
+        return None;
+    };
+    let choice = body.get("choices")?.as_array()?.first()?;
+    Some(Streamed {
+        tokens: token_ids(choice),
+        finish_reason: present(choice, "finish_reason")
+            .and_then(Value::as_str)
+            .map(Into::into),
+        error: false,
+        prompt_token_ids: present(body, "prompt_token_ids").cloned(),
+        logprob_tokens: logprob_tokens(choice),
+    })
+}
+
+/// What a stream amounts to (without re-checking it).
+pub fn streamed(expected: &Expected, t: &Transcript) -> Option<Streamed> {
+    let Body::Events(events) = &t.body else {
+        return None;
+    };
+    Some(stream_summary(expected, events, &mut Vec::new()))
+}
+
+/// The non-streamed result must be the concatenation of the streamed one:
+/// same tokens, finish reason, prompt ids and logprob tokens; a stream that
+/// ended in an error pairs with an error response or a `finish_reason:
+/// "error"` whose tokens start with the streamed ones.
+pub fn check_twins(
+    stream_expected: &Expected,
+    stream: &Transcript,
+    plain: &Transcript,
+) -> Option<Violation> {
+    if stream.error.is_some() || plain.error.is_some() || stream.status != Some(200) {
+        return None;
+    }
+    let s = streamed(stream_expected, stream)?;
+    let status = plain.status.unwrap_or(0);
+    let fail = |detail: String| Some(violation(Property::StreamEqualsNonStream, detail));
+    if s.error {
+        if status == 200 {
+            let p = plain_result(plain)?;
+            if p.finish_reason.as_deref() != Some("error") || !p.tokens.starts_with(&s.tokens) {
+                return fail(format!(
+                    "the stream ended in an error after {:?}; the plain response finished {:?} with {:?}",
+                    s.tokens, p.finish_reason, p.tokens
+                ));
+            }
+        }
+        return None;
+    }
+    if status != 200 {
+        return fail(format!(
+            "the stream finished {:?}; the plain request got {status}",
+            s.finish_reason
+        ));
+    }
+    let Some(p) = plain_result(plain) else {
+        return fail(format!(
+            "the plain response has no choices: {}",
+            brief(&plain.body)
+        ));
+    };
+    let pair = |x: &Streamed| {
+        (
+            x.tokens.clone(),
+            x.finish_reason.clone(),
+            x.prompt_token_ids.clone(),
+            x.logprob_tokens.clone(),
+        )
+    };
+    if pair(&s) != pair(&p) {
+        return fail(format!(
+            "(tokens, finish, prompt_token_ids, logprob tokens): streamed {:?}, plain {:?}",
+            pair(&s),
+            pair(&p)
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::normalize::{ClientValues, TranscriptBuilder};
+
+    fn request(body: Value) -> RequestSpec {
+        RequestSpec {
+            body: Some(body),
+            ..RequestSpec::default()
+        }
+    }
+
+    fn stream(events: &[&str]) -> Transcript {
+        TranscriptBuilder::new(ClientValues::default()).build(
+            Some(200),
+            &[("content-type".into(), "text/event-stream".into())],
+            b"",
+            Some(events.iter().map(|s| s.to_string()).collect()),
+            vec![],
+            None,
+        )
+    }
+
+    fn props(v: &[Violation]) -> Vec<Property> {
+        v.iter().map(|v| v.property).collect()
+    }
+
+    #[test]
+    fn validity_follows_vllm_rs_order() {
+        let v = |b: Value| validity(&b, "tiny");
+        assert_eq!(
+            v(json!({"token_ids": [1], "sampling_params": {}})),
+            Validity::Valid
+        );
+        assert_eq!(
+            v(json!({"token_ids": [], "sampling_params": {}, "model": "x", "stream": "yes"})),
+            Validity::Invalid {
+                status: 400,
+                lenient: true
+            }
+        );
+        assert_eq!(
+            v(json!({"token_ids": [], "sampling_params": {}, "model": "x"})),
+            Validity::Invalid {
+                status: 404,
+                lenient: false
+            }
+        );
+        assert_eq!(
+            v(json!({"token_ids": [1], "sampling_params": {"logprobs": -1}})),
+            Validity::Invalid {
+                status: 400,
+                lenient: false
+            }
+        );
+        assert_eq!(
+            v(
+                json!({"token_ids": [1], "sampling_params": {}, "stream_options": null, "stream": null})
+            ),
+            Validity::Invalid {
+                status: 400,
+                lenient: true
+            }
+        );
+    }
+
+    #[test]
+    fn a_good_stream_passes_and_a_missing_done_fails() {
+        let e = Expected::new(
+            &request(
+                json!({"token_ids": [1, 2], "sampling_params": {}, "stream": true,
+                "stream_options": {"include_usage": true}}),
+            ),
+            "tiny",
+            None,
+        );
+        let good = [
+            r#"{"request_id":"a","choices":[{"index":0,"token_ids":[5]}]}"#,
+            r#"{"request_id":"a","choices":[{"index":0,"token_ids":[6],"finish_reason":"stop"}]}"#,
+            r#"{"request_id":"a","choices":[],"usage":{"prompt_tokens":2,"completion_tokens":2,"total_tokens":4}}"#,
+            "[DONE]",
+        ];
+        assert_eq!(check(&e, &stream(&good), false), []);
+        let cut = check(&e, &stream(&good[..3]), false);
+        assert_eq!(props(&cut)[0], Property::Done, "{cut:?}");
+    }
+
+    #[test]
+    fn usage_on_the_wrong_chunk_and_bad_arithmetic_are_caught() {
+        let e = Expected::new(
+            &request(
+                json!({"token_ids": [1], "sampling_params": {}, "stream": true,
+                "stream_options": {"include_usage": true}}),
+            ),
+            "tiny",
+            None,
+        );
+        let got = check(
+            &e,
+            &stream(&[
+                r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":3}}"#,
+                r#"{"choices":[{"index":0,"token_ids":[5],"finish_reason":"stop"}]}"#,
+                "[DONE]",
+            ]),
+            false,
+        );
+        let p = props(&got);
+        assert!(p.contains(&Property::UsageEvent), "{got:?}");
+        assert!(p.contains(&Property::UsageArithmetic), "{got:?}");
+    }
+
+    #[test]
+    fn a_chunk_after_the_finish_and_events_after_an_error_are_caught() {
+        let e = Expected::new(
+            &request(json!({"token_ids": [1], "sampling_params": {}, "stream": true})),
+            "tiny",
+            None,
+        );
+        let got = check(
+            &e,
+            &stream(&[
+                r#"{"choices":[{"index":0,"token_ids":[5],"finish_reason":"stop"}]}"#,
+                r#"{"choices":[{"index":0,"token_ids":[6]}]}"#,
+                r#"{"error":{"message":"x"}}"#,
+                r#"{"choices":[{"index":0,"token_ids":[7]}]}"#,
+                "[DONE]",
+            ]),
+            false,
+        );
+        let p = props(&got);
+        assert!(
+            p.contains(&Property::FinishReason) && p.contains(&Property::ErrorEvent),
+            "{got:?}"
+        );
+    }
+}

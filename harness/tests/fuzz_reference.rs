@@ -1,0 +1,57 @@
+//! The reference server keeps every fuzz invariant, in-process and through
+//! its control channel as a `url=` target.
+
+use harness::fuzz::{FuzzOptions, ScriptChannel, fuzz};
+use harness::target::TargetSpec;
+
+fn options(cases: u32, seed: u64, found: &std::path::Path) -> FuzzOptions {
+    FuzzOptions {
+        cases,
+        seed,
+        found_dir: found.to_path_buf(),
+        ..FuzzOptions::default()
+    }
+}
+
+#[test]
+fn the_reference_keeps_every_property() {
+    let found = tempfile::tempdir().unwrap();
+    let report = fuzz(&options(300, 1, found.path())).unwrap();
+    assert!(!report.failed(), "{}", report.summary());
+    assert!(report.exchanged >= 300, "{}", report.summary());
+    assert!(report.scope.scripts && report.scope.late_prompt_info);
+}
+
+#[test]
+fn a_url_target_with_the_control_channel_is_scripted_and_agrees_with_the_reference() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime
+        .block_on(reference_server::spawn(
+            reference_server::Config {
+                enable_script_control: true,
+                ..reference_server::Config::default()
+            },
+            mock_engine::Engine::default(),
+        ))
+        .unwrap();
+    let found = tempfile::tempdir().unwrap();
+    let mut o = options(100, 2, found.path());
+    o.targets = vec![
+        TargetSpec::Reference,
+        TargetSpec::Url {
+            base: server.base_url(),
+            name: Some("remote".into()),
+        },
+    ];
+    let report = fuzz(&o).unwrap();
+    assert!(!report.failed(), "{}", report.summary());
+    assert!(report.scope.scripts, "{}", report.summary());
+    assert_eq!(
+        report.channels[1],
+        (
+            "remote".to_string(),
+            ScriptChannel::Control(String::new()).label()
+        )
+    );
+    runtime.block_on(server.shutdown());
+}
