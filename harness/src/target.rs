@@ -248,6 +248,17 @@ impl Target {
         }
     }
 
+    /// The engine behind this target, when the harness owns it (the
+    /// reference and the real frontends): scripts registered on it are
+    /// answered from the next request on.
+    pub fn engine(&self) -> Option<&Engine> {
+        match &self.backend {
+            Backend::Reference { engine, .. } => Some(engine),
+            Backend::Vllm(b) => Some(&b.engine),
+            Backend::Url { .. } => None,
+        }
+    }
+
     /// The log of the frontend serving `fixture`, for failure reports.
     pub fn log_tail(&self, fixture: &Fixture, lines: usize) -> Option<String> {
         match &self.backend {

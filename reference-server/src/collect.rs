@@ -11,7 +11,9 @@ use serde_json::Value;
 use crate::error::ApiError;
 use crate::logprobs::{PromptLogprobs, output_logprobs};
 use crate::request::ResponseOptions;
-use crate::response::{GenerateResponse, GenerateResponseChoice};
+use crate::response::{
+    ENGINE_DEAD_MESSAGE, GenerateResponse, GenerateResponseChoice, weight_versions,
+};
 use crate::stream::no_candidates;
 
 /// Everything the engine said about one request.
@@ -33,8 +35,9 @@ async fn collect(events: impl Stream<Item = EngineEvent>) -> Result<Collected, A
         let output = match event {
             EngineEvent::Output(output) => output,
             EngineEvent::Failed(message) => {
+                tracing::info!(%message, "the engine failed");
                 return Err(ApiError::server_error(format!(
-                    "failed to collect raw generate response: {message}"
+                    "failed to collect raw generate response: {ENGINE_DEAD_MESSAGE}"
                 )));
             }
         };
@@ -102,9 +105,9 @@ pub async fn generate_response(
             logprobs,
             finish_reason: Some(finish_reason.as_str()),
             stop_reason: c.stop_reason,
+            weight_versions: weight_versions(true, c.token_ids.len()).map(Value::Array),
             token_ids: c.token_ids,
             sampling_mask: None,
-            weight_versions: None,
         }],
         prompt_logprobs,
         prompt_token_id_logprobs: None,

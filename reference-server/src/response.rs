@@ -56,7 +56,20 @@ pub struct GenerateResponseStreamChoice {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_reason: Option<StopReason>,
     pub token_ids: Vec<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight_versions: Option<Vec<Value>>,
 }
+
+/// vllm-rs reports weight-version spans over the output tokens once a request
+/// finishes; our engine sends no versions, so a request with tokens has none
+/// (`null`), while one that finished with no tokens has an empty list of spans.
+pub fn weight_versions(finished: bool, completion_tokens: usize) -> Option<Vec<Value>> {
+    (finished && completion_tokens == 0).then(Vec::new)
+}
+
+/// What vllm-rs says when its engine core dies: the engine's own words never
+/// reach the client, so neither do a script's.
+pub const ENGINE_DEAD_MESSAGE: &str = "engine-core error: engine core reported fatal failure";
 
 /// Token counts; vllm-rs writes the details objects even when they say nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -119,6 +132,7 @@ mod tests {
                 finish_reason: Some("stop"),
                 stop_reason: Some(StopReason::Token(44)),
                 token_ids: vec![44],
+                weight_versions: None,
             }],
             usage: None,
             prompt_token_ids: None,

@@ -13,7 +13,10 @@ use mock_engine::{EngineEvent, EngineOutput, FinishReason};
 use crate::error::ApiError;
 use crate::logprobs::output_logprobs;
 use crate::request::ResponseOptions;
-use crate::response::{GenerateResponseStreamChoice, GenerateStreamResponse, UsageCounter};
+use crate::response::{
+    ENGINE_DEAD_MESSAGE, GenerateResponseStreamChoice, GenerateStreamResponse, UsageCounter,
+    weight_versions,
+};
 
 /// What the stream sends, before it becomes SSE.
 #[derive(Debug, Clone)]
@@ -83,7 +86,10 @@ impl ChunkStream {
                     Ok(None) => continue,
                     Err(error) => self.fail(error),
                 },
-                Some(EngineEvent::Failed(message)) => self.fail(ApiError::server_error(message)),
+                Some(EngineEvent::Failed(message)) => {
+                    tracing::info!(%message, "the engine failed mid-stream");
+                    self.fail(ApiError::server_error(ENGINE_DEAD_MESSAGE))
+                }
                 None => {
                     self.engine = None;
                     if !self.options.include_usage {
@@ -148,6 +154,10 @@ impl ChunkStream {
                 logprobs,
                 finish_reason: output.finish_reason.map(FinishReason::as_str),
                 stop_reason: output.stop_reason,
+                weight_versions: weight_versions(
+                    output.finish_reason.is_some(),
+                    self.usage.completion_tokens,
+                ),
                 token_ids: output.new_token_ids,
             }],
             usage: self

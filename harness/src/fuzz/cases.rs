@@ -241,19 +241,21 @@ pub fn twin(request: &RequestSpec) -> Option<RequestSpec> {
 fn knob<T: Copy + std::fmt::Debug + 'static>(
     value: impl Strategy<Value = T> + 'static,
 ) -> impl Strategy<Value = Knob<T>> {
+    // Mostly well-typed: every invalid form is still common enough to shrink
+    // towards, and valid requests (where most invariants live) stay the majority.
     prop_oneof![
-        4 => Just(Knob::Absent),
-        1 => Just(Knob::Null),
-        4 => value.prop_map(Knob::Value),
+        6 => Just(Knob::Absent),
+        2 => Just(Knob::Null),
+        12 => value.prop_map(Knob::Value),
         1 => Just(Knob::WrongType),
     ]
 }
 
 fn stream_options() -> impl Strategy<Value = StreamOptions> {
     prop_oneof![
-        3 => Just(StreamOptions::Absent),
+        4 => Just(StreamOptions::Absent),
         1 => Just(StreamOptions::Null),
-        6 => (knob(any::<bool>()), knob(any::<bool>()), proptest::bool::weighted(0.15)).prop_map(
+        5 => (knob(proptest::bool::weighted(0.7)), knob(proptest::bool::weighted(0.7)), proptest::bool::weighted(0.15)).prop_map(
             |(include_usage, continuous_usage_stats, unknown_key)| StreamOptions::Object {
                 include_usage,
                 continuous_usage_stats,
@@ -268,13 +270,21 @@ fn request_id() -> impl Strategy<Value = Option<String>> {
 }
 
 fn prompt() -> impl Strategy<Value = Prompt> {
-    let token = prop_oneof![
-        20 => 0..VOCAB,
-        1 => 4099u32..=5000,
-    ];
+    // At most one id outside the vocabulary, so most prompts are valid.
+    let ids = (
+        proptest::collection::vec(0..VOCAB, 0..24),
+        proptest::option::weighted(0.08, (any::<proptest::sample::Index>(), 4099u32..=5000)),
+    )
+        .prop_map(|(mut ids, bad)| {
+            if let Some((at, id)) = bad {
+                let at = at.index(ids.len() + 1);
+                ids.insert(at, id);
+            }
+            ids
+        });
     prop_oneof![
         1 => Just(Prompt::Empty),
-        20 => proptest::collection::vec(token, 0..24).prop_map(Prompt::Ids),
+        30 => ids.prop_map(Prompt::Ids),
     ]
 }
 
@@ -282,7 +292,7 @@ fn prompt() -> impl Strategy<Value = Prompt> {
 pub fn request() -> impl Strategy<Value = Request> {
     let stream = prop_oneof![
         2 => Just(Knob::Absent),
-        6 => Just(Knob::Value(Some(true))),
+        10 => Just(Knob::Value(Some(true))),
         2 => Just(Knob::Value(Some(false))),
         1 => Just(Knob::Null),
         1 => Just(Knob::WrongType),
@@ -295,20 +305,20 @@ pub fn request() -> impl Strategy<Value = Request> {
         1 => Just(1000u32),
     ]);
     let n = prop_oneof![
-        8 => Just(Knob::Absent),
+        12 => Just(Knob::Absent),
         1 => Just(Knob::Null),
-        2 => Just(Knob::Value(1u32)),
+        3 => Just(Knob::Value(1u32)),
         1 => Just(Knob::Value(2u32)),
     ];
     let logprobs = prop_oneof![
-        8 => Just(Knob::Absent),
+        12 => Just(Knob::Absent),
         1 => Just(Knob::Null),
-        4 => (0i32..=5).prop_map(Knob::Value),
+        6 => (0i32..=5).prop_map(Knob::Value),
         1 => prop_oneof![Just(-2i32), Just(-1), Just(21)].prop_map(Knob::Value),
     ];
     let model = prop_oneof![
-        6 => Just(Model::Absent),
-        3 => Just(Model::Served),
+        8 => Just(Model::Absent),
+        4 => Just(Model::Served),
         1 => Just(Model::Other),
     ];
     (
@@ -404,7 +414,9 @@ fn body(late_prompt_info: bool) -> impl Strategy<Value = Body> {
 
 impl Body {
     fn step(self) -> Step {
-        let logprobs = self.logprob_candidates.map(|k| {
+        // An engine sends no logprobs for a step without tokens.
+        let candidates = self.logprob_candidates.filter(|_| !self.tokens.is_empty());
+        let logprobs = candidates.map(|k| {
             self.tokens
                 .iter()
                 .map(|&t| {

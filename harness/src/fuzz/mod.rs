@@ -746,3 +746,61 @@ impl Bar {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::strategy::{Strategy, ValueTree};
+
+    use super::*;
+
+    /// The oracles only bite on what the generator reaches: enough valid
+    /// streams with each usage mode, plain requests, and each script ending.
+    #[test]
+    fn the_generator_reaches_every_mode() {
+        let mut runner = TestRunner::new_with_rng(Config::default(), rng(3));
+        let mut count = std::collections::BTreeMap::<&str, u32>::new();
+        let n = 2000;
+        for _ in 0..n {
+            let case = cases::case(Scope::default())
+                .new_tree(&mut runner)
+                .unwrap()
+                .current();
+            let e = Expected::new(&case.request_spec("tiny"), "tiny", case.script.as_ref());
+            let mut tag = |t: &'static str, on: bool| *count.entry(t).or_default() += u32::from(on);
+            let valid = e.validity == oracle::Validity::Valid;
+            tag("valid", valid);
+            tag("invalid", !valid);
+            tag("valid stream", valid && e.stream);
+            tag("valid plain", valid && !e.stream);
+            tag("valid usage", valid && e.include_usage);
+            tag("valid continuous", valid && e.continuous_usage);
+            tag("valid logprobs", valid && e.logprobs.is_some());
+            tag("valid return_token_ids", valid && e.return_token_ids);
+            let end = e.script.as_ref().map(|s| s.end.clone());
+            tag(
+                "error finish",
+                valid && end == Some(oracle::ScriptEnd::ErrorFinish),
+            );
+            tag("fail", valid && end == Some(oracle::ScriptEnd::Fail));
+            tag(
+                "late prompt",
+                valid && e.script.as_ref().is_some_and(|s| s.late_prompt_info),
+            );
+            tag("generator", valid && case.script.is_none());
+            tag(
+                "404",
+                e.validity
+                    == oracle::Validity::Invalid {
+                        status: 404,
+                        lenient: false,
+                    },
+            );
+        }
+        for (tag, c) in &count {
+            assert!(
+                *c >= n / 100,
+                "only {c} of {n} cases are `{tag}`: {count:?}"
+            );
+        }
+    }
+}

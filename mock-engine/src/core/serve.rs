@@ -280,7 +280,8 @@ fn add(
                     }
                 }
                 EngineEvent::Failed(message) => {
-                    tracing::error!(request_id = %request.request_id, %message,
+                    // The script asked for this death: news, not a fault.
+                    tracing::info!(request_id = %request.request_id, %message,
                         "script failed: sending ENGINE_CORE_DEAD");
                     reply.dead();
                     let _ = fatal.send(CoreError::ScriptedDeath(message));

@@ -212,13 +212,13 @@ impl EngineCoreOutput {
 /// with `type_info` nil unless insecure serialization is on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UtilityOutput {
-    pub call_id: i64,
+    pub call_id: u64,
     pub failure_message: Option<String>,
     pub result: Option<Value>,
 }
 
 impl UtilityOutput {
-    pub fn success(call_id: i64, result: Value) -> Self {
+    pub fn success(call_id: u64, result: Value) -> Self {
         Self {
             call_id,
             failure_message: None,
@@ -240,7 +240,7 @@ impl UtilityOutput {
 
     fn from_value(value: &Value) -> Option<Self> {
         let items = value.as_array()?;
-        let call_id = items.first()?.as_i64()?;
+        let call_id = items.first()?.as_u64()?;
         let failure_message = match items.get(1) {
             None | Some(Value::Nil) => None,
             Some(v) => Some(v.as_str()?.to_string()),

@@ -236,7 +236,7 @@ impl AbortRequest {
 #[derive(Debug, Clone, PartialEq)]
 pub struct UtilityCall {
     pub client_index: u32,
-    pub call_id: i64,
+    pub call_id: u64,
     pub method: String,
     pub args: Vec<Value>,
 }
@@ -260,7 +260,7 @@ impl UtilityCall {
                 .as_u64()
                 .and_then(|c| u32::try_from(c).ok())
                 .ok_or_else(bad)?,
-            call_id: call_id.as_i64().ok_or_else(bad)?,
+            call_id: call_id.as_u64().ok_or_else(bad)?,
             method: method.as_str().ok_or_else(bad)?.to_string(),
             args: args.as_array().cloned().ok_or_else(bad)?,
         })
@@ -273,5 +273,22 @@ impl UtilityCall {
             Value::from(self.method.as_str()),
             Value::Array(self.args.clone()),
         ]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utility_call_ids_use_the_whole_u64_range() {
+        // The Python frontend's call ids are `uuid1().int >> 64`.
+        let call = UtilityCall {
+            client_index: 0,
+            call_id: 14_031_856_707_665_465_841,
+            method: "reset_mm_cache".into(),
+            args: vec![],
+        };
+        assert_eq!(UtilityCall::decode(&call.encode()).unwrap(), call);
     }
 }
