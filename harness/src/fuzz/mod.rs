@@ -535,6 +535,33 @@ async fn set_script(
     }
 }
 
+/// Replays a fixture (a found one, say) against `base` and checks it with
+/// the oracles: its script is set through the control channel when `base`
+/// has one (and then counts as known). Returns the violations.
+pub async fn replay_fixture(
+    base: &str,
+    fixture: &Fixture,
+    model: &str,
+    limits: Limits,
+) -> Result<Vec<Violation>, String> {
+    let client = reqwest::Client::new();
+    let scripted = !fixture.engine.steps.is_empty();
+    let script = if scripted && probe_control(&client, base).await {
+        let prompt = fixture
+            .prompt_token_ids()
+            .ok_or("the fixture's script has no prompt to be chosen by")?;
+        let channel = ScriptChannel::Control(base.to_string());
+        set_script(&client, &channel, &prompt, Some(&fixture.engine)).await?;
+        Some(&fixture.engine)
+    } else {
+        None
+    };
+    let capture = capture::capture(&client, base, &fixture.request, limits).await;
+    let transcript = transcribe(&fixture.request, &capture).await;
+    let expected = Expected::new(&fixture.request, model, script);
+    Ok(oracle::check(&expected, &transcript, false))
+}
+
 /// One request and what came back.
 struct Exchange {
     expected: Expected,

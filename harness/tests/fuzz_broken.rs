@@ -1,0 +1,238 @@
+//! Deliberately broken servers are caught by `genconform fuzz`, and the
+//! shrunk case is written as a fixture that reproduces the break.
+//!
+//! Each broken server is a proxy in front of a healthy reference server (with
+//! its script control channel on, so the fuzzer scripts the engine through
+//! the proxy) that damages the event stream in one way.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use harness::fuzz::oracle::Property;
+use harness::fuzz::{Found, FuzzOptions, fuzz, replay_fixture};
+use harness::target::TargetSpec;
+use serde_json::Value;
+
+type Damage = fn(Vec<String>) -> Vec<String>;
+
+struct Proxy {
+    upstream: String,
+    damage: Damage,
+    client: reqwest::Client,
+}
+
+async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .expect("small body");
+    let mut upstream = proxy.client.request(
+        parts.method.clone(),
+        format!("{}{}", proxy.upstream, parts.uri.path()),
+    );
+    for (name, value) in &parts.headers {
+        if name != "host" && name != "content-length" {
+            upstream = upstream.header(name, value);
+        }
+    }
+    let answer = upstream.body(body).send().await.expect("upstream answers");
+    let status = answer.status();
+    let headers = answer.headers().clone();
+    let text = answer.text().await.expect("upstream body");
+    let text = if headers
+        .get("content-type")
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"text/event-stream"))
+    {
+        let events: Vec<String> = text
+            .split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(str::to_string)
+            .collect();
+        (proxy.damage)(events)
+            .into_iter()
+            .map(|e| e + "\n\n")
+            .collect()
+    } else {
+        text
+    };
+    let mut response = Response::builder().status(status);
+    for (name, value) in &headers {
+        if name != "content-length" && name != "transfer-encoding" {
+            response = response.header(name, value);
+        }
+    }
+    response.body(Body::from(text)).expect("valid response")
+}
+
+/// A healthy reference server and a damaging proxy in front of it, on a
+/// runtime of their own (the fuzzer blocks the test's thread on its own).
+struct Broken {
+    runtime: tokio::runtime::Runtime,
+    healthy: Option<reference_server::RunningServer>,
+    proxy: String,
+}
+
+impl Broken {
+    fn start(damage: Damage) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (healthy, proxy) = runtime.block_on(async {
+            let config = reference_server::Config {
+                enable_script_control: true,
+                ..reference_server::Config::default()
+            };
+            let healthy = reference_server::spawn(config, mock_engine::Engine::default())
+                .await
+                .expect("reference starts");
+            let proxy = Arc::new(Proxy {
+                upstream: healthy.base_url(),
+                damage,
+                client: reqwest::Client::new(),
+            });
+            let app = axum::Router::new().fallback(forward).with_state(proxy);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            (healthy, format!("http://{addr}"))
+        });
+        Self {
+            runtime,
+            healthy: Some(healthy),
+            proxy,
+        }
+    }
+
+    fn healthy_url(&self) -> String {
+        self.healthy.as_ref().unwrap().base_url()
+    }
+
+    /// Fuzzes the proxy until something breaks; returns the shrunk failure.
+    fn fuzz(&self, found_dir: &std::path::Path) -> Found {
+        let options = FuzzOptions {
+            targets: vec![TargetSpec::Url {
+                base: self.proxy.clone(),
+                name: Some("broken".into()),
+            }],
+            cases: 300,
+            seed: 5,
+            found_dir: found_dir.to_path_buf(),
+            ..FuzzOptions::default()
+        };
+        let report = fuzz(&options).expect("the fuzzer runs");
+        assert_eq!(
+            report.channels[0].1,
+            "control channel",
+            "{}",
+            report.summary()
+        );
+        let summary = report.summary();
+        report
+            .found
+            .unwrap_or_else(|| panic!("not caught:\n{summary}"))
+    }
+
+    /// The written fixture, loaded as the corpus would load it, and checked
+    /// against the broken and the healthy server.
+    fn reproduce(&self, found: &Found) -> (mock_engine::Fixture, Vec<Property>, Vec<Property>) {
+        let path = found.written.as_ref().expect("the fixture is written");
+        let fixture = mock_engine::fixture::load_file(path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(fixture, found.fixture);
+        let check = |base: String| {
+            self.runtime
+                .block_on(replay_fixture(&base, &fixture, "tiny", Default::default()))
+                .expect("replays")
+                .into_iter()
+                .map(|v| v.property)
+                .collect::<Vec<_>>()
+        };
+        let broken = check(self.proxy.clone());
+        let healthy = check(self.healthy_url());
+        (fixture, broken, healthy)
+    }
+}
+
+impl Drop for Broken {
+    fn drop(&mut self) {
+        if let Some(healthy) = self.healthy.take() {
+            self.runtime.block_on(healthy.shutdown());
+        }
+    }
+}
+
+fn body(fixture: &mock_engine::Fixture) -> &Value {
+    fixture.request.body.as_ref().expect("a JSON body")
+}
+
+#[test]
+fn a_server_that_drops_done_is_caught_and_shrunk_to_a_fixture() {
+    let broken = Broken::start(|mut events| {
+        events.retain(|e| e != "data: [DONE]");
+        events
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let found = broken.fuzz(dir.path());
+    assert_eq!(found.violation.property, Property::Done, "{found:#?}");
+    let (fixture, on_broken, on_healthy) = broken.reproduce(&found);
+    assert!(
+        fixture.description.contains("one-done-last"),
+        "{}",
+        fixture.description
+    );
+    assert!(fixture.request.is_stream(), "{fixture:#?}");
+    assert!(on_broken.contains(&Property::Done), "{on_broken:?}");
+    assert_eq!(on_healthy, [], "the healthy server keeps every property");
+    // Shrunk: nothing the break does not need is left in the request.
+    let b = body(&fixture).as_object().unwrap();
+    let mut keys: Vec<&str> = b.keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(keys, ["sampling_params", "stream", "token_ids"], "{b:?}");
+    assert!(fixture.request.headers.is_empty(), "{fixture:#?}");
+}
+
+#[test]
+fn usage_on_the_wrong_chunk_is_caught_and_shrunk_to_a_fixture() {
+    // Moves the usage object from the usage-only event onto the first event.
+    let broken = Broken::start(|events| {
+        let parse = |e: &str| serde_json::from_str::<Value>(e.trim_start_matches("data: ")).ok();
+        let usage_at = events.iter().position(|e| {
+            parse(e).is_some_and(|v| v["choices"].as_array().is_some_and(|c| c.is_empty()))
+        });
+        let Some(at) = usage_at.filter(|&at| at > 0) else {
+            return events;
+        };
+        let usage = parse(&events[at]).unwrap()["usage"].clone();
+        let mut first = parse(&events[0]).unwrap();
+        first["usage"] = usage;
+        let mut out = events.clone();
+        out[0] = format!("data: {first}");
+        out.remove(at);
+        out
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let found = broken.fuzz(dir.path());
+    let usage_properties = [
+        Property::UsageEvent,
+        Property::ContinuousUsage,
+        Property::UsageArithmetic,
+    ];
+    assert!(
+        usage_properties.contains(&found.violation.property),
+        "{found:#?}"
+    );
+    let (fixture, on_broken, on_healthy) = broken.reproduce(&found);
+    assert!(
+        on_broken.contains(&found.violation.property),
+        "{on_broken:?}"
+    );
+    assert_eq!(on_healthy, [], "the healthy server keeps every property");
+    assert_eq!(
+        body(&fixture).pointer("/stream_options/include_usage"),
+        Some(&Value::Bool(true)),
+        "{fixture:#?}"
+    );
+}
