@@ -115,6 +115,9 @@ pub struct Scope {
     pub scripts: bool,
     /// Late prompt info: only in-process engines can deliver it.
     pub late_prompt_info: bool,
+    /// Engine failures (`fail`): a real frontend's engine core dies with
+    /// them, and the frontend must be restarted before it serves again.
+    pub engine_failures: bool,
 }
 
 impl Default for Scope {
@@ -122,6 +125,7 @@ impl Default for Scope {
         Self {
             scripts: true,
             late_prompt_info: true,
+            engine_failures: true,
         }
     }
 }
@@ -358,7 +362,7 @@ enum End {
     Fail(String),
 }
 
-fn end() -> impl Strategy<Value = End> {
+fn end(engine_failures: bool) -> impl Strategy<Value = End> {
     let reason = prop_oneof![
         Just(FinishReason::Stop),
         Just(FinishReason::Length),
@@ -378,7 +382,7 @@ fn end() -> impl Strategy<Value = End> {
             End::Finish(r, s)
         }),
         1 => Just(End::ErrorFinish),
-        1 => "[a-z ]{1,16}".prop_map(End::Fail),
+        u32::from(engine_failures) => "[a-z ]{1,16}".prop_map(End::Fail),
     ]
 }
 
@@ -389,8 +393,8 @@ struct Body {
     tokens: Vec<u32>,
     cached_tokens: Option<u32>,
     late_prompt_info: bool,
-    /// Scripted logprobs, with this many candidates past the sampled token.
-    logprob_candidates: Option<u32>,
+    /// Scripted logprobs: how many top candidates, and the sampled token's rank.
+    logprob_candidates: Option<(u32, u32)>,
 }
 
 fn body(late_prompt_info: bool) -> impl Strategy<Value = Body> {
@@ -399,7 +403,7 @@ fn body(late_prompt_info: bool) -> impl Strategy<Value = Body> {
         proptest::collection::vec(0..VOCAB, 0..4),
         proptest::option::weighted(0.2, 0u32..8),
         proptest::bool::weighted(if late_prompt_info { 0.2 } else { 0.0 }),
-        proptest::option::weighted(0.2, 0u32..3),
+        proptest::option::weighted(0.2, (0u32..3, 1u32..=3)),
     )
         .prop_map(
             |(delay_ms, tokens, cached_tokens, late_prompt_info, logprob_candidates)| Body {
@@ -416,19 +420,28 @@ impl Body {
     fn step(self) -> Step {
         // An engine sends no logprobs for a step without tokens.
         let candidates = self.logprob_candidates.filter(|_| !self.tokens.is_empty());
-        let logprobs = candidates.map(|k| {
+        let logprobs = candidates.map(|(k, sampled_rank)| {
+            // As vLLM's engine reports them: the sampled token with its rank,
+            // then the top k in rank order (a rank is the position there), so
+            // the sampled token is among them when its rank is at most k.
+            let sampled_rank = sampled_rank.min(k + 1);
+            let logprob = |rank: u32| 0.5 - rank as f32;
             self.tokens
                 .iter()
                 .map(|&t| {
                     std::iter::once(LogprobEntry {
                         token_id: t,
-                        logprob: -0.5,
-                        rank: 1,
+                        logprob: logprob(sampled_rank),
+                        rank: sampled_rank,
                     })
-                    .chain((1..=k).map(|i| LogprobEntry {
-                        token_id: (t + i) % VOCAB,
-                        logprob: -(i as f32) - 0.5,
-                        rank: i + 1,
+                    .chain((1..=k).map(|rank| LogprobEntry {
+                        token_id: if rank == sampled_rank {
+                            t
+                        } else {
+                            (t + rank) % VOCAB
+                        },
+                        logprob: logprob(rank),
+                        rank,
                     }))
                     .collect()
                 })
@@ -451,7 +464,7 @@ pub fn script(scope: Scope) -> impl Strategy<Value = Script> {
     (
         proptest::collection::vec(body(scope.late_prompt_info), 0..6),
         body(false),
-        end(),
+        end(scope.engine_failures),
     )
         .prop_map(|(middle, last, end)| {
             let mut steps: Vec<Step> = middle.into_iter().map(Body::step).collect();

@@ -311,15 +311,17 @@ pub fn fuzz(options: &FuzzOptions) -> anyhow::Result<FuzzReport> {
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
     let bench = runtime.block_on(Bench::start(options))?;
+    let real_frontends = options
+        .targets
+        .iter()
+        .any(|t| matches!(t, TargetSpec::VllmRs | TargetSpec::VllmPython));
     let scope = Scope {
         scripts: bench
             .channels
             .iter()
             .all(|c| !matches!(c, ScriptChannel::None)),
-        late_prompt_info: !options
-            .targets
-            .iter()
-            .any(|t| matches!(t, TargetSpec::VllmRs | TargetSpec::VllmPython)),
+        late_prompt_info: !real_frontends,
+        engine_failures: !real_frontends,
     };
     let channels = bench
         .names

@@ -124,7 +124,7 @@ pub enum Validity {
 }
 
 /// How the engine script ends, as the client must see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScriptEnd {
     Finish(FinishReason),
     /// `finish: "error"`: an in-band error in a stream.
