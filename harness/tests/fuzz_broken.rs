@@ -111,13 +111,21 @@ impl Broken {
         self.healthy.as_ref().unwrap().base_url()
     }
 
+    fn target(&self) -> TargetSpec {
+        TargetSpec::Url {
+            base: self.proxy.clone(),
+            name: Some("broken".into()),
+        }
+    }
+
     /// Fuzzes the proxy until something breaks; returns the shrunk failure.
     fn fuzz(&self, found_dir: &std::path::Path) -> Found {
+        self.fuzz_targets(vec![self.target()], found_dir)
+    }
+
+    fn fuzz_targets(&self, targets: Vec<TargetSpec>, found_dir: &std::path::Path) -> Found {
         let options = FuzzOptions {
-            targets: vec![TargetSpec::Url {
-                base: self.proxy.clone(),
-                name: Some("broken".into()),
-            }],
+            targets,
             cases: 300,
             seed: 5,
             found_dir: found_dir.to_path_buf(),
@@ -125,7 +133,7 @@ impl Broken {
         };
         let report = fuzz(&options).expect("the fuzzer runs");
         assert_eq!(
-            report.channels[0].1,
+            report.channels.last().unwrap().1,
             "control channel",
             "{}",
             report.summary()
@@ -234,5 +242,57 @@ fn usage_on_the_wrong_chunk_is_caught_and_shrunk_to_a_fixture() {
         body(&fixture).pointer("/stream_options/include_usage"),
         Some(&Value::Bool(true)),
         "{fixture:#?}"
+    );
+}
+
+#[test]
+fn the_same_seed_finds_the_same_minimal_case() {
+    let broken = Broken::start(|mut events| {
+        events.retain(|e| e != "data: [DONE]");
+        events
+    });
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = broken.fuzz(a.path());
+    let second = broken.fuzz(b.path());
+    assert_eq!(first.case, second.case);
+    assert_eq!(first.fixture, second.fixture);
+}
+
+#[test]
+fn a_difference_no_invariant_covers_is_caught_by_comparing_targets() {
+    // Every invariant still holds; only the reference does not send this field.
+    let broken = Broken::start(|events| {
+        events
+            .into_iter()
+            .map(
+                |e| match serde_json::from_str::<Value>(e.trim_start_matches("data: ")) {
+                    Ok(Value::Object(mut m)) => {
+                        m.insert("system_fingerprint".into(), "fp".into());
+                        format!("data: {}", Value::Object(m))
+                    }
+                    _ => e,
+                },
+            )
+            .collect()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let found = broken.fuzz_targets(vec![TargetSpec::Reference, broken.target()], dir.path());
+    assert_eq!(
+        found.violation.property,
+        Property::Differential,
+        "{found:#?}"
+    );
+    assert_eq!(found.target, "broken");
+    assert!(
+        found.violation.detail.contains("system_fingerprint"),
+        "{}",
+        found.violation.detail
+    );
+    let fixture = mock_engine::fixture::load_file(found.written.as_ref().unwrap()).unwrap();
+    assert!(fixture.request.is_stream(), "{fixture:#?}");
+    assert!(
+        fixture.description.contains("targets-agree"),
+        "{}",
+        fixture.description
     );
 }

@@ -662,6 +662,9 @@ async fn exchange(bench: &mut Bench, options: &FuzzOptions, case: &Case) -> Resu
     differential(bench, options, &fixture.name, &rows)
 }
 
+/// Differences named in a failure; the rest are counted.
+const SHOWN_DIFFERENCES: usize = 6;
+
 /// Every target against the first, after normalisation, through the registry.
 fn differential(
     bench: &Bench,
@@ -692,10 +695,19 @@ fn differential(
             .map(|d| d.to_string())
             .collect();
             if !new.is_empty() {
+                let shown = new.len().min(SHOWN_DIFFERENCES);
+                let more = match new.len() - shown {
+                    0 => String::new(),
+                    n => format!("; and {n} more"),
+                };
                 return Err(Failure {
                     violation: Violation {
                         property: Property::Differential,
-                        detail: format!("differs from {}: {}", bench.names[0], new.join("; ")),
+                        detail: format!(
+                            "differs from {}: {}{more}",
+                            bench.names[0],
+                            new[..shown].join("; ")
+                        ),
                     },
                     target: bench.names[i].clone(),
                     twin: r == 1,
@@ -805,7 +817,7 @@ mod tests {
             tag("valid continuous", valid && e.continuous_usage);
             tag("valid logprobs", valid && e.logprobs.is_some());
             tag("valid return_token_ids", valid && e.return_token_ids);
-            let end = e.script.as_ref().map(|s| s.end.clone());
+            let end = e.script.as_ref().map(|s| s.end);
             tag(
                 "error finish",
                 valid && end == Some(oracle::ScriptEnd::ErrorFinish),
