@@ -27,6 +27,8 @@ use std::cell::{Cell, RefCell};
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -188,11 +190,13 @@ pub struct FuzzReport {
     pub found: Option<Found>,
     /// proptest gave up (too many rejects), with its reason.
     pub aborted: Option<String>,
+    /// Ctrl-C ended the run early.
+    pub interrupted: bool,
 }
 
 impl FuzzReport {
     pub fn failed(&self) -> bool {
-        self.found.is_some() || self.aborted.is_some()
+        self.found.is_some() || self.aborted.is_some() || self.interrupted
     }
 
     /// A few lines for people.
@@ -210,6 +214,9 @@ impl FuzzReport {
         }
         if !self.scope.scripts {
             s.push_str("  (no engine scripts: a target's engine cannot be scripted)\n");
+        }
+        if self.interrupted {
+            s.push_str("INTERRUPTED: the cases after Ctrl-C were not run\n");
         }
         if let Some(reason) = &self.aborted {
             s.push_str(&format!("ABORTED: {reason}\n"));
@@ -282,7 +289,9 @@ pub fn fuzz_command(args: FuzzArgs) -> ExitCode {
     match fuzz(&options) {
         Ok(report) => {
             print!("{}", report.summary());
-            if report.failed() {
+            if report.interrupted {
+                ExitCode::from(130)
+            } else if report.failed() {
                 ExitCode::FAILURE
             } else {
                 ExitCode::SUCCESS
@@ -334,8 +343,23 @@ pub fn fuzz(options: &FuzzOptions) -> anyhow::Result<FuzzReport> {
     let exchanged = Cell::new(0u64);
     let bar = Bar::new(options.progress, u64::from(options.cases));
     let started = Instant::now();
+    // Ctrl-C lets the current case finish, then every later one is rejected
+    // unsent: proptest gives up after its limit of rejects (and a shrink stops
+    // where it is), so the run ends and the targets stop.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    if options.progress {
+        let flag = interrupted.clone();
+        runtime.spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                flag.store(true, Ordering::Relaxed);
+            }
+        });
+    }
     let mut runner = TestRunner::new_with_rng(config(options), rng(options.seed));
     let result = runner.run(&cases::case(scope), |case| {
+        if interrupted.load(Ordering::Relaxed) {
+            return Err(TestCaseError::reject("interrupted"));
+        }
         exchanged.set(exchanged.get() + 1);
         let outcome = runtime.block_on(exchange(&mut bench.borrow_mut(), options, &case));
         match outcome {
@@ -355,7 +379,8 @@ pub fn fuzz(options: &FuzzOptions) -> anyhow::Result<FuzzReport> {
         Ok(()) => (None, None),
         Err(TestError::Abort(reason)) => (None, Some(reason.to_string())),
         Err(TestError::Fail(reason, case)) => {
-            // Run the minimal case once more, for its violation in full.
+            // Run the minimal case (the smallest so far, if interrupted) once
+            // more, for its violation in full.
             let again = runtime.block_on(exchange(&mut bench.borrow_mut(), options, &case));
             (
                 Some(record(options, case, again.err(), reason.to_string())),
@@ -377,7 +402,9 @@ pub fn fuzz(options: &FuzzOptions) -> anyhow::Result<FuzzReport> {
         exchanged: exchanged.get(),
         elapsed,
         found,
-        aborted,
+        // The rejects that ended an interrupted run are ours, not a finding.
+        aborted: aborted.filter(|_| !interrupted.load(Ordering::Relaxed)),
+        interrupted: interrupted.load(Ordering::Relaxed),
     })
 }
 
