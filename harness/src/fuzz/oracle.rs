@@ -1142,4 +1142,57 @@ mod tests {
             "{got:?}"
         );
     }
+
+    fn plain(body: Value) -> Transcript {
+        TranscriptBuilder::new(ClientValues::default()).build(
+            Some(200),
+            &[("content-type".into(), "application/json".into())],
+            body.to_string().as_bytes(),
+            None,
+            vec![],
+            None,
+        )
+    }
+
+    #[test]
+    fn a_plain_answer_must_be_what_its_stream_amounts_to() {
+        let e = Expected::new(
+            &request(json!({"token_ids": [1], "sampling_params": {}, "stream": true})),
+            "tiny",
+            None,
+        );
+        let s = stream(&[
+            r#"{"choices":[{"index":0,"token_ids":[5]}]}"#,
+            r#"{"choices":[{"index":0,"token_ids":[6],"finish_reason":"stop"}]}"#,
+            "[DONE]",
+        ]);
+        let same =
+            plain(json!({"choices": [{"index": 0, "token_ids": [5, 6], "finish_reason": "stop"}]}));
+        assert_eq!(check_twins(&e, &s, &same), None);
+        let other =
+            plain(json!({"choices": [{"index": 0, "token_ids": [5], "finish_reason": "length"}]}));
+        let v = check_twins(&e, &s, &other).expect("differs");
+        assert_eq!(v.property, Property::StreamEqualsNonStream);
+    }
+
+    #[test]
+    fn the_empty_generation_logprobs_quirk_is_accepted_only_where_it_applies() {
+        let script: Script =
+            serde_json::from_value(json!({"steps": [{"finish": "stop"}]})).unwrap();
+        let asks = request(json!({"token_ids": [1], "sampling_params": {"logprobs": 0}}));
+        let quirk = Expected::new(&asks, "tiny", Some(&script));
+        assert!(refuses_empty_logprobs(&quirk));
+        let error = TranscriptBuilder::new(ClientValues::default()).build(
+            Some(500),
+            &[("content-type".into(), "application/json".into())],
+            br#"{"error":{"message":"requested logprobs but generation returned none"}}"#,
+            None,
+            vec![],
+            None,
+        );
+        assert_eq!(check(&quirk, &error, false), []);
+        let no_logprobs = request(json!({"token_ids": [1], "sampling_params": {}}));
+        let strict = Expected::new(&no_logprobs, "tiny", Some(&script));
+        assert_eq!(props(&check(&strict, &error, false)), [Property::Status]);
+    }
 }
