@@ -32,6 +32,9 @@ pub enum Command {
     Validate(CorpusArgs),
     /// List the fixtures.
     List(CorpusArgs),
+    /// Property-based testing: generated requests and engine scripts, checked
+    /// against invariants and, with several targets, against each other.
+    Fuzz(crate::fuzz::FuzzArgs),
     /// Install what a target needs, into a cache outside the clone.
     Setup {
         #[command(subcommand)]
@@ -151,6 +154,7 @@ pub fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Run(args) => run_command(args),
+        Command::Fuzz(args) => crate::fuzz::fuzz_command(args),
         Command::Setup {
             what: SetupWhat::Vllm { version },
         } => match vllm::setup(&version) {

@@ -260,7 +260,12 @@ pub async fn transcribe(
     let (events, notes) = if capture.is_event_stream() {
         let chunks: Vec<&[u8]> = capture.chunks.iter().map(|c| c.bytes.as_ref()).collect();
         let lexed = sse::lex(&chunks);
-        let mut notes = lexed.note_lines();
+        // Where TCP split the body depends on timing, not on the server:
+        // keeping it out of transcripts keeps snapshots and diffs stable.
+        let mut notes: Vec<String> = lexed
+            .notes_ignoring_chunks()
+            .map(ToString::to_string)
+            .collect();
         match sse::strict::run(&chunks, STRICT_LIMIT).await {
             Ok(strict) => notes.extend(
                 sse::strict::compare(&lexed, &strict)
