@@ -1,0 +1,826 @@
+//! `genconform bench`: GPU-free load benchmarks of generate servers.
+//!
+//! The engine behind every target is the scripted mock engine, told exactly
+//! when to emit which tokens (an [`profile::EngineProfile`]), so what the
+//! bench measures is the frontend: throughput, latency and how far it lags
+//! behind the script, and what it costs in CPU and memory. The mock engine
+//! is measured on its own as well ([`probe`]), so a result can say whether
+//! the engine or the frontend was the limit.
+//!
+//! ```text
+//! genconform bench --target reference --target vllm-rs --target vllm-python \
+//!     --concurrency 64 --duration 10s --max-tokens 128 --itl-ms 10 --report-json bench.json
+//! ```
+//!
+//! One module per part: [`profile`] (scripts), [`http`] and [`scan`] (the
+//! client's wire), [`load`] (open and closed loops), [`stats`], [`resources`]
+//! (`/proc`), [`server`] (starting targets), [`idle`] (many idle streams),
+//! [`probe`] (the engine alone), [`table`] and [`plot`].
+
+pub mod http;
+pub mod idle;
+pub mod load;
+pub mod plot;
+pub mod probe;
+pub mod profile;
+pub mod resources;
+pub mod scan;
+pub mod server;
+pub mod stats;
+pub mod table;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+
+use self::load::{LoadMode, LoadOutcome, LoadPlan, StopAt, Workload};
+use self::probe::{Pacing, Throughput};
+use self::profile::{EngineProfile, RequestShape, variants};
+use self::resources::{Machine, Usage};
+use self::server::{BenchServer, ServerOptionsForBench};
+use self::stats::Summary;
+use self::table::{Cell, Row};
+use crate::target::{TargetSpec, VllmOptions};
+use crate::vllm;
+
+/// How the scripted engine paces its steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineMode {
+    /// Delays from --ttft-ms, --itl-ms and --itl-jitter-ms.
+    Paced,
+    /// No delays: the engine emits as fast as it can; finds the frontend's ceiling.
+    Unpaced,
+}
+
+/// `genconform bench`: load a generate server whose engine is scripted.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// A server to load: `reference`, `vllm-rs`, `vllm-python` or
+    /// `url=<base>` (with --enable-script-control). Repeat to compare; ratios
+    /// are to the first.
+    #[arg(long = "target", default_value = "reference")]
+    pub targets: Vec<TargetSpec>,
+    /// Closed loop: this many clients, each sending its next request when
+    /// the last one ended (the default, with 64).
+    #[arg(long, conflicts_with = "rate")]
+    pub concurrency: Option<usize>,
+    /// Open loop: start this many requests per second, on absolute
+    /// deadlines, whatever the server's state.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// How long to send new requests (`10s`, `500ms`, `2m`; default 10s).
+    #[arg(long, value_parser = parse_duration, conflicts_with = "requests")]
+    pub duration: Option<Duration>,
+    /// Send this many requests instead of running for a duration.
+    #[arg(long)]
+    pub requests: Option<u64>,
+    /// Prompt length in tokens.
+    #[arg(long, default_value_t = 16)]
+    pub prompt_len: usize,
+    /// Tokens per request (the script emits exactly this many).
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: u32,
+    /// Ask for one JSON body instead of an event stream.
+    #[arg(long)]
+    pub no_stream: bool,
+    /// `stream_options.include_usage`.
+    #[arg(long)]
+    pub include_usage: bool,
+    /// `stream_options.continuous_usage_stats` (implies --include-usage).
+    #[arg(long)]
+    pub continuous_usage: bool,
+    /// `paced` follows the delays below; `unpaced` emits as fast as possible.
+    #[arg(long, value_enum, default_value_t = EngineMode::Paced)]
+    pub engine: EngineMode,
+    /// Scripted delay before the first step.
+    #[arg(long, default_value_t = 10)]
+    pub ttft_ms: u64,
+    /// Scripted delay before each later step.
+    #[arg(long, default_value_t = 10)]
+    pub itl_ms: u64,
+    /// Each later delay is drawn from itl ± this (whole milliseconds).
+    #[arg(long, default_value_t = 0)]
+    pub itl_jitter_ms: u64,
+    /// Tokens the engine emits per step.
+    #[arg(long, default_value_t = 1)]
+    pub tokens_per_step: u32,
+    /// Distinct prompts (each with its own jittered script) the clients cycle through.
+    #[arg(long, default_value_t = 64)]
+    pub script_variants: usize,
+    /// Seed of the jitter.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Threads of the load generator's runtime.
+    #[arg(long, default_value_t = 1)]
+    pub client_threads: usize,
+    /// A request not complete by then counts as an error.
+    #[arg(long, default_value_t = 120)]
+    pub request_timeout_secs: u64,
+    /// After the load, open this many idle streams per target and measure
+    /// the server's memory (raises this process's open-file limit).
+    #[arg(long)]
+    pub idle_streams: Option<usize>,
+    /// How long the idle streams are held before memory is read.
+    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    pub idle_hold: Duration,
+    /// Skip measuring the mock engine core on its own.
+    #[arg(long)]
+    pub no_engine_probe: bool,
+    /// Engine probe: concurrent requests for the throughput figure.
+    #[arg(long, default_value_t = 256)]
+    pub probe_requests: usize,
+    /// Engine probe: scripted delay for the pacing figure.
+    #[arg(long, default_value_t = 10)]
+    pub probe_itl_ms: u64,
+    /// Write every figure, the plan and the machine as JSON.
+    #[arg(long)]
+    pub report_json: Option<PathBuf>,
+    /// Write latency distributions per target as an SVG.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// The `reference-server` binary (default: next to genconform).
+    #[arg(long)]
+    pub reference_bin: Option<PathBuf>,
+    #[arg(long, default_value = vllm::DEFAULT_VERSION)]
+    pub vllm_version: String,
+    #[arg(long)]
+    pub vllm_python: Option<PathBuf>,
+    #[arg(long)]
+    pub vllm_rs_bin: Option<PathBuf>,
+    /// Logs of the started servers and the model directory.
+    #[arg(long, default_value = ".genconform")]
+    pub work_dir: PathBuf,
+    #[arg(long, default_value_t = 240)]
+    pub ready_timeout_secs: u64,
+}
+
+/// `10s`, `500ms`, `2m`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, unit) = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .map_or((s, ""), |i| s.split_at(i));
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("`{s}`: expected a duration like 10s, 500ms or 2m"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" | "min" => n * 60.0,
+        other => return Err(format!("`{s}`: unknown unit `{other}` (use ms, s or m)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("`{s}`: {e}"))
+}
+
+/// Client threads carry this name: their CPU time is the client's.
+const CLIENT_THREAD: &str = "bench-load";
+
+/// What one target cost and delivered.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetResult {
+    pub target: String,
+    pub base_url: String,
+    /// Why the target has no figures, when it has none.
+    pub failed: Option<String>,
+    pub measured: Option<resources::Scope>,
+    pub started: u64,
+    pub ok: u64,
+    pub errors: std::collections::BTreeMap<String, u64>,
+    pub error_examples: std::collections::BTreeMap<String, String>,
+    pub elapsed_s: f64,
+    pub requests_per_s: f64,
+    pub tokens_per_s: f64,
+    pub events_per_s: f64,
+    pub ttft: Summary,
+    pub ttft_overhead: Summary,
+    pub inter_event: Summary,
+    pub event_lag: Summary,
+    pub e2e: Summary,
+    pub e2e_overhead: Summary,
+    pub dispatch_lag: Summary,
+    /// The server's processes during the load.
+    pub server_cpu_s: Option<f64>,
+    pub server_cpu_cores: Option<f64>,
+    pub server_after: Option<Usage>,
+    /// The load generator's threads.
+    pub client_cpu_s: f64,
+    pub client_cpu_cores: f64,
+    /// This process's other threads: the in-process engine core of the
+    /// vllm targets (and the idle main runtime otherwise).
+    pub harness_other_cpu_s: f64,
+    pub idle: Option<idle::IdleResult>,
+    #[serde(skip)]
+    ttft_sorted: Vec<i64>,
+    #[serde(skip)]
+    inter_event_sorted: Vec<i64>,
+}
+
+impl TargetResult {
+    fn failed(spec: &TargetSpec, why: String) -> Self {
+        Self {
+            target: spec.name(),
+            base_url: String::new(),
+            failed: Some(why),
+            measured: None,
+            started: 0,
+            ok: 0,
+            errors: Default::default(),
+            error_examples: Default::default(),
+            elapsed_s: 0.0,
+            requests_per_s: 0.0,
+            tokens_per_s: 0.0,
+            events_per_s: 0.0,
+            ttft: Summary::default(),
+            ttft_overhead: Summary::default(),
+            inter_event: Summary::default(),
+            event_lag: Summary::default(),
+            e2e: Summary::default(),
+            e2e_overhead: Summary::default(),
+            dispatch_lag: Summary::default(),
+            server_cpu_s: None,
+            server_cpu_cores: None,
+            server_after: None,
+            client_cpu_s: 0.0,
+            client_cpu_cores: 0.0,
+            harness_other_cpu_s: 0.0,
+            idle: None,
+            ttft_sorted: Vec::new(),
+            inter_event_sorted: Vec::new(),
+        }
+    }
+
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+}
+
+/// The engine core alone.
+#[derive(Debug, Clone, Serialize)]
+pub struct EngineProbe {
+    pub throughput: Option<Throughput>,
+    pub pacing: Option<Pacing>,
+    pub errors: Vec<String>,
+}
+
+/// Everything a bench run measured, as `--report-json` writes it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub genconform_version: &'static str,
+    pub unix_time: u64,
+    pub command: Vec<String>,
+    pub machine: Machine,
+    pub plan: LoadPlan,
+    pub shape: RequestShape,
+    pub profile: EngineProfile,
+    pub client_threads: usize,
+    pub engine_probe: Option<EngineProbe>,
+    pub targets: Vec<TargetResult>,
+}
+
+pub fn bench_command(args: BenchArgs) -> ExitCode {
+    match bench(args) {
+        Ok(report) if report.targets.iter().all(|t| t.failed.is_none()) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn plan_of(args: &BenchArgs) -> anyhow::Result<LoadPlan> {
+    let mode = match (args.rate, args.concurrency) {
+        (Some(r), _) if !(r > 0.0 && r.is_finite()) => {
+            anyhow::bail!("--rate must be a positive number of requests per second")
+        }
+        (Some(rate), _) => LoadMode::Open { rate },
+        (None, Some(0)) => anyhow::bail!("--concurrency must be at least 1"),
+        (None, c) => LoadMode::Closed {
+            concurrency: c.unwrap_or(64),
+        },
+    };
+    let stop = match (args.requests, args.duration) {
+        (Some(n), _) => StopAt::Requests(n),
+        (None, d) => StopAt::After(d.unwrap_or(Duration::from_secs(10))),
+    };
+    Ok(LoadPlan {
+        mode,
+        stop,
+        request_timeout: Duration::from_secs(args.request_timeout_secs),
+    })
+}
+
+/// Runs the whole bench: probe, every target, table, JSON, plot.
+pub fn bench(args: BenchArgs) -> anyhow::Result<BenchReport> {
+    let plan = plan_of(&args)?;
+    if args.max_tokens == 0 {
+        anyhow::bail!("--max-tokens must be at least 1");
+    }
+    if args.prompt_len == 0 {
+        anyhow::bail!("--prompt-len must be at least 1");
+    }
+    if args.idle_streams.is_some() {
+        let limit = resources::raise_open_files_limit()
+            .map_err(|e| anyhow::anyhow!("cannot raise the open-file limit: {e}"))?;
+        eprintln!("open-file limit raised to {limit} (for --idle-streams)");
+    }
+    let profile = EngineProfile {
+        ttft_ms: args.ttft_ms,
+        itl_ms: args.itl_ms,
+        itl_jitter_ms: args.itl_jitter_ms,
+        tokens_per_step: args.tokens_per_step.max(1),
+        unpaced: args.engine == EngineMode::Unpaced,
+    };
+    let shape = RequestShape {
+        prompt_len: args.prompt_len,
+        max_tokens: args.max_tokens,
+        stream: !args.no_stream,
+        include_usage: args.include_usage,
+        continuous_usage: args.continuous_usage,
+    };
+    let main_rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.client_threads.max(1))
+        .thread_name(CLIENT_THREAD)
+        .enable_all()
+        .build()?;
+    let machine = Machine::describe();
+    let engine_probe = (!args.no_engine_probe).then(|| main_rt.block_on(run_probe(&args)));
+    let mut targets = Vec::new();
+    for spec in &args.targets {
+        eprintln!("benchmarking {spec} ...");
+        let result = main_rt.block_on(bench_target(
+            spec, &args, &plan, &profile, &shape, &client_rt,
+        ));
+        targets.push(result.unwrap_or_else(|e| {
+            eprintln!("{spec}: {e:#}");
+            TargetResult::failed(spec, format!("{e:#}"))
+        }));
+    }
+    client_rt.shutdown_timeout(Duration::from_secs(5));
+    let report = BenchReport {
+        genconform_version: env!("CARGO_PKG_VERSION"),
+        unix_time: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        command: std::env::args().collect(),
+        machine,
+        plan,
+        shape,
+        profile,
+        client_threads: args.client_threads.max(1),
+        engine_probe,
+        targets,
+    };
+    print!("{}", render_report(&report));
+    if let Some(path) = &args.report_json {
+        let json = serde_json::to_vec_pretty(&report)?;
+        std::fs::write(path, json)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        let series: Vec<plot::Series<'_>> = report
+            .targets
+            .iter()
+            .filter(|t| t.failed.is_none())
+            .map(|t| plot::Series {
+                name: &t.target,
+                ttft_us: &t.ttft_sorted,
+                inter_event_us: &t.inter_event_sorted,
+            })
+            .collect();
+        plot::write_svg(path, &series).map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(report)
+}
+
+async fn run_probe(args: &BenchArgs) -> EngineProbe {
+    let mut errors = Vec::new();
+    let throughput = match probe::throughput(
+        args.probe_requests.max(1),
+        args.max_tokens.max(256),
+        args.tokens_per_step.max(1),
+    )
+    .await
+    {
+        Ok(t) => Some(t),
+        Err(e) => {
+            errors.push(format!("throughput: {e}"));
+            None
+        }
+    };
+    let pacing = match probe::pacing(64, 100, args.probe_itl_ms.max(1)).await {
+        Ok(p) => Some(p),
+        Err(e) => {
+            errors.push(format!("pacing: {e}"));
+            None
+        }
+    };
+    EngineProbe {
+        throughput,
+        pacing,
+        errors,
+    }
+}
+
+async fn bench_target(
+    spec: &TargetSpec,
+    args: &BenchArgs,
+    plan: &LoadPlan,
+    profile: &EngineProfile,
+    shape: &RequestShape,
+    client_rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<TargetResult> {
+    let options = ServerOptionsForBench {
+        vllm: VllmOptions {
+            version: args.vllm_version.clone(),
+            python: args.vllm_python.clone(),
+            rs_bin: args.vllm_rs_bin.clone(),
+            work_dir: args.work_dir.clone(),
+            ready_timeout: Duration::from_secs(args.ready_timeout_secs),
+        },
+        reference_bin: args.reference_bin.clone(),
+    };
+    let server = BenchServer::start(spec, &options).await?;
+    let result = load_target(&server, args, plan, profile, shape, client_rt).await;
+    server.stop().await;
+    result
+}
+
+async fn load_target(
+    server: &BenchServer,
+    args: &BenchArgs,
+    plan: &LoadPlan,
+    profile: &EngineProfile,
+    shape: &RequestShape,
+    client_rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<TargetResult> {
+    let scripted = variants(profile, shape, args.script_variants, args.seed);
+    let mut registrations: Vec<_> = scripted
+        .iter()
+        .map(|s| (s.prompt.clone(), s.script.clone()))
+        .collect();
+    registrations.push((idle::idle_prompt(), idle::idle_script()));
+    server.register(&registrations).await?;
+    let bodies: Vec<_> = scripted.iter().map(|s| shape.body(&s.prompt)).collect();
+    let scripts: Vec<_> = scripted.into_iter().map(Arc::new).collect();
+    let path = mock_engine::script::GENERATE_PATH;
+
+    // A short warm-up: connections, lazy initialisation, and a clear error
+    // when the target cannot serve the shape at all.
+    let warm = Workload::new(server.addr, path, &bodies, scripts.clone(), shape.stream);
+    let warm_plan = LoadPlan {
+        mode: LoadMode::Closed { concurrency: 4 },
+        stop: StopAt::Requests(8),
+        request_timeout: plan.request_timeout,
+    };
+    let warm = client_rt.spawn(load::run(warm, warm_plan)).await?;
+    if warm.ok == 0 {
+        anyhow::bail!(
+            "no warm-up request succeeded: {:?} (e.g. {:?})",
+            warm.errors,
+            warm.error_examples
+        );
+    }
+
+    let workload = Workload::new(server.addr, path, &bodies, scripts, shape.stream);
+    let before = server.scope.map(resources::usage);
+    let (client_before, other_before) = resources::own_threads_cpu(CLIENT_THREAD);
+    let outcome = client_rt.spawn(load::run(workload, *plan)).await?;
+    let (client_after, other_after) = resources::own_threads_cpu(CLIENT_THREAD);
+    let after = server.scope.map(resources::usage);
+
+    let idle = match args.idle_streams {
+        Some(count) => {
+            let body = RequestShape {
+                stream: true,
+                ..shape.clone()
+            }
+            .body(&idle::idle_prompt());
+            let request = Workload::new(server.addr, path, &[body], Vec::new(), true)
+                .requests
+                .remove(0);
+            let (addr, scope, hold) = (server.addr, server.scope, args.idle_hold);
+            Some(
+                client_rt
+                    .spawn(idle::hold_streams(addr, request, count, hold, scope))
+                    .await?,
+            )
+        }
+        None => None,
+    };
+    Ok(summarize(
+        server,
+        outcome,
+        before,
+        after,
+        (client_after - client_before, other_after - other_before),
+        idle,
+    ))
+}
+
+fn summarize(
+    server: &BenchServer,
+    mut o: LoadOutcome,
+    before: Option<Usage>,
+    after: Option<Usage>,
+    (client_cpu, other_cpu): (Duration, Duration),
+    idle: Option<idle::IdleResult>,
+) -> TargetResult {
+    let elapsed = o.elapsed.as_secs_f64().max(1e-9);
+    let server_cpu = before
+        .zip(after)
+        .map(|(b, a)| a.cpu.saturating_sub(b.cpu).as_secs_f64());
+    TargetResult {
+        target: server.spec.name(),
+        base_url: server.base_url.clone(),
+        failed: None,
+        measured: server.scope,
+        started: o.started,
+        ok: o.ok,
+        errors: std::mem::take(&mut o.errors),
+        error_examples: std::mem::take(&mut o.error_examples),
+        elapsed_s: elapsed,
+        requests_per_s: o.ok as f64 / elapsed,
+        tokens_per_s: o.tokens as f64 / elapsed,
+        events_per_s: o.events as f64 / elapsed,
+        ttft: o.ttft.summary(),
+        ttft_overhead: o.ttft_overhead.summary(),
+        inter_event: o.inter_event.summary(),
+        event_lag: o.event_lag.summary(),
+        e2e: o.e2e.summary(),
+        e2e_overhead: o.e2e_overhead.summary(),
+        dispatch_lag: o.dispatch_lag.summary(),
+        server_cpu_s: server_cpu,
+        server_cpu_cores: server_cpu.map(|c| c / elapsed),
+        server_after: after,
+        client_cpu_s: client_cpu.as_secs_f64(),
+        client_cpu_cores: client_cpu.as_secs_f64() / elapsed,
+        harness_other_cpu_s: other_cpu.as_secs_f64(),
+        idle,
+        ttft_sorted: o.ttft.sorted().to_vec(),
+        inter_event_sorted: o.inter_event.sorted().to_vec(),
+    }
+}
+
+fn ms(us: i64) -> f64 {
+    us as f64 / 1000.0
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// The comparison rows, one per figure.
+pub fn rows(targets: &[TargetResult]) -> Vec<Row> {
+    let ok: Vec<&TargetResult> = targets.iter().collect();
+    let row = |label: &str, f: &dyn Fn(&TargetResult) -> Cell| {
+        Row::new(
+            label,
+            ok.iter()
+                .map(|t| {
+                    if t.failed.is_some() {
+                        Cell::text("failed")
+                    } else {
+                        f(t)
+                    }
+                })
+                .collect(),
+        )
+    };
+    let pair = |a: i64, b: i64| Cell {
+        text: format!("{} / {}", table::human(ms(a)), table::human(ms(b))),
+        value: Some(ms(a)),
+    };
+    vec![
+        row("requests ok / errors", &|t| {
+            Cell::text(format!("{} / {}", t.ok, t.error_count()))
+        }),
+        row("requests/s", &|t| Cell::number(t.requests_per_s, "{}")),
+        row("output tokens/s", &|t| Cell::number(t.tokens_per_s, "{}")),
+        row("SSE events/s", &|t| Cell::number(t.events_per_s, "{}")),
+        row("TTFT p50 / p99 ms", &|t| pair(t.ttft.p50_us, t.ttft.p99_us)),
+        row("TTFT p90 / max ms", &|t| pair(t.ttft.p90_us, t.ttft.max_us)),
+        row("inter-event p50 / p99 ms", &|t| {
+            pair(t.inter_event.p50_us, t.inter_event.p99_us)
+        }),
+        row("inter-event p90 / max ms", &|t| {
+            pair(t.inter_event.p90_us, t.inter_event.max_us)
+        }),
+        row("TTFT over script p50 / p99 ms", &|t| {
+            pair(t.ttft_overhead.p50_us, t.ttft_overhead.p99_us)
+        }),
+        row("event lag p50 / p99 ms", &|t| {
+            pair(t.event_lag.p50_us, t.event_lag.p99_us)
+        }),
+        row("e2e over script p50 / p99 ms", &|t| {
+            pair(t.e2e_overhead.p50_us, t.e2e_overhead.p99_us)
+        }),
+        row("server CPU (cores)", &|t| {
+            t.server_cpu_cores
+                .map_or(Cell::missing(), |c| Cell::number(c, "{}"))
+        }),
+        row(
+            "server CPU us / event",
+            &|t| match (t.server_cpu_s, t.events_per_s * t.elapsed_s) {
+                (Some(c), e) if e > 0.0 => Cell::number(c * 1e6 / e, "{}"),
+                _ => Cell::missing(),
+            },
+        ),
+        row("server peak RSS MiB", &|t| {
+            t.server_after.map_or(Cell::missing(), |u| {
+                Cell::number(u.peak_rss_bytes as f64 / MIB, "{}")
+            })
+        }),
+        row("client CPU (cores)", &|t| {
+            Cell::number(t.client_cpu_cores, "{}")
+        }),
+        row("harness other CPU (cores)", &|t| {
+            Cell::number(t.harness_other_cpu_s / t.elapsed_s.max(1e-9), "{}")
+        }),
+        row("idle streams open", &|t| match &t.idle {
+            Some(i) => Cell::text(format!("{} / {}", i.open, i.requested)),
+            None => Cell::missing(),
+        }),
+        row("idle streams RSS MiB", &|t| {
+            t.idle
+                .as_ref()
+                .and_then(|i| i.rss_during())
+                .map_or(Cell::missing(), |b| Cell::number(b as f64 / MIB, "{}"))
+        }),
+    ]
+}
+
+/// The report as the terminal shows it.
+pub fn render_report(r: &BenchReport) -> String {
+    let mut out = String::new();
+    let m = &r.machine;
+    out.push_str(&format!(
+        "machine: {} x {} ({:.1} GiB, Linux {}, load {})\n",
+        m.cpus,
+        m.cpu_model,
+        m.memory_bytes as f64 / (1024.0 * MIB),
+        m.kernel,
+        m.load_average
+    ));
+    let p = &r.profile;
+    let engine = if p.unpaced {
+        "unpaced".to_string()
+    } else {
+        format!(
+            "ttft {} ms, itl {} ms ± {} ms",
+            p.ttft_ms, p.itl_ms, p.itl_jitter_ms
+        )
+    };
+    let mode = match r.plan.mode {
+        LoadMode::Closed { concurrency } => format!("closed loop, {concurrency} clients"),
+        LoadMode::Open { rate } => format!("open loop, {rate} requests/s"),
+    };
+    let stop = match r.plan.stop {
+        StopAt::After(d) => format!("for {d:?}"),
+        StopAt::Requests(n) => format!("{n} requests"),
+    };
+    out.push_str(&format!(
+        "load: {mode}, {stop}; request: {} prompt tokens, {} tokens, {}; engine: {engine}, {} tokens/step; client: {} thread(s)\n",
+        r.shape.prompt_len,
+        r.shape.max_tokens,
+        if r.shape.stream { "stream" } else { "no stream" },
+        p.tokens_per_step,
+        r.client_threads,
+    ));
+    if let Some(probe) = &r.engine_probe {
+        if let Some(t) = &probe.throughput {
+            out.push_str(&format!(
+                "engine core alone: {} tokens/s to a frontend ({} requests x {} tokens in {:.2} s)\n",
+                table::human(t.tokens_per_s),
+                t.requests,
+                t.tokens_per_request,
+                t.elapsed_s
+            ));
+        }
+        if let Some(pc) = &probe.pacing {
+            out.push_str(&format!(
+                "engine pacing at {} ms: error p50 {:.2}%, p99 {:.2}%, max {:.2}% ({} requests)\n",
+                pc.scripted_itl_ms,
+                pc.p50_pct(),
+                pc.p99_pct(),
+                pc.relative_error_centipct.max_us as f64 / 100.0,
+                pc.requests
+            ));
+        }
+        for e in &probe.errors {
+            out.push_str(&format!("engine probe failed: {e}\n"));
+        }
+    }
+    out.push('\n');
+    let names: Vec<String> = r.targets.iter().map(|t| t.target.clone()).collect();
+    out.push_str(&table::render(&names, &rows(&r.targets)));
+    for t in &r.targets {
+        if let Some(why) = &t.failed {
+            out.push_str(&format!("\n{}: failed: {why}\n", t.target));
+        }
+        for (kind, example) in &t.error_examples {
+            out.push_str(&format!(
+                "\n{}: {} x {kind}, e.g. {example}",
+                t.target, t.errors[kind]
+            ));
+        }
+    }
+    if let (Some(probe), Some(first)) = (
+        r.engine_probe.as_ref().and_then(|p| p.throughput.as_ref()),
+        r.targets
+            .iter()
+            .find(|t| t.failed.is_none() && t.tokens_per_s > 0.0),
+    ) {
+        let _ = first;
+        let limits: Vec<String> = r
+            .targets
+            .iter()
+            .filter(|t| t.failed.is_none() && t.tokens_per_s > 0.0)
+            .map(|t| format!("{} {:.1}x", t.target, probe.tokens_per_s / t.tokens_per_s))
+            .collect();
+        out.push_str(&format!(
+            "\nengine core headroom (its tokens/s over each target's): {}\n",
+            limits.join(", ")
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("10h").unwrap_err().contains("unknown unit"));
+        assert!(
+            parse_duration("fast")
+                .unwrap_err()
+                .contains("expected a duration")
+        );
+    }
+
+    fn args(extra: &[&str]) -> BenchArgs {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            bench: BenchArgs,
+        }
+        use clap::Parser;
+        let mut argv = vec!["bench"];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).unwrap().bench
+    }
+
+    #[test]
+    fn plans_from_arguments() {
+        let p = plan_of(&args(&[])).unwrap();
+        assert_eq!(p.mode, LoadMode::Closed { concurrency: 64 });
+        assert_eq!(p.stop, StopAt::After(Duration::from_secs(10)));
+        let p = plan_of(&args(&["--rate", "200", "--requests", "1000"])).unwrap();
+        assert_eq!(p.mode, LoadMode::Open { rate: 200.0 });
+        assert_eq!(p.stop, StopAt::Requests(1000));
+        let e = plan_of(&args(&["--rate", "0"])).unwrap_err().to_string();
+        assert!(e.contains("--rate"), "{e}");
+        let e = plan_of(&args(&["--concurrency", "0"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--concurrency"), "{e}");
+    }
+
+    #[test]
+    fn table_rows_show_ratios_and_failures() {
+        let spec: TargetSpec = "reference".parse().unwrap();
+        let mut a = TargetResult::failed(&spec, String::new());
+        a.failed = None;
+        a.events_per_s = 1000.0;
+        a.elapsed_s = 1.0;
+        let mut b = a.clone();
+        b.target = "vllm-rs".into();
+        b.events_per_s = 250.0;
+        let mut c = TargetResult::failed(&"vllm-python".parse().unwrap(), "no python".into());
+        c.target = "vllm-python".into();
+        let text = table::render(
+            &["reference".into(), "vllm-rs".into(), "vllm-python".into()],
+            &rows(&[a, b, c]),
+        );
+        let events = text
+            .lines()
+            .find(|l| l.starts_with("SSE events/s"))
+            .unwrap();
+        assert!(events.contains("250 (0.25x)"), "{events}");
+        assert!(events.trim_end().ends_with("failed"), "{events}");
+    }
+}

@@ -1,0 +1,259 @@
+//! The mock engine core on its own: how fast it can emit tokens to a
+//! frontend, and how closely it keeps to scripted delays.
+//!
+//! A bench result through a real frontend only means something if the engine
+//! was not the limit. The probe starts the engine core in-process against a
+//! minimal frontend made of the same ZeroMQ sockets vLLM binds (ROUTER for
+//! the handshake and requests, PULL for outputs), sends ADD requests and
+//! times the outputs, decoding each as a frontend would.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mock_engine::Engine;
+use mock_engine::core::{CoreOptions, run_engine_core};
+use mock_engine::wire::{
+    EngineCoreOutputs, EngineCoreRequest, InitMessage, RequestType, SamplingParams, VllmVersion,
+};
+use serde::Serialize;
+use zeromq::{PullSocket, RouterSocket, Socket, SocketRecv, SocketSend, ZmqMessage};
+
+use super::profile::{EngineProfile, RequestShape, ScriptedRequest, variants};
+use super::stats::{Distribution, Summary, relative_error_pct};
+
+/// Only a broken engine core takes this long to answer anything.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The engine core's output rate with nothing else in the way.
+#[derive(Debug, Clone, Serialize)]
+pub struct Throughput {
+    pub requests: usize,
+    pub tokens_per_request: u32,
+    pub tokens: u64,
+    pub output_messages: u64,
+    pub elapsed_s: f64,
+    pub tokens_per_s: f64,
+}
+
+/// Scripted against observed delays between consecutive outputs of a request.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pacing {
+    pub requests: usize,
+    pub scripted_itl_ms: u64,
+    /// Relative error, in hundredths of a percent (p50 of 250 = 2.5%).
+    pub relative_error_centipct: Summary,
+    /// Observed minus scripted, microseconds.
+    pub error_us: Summary,
+}
+
+impl Pacing {
+    pub fn p50_pct(&self) -> f64 {
+        self.relative_error_centipct.p50_us as f64 / 100.0
+    }
+
+    pub fn p99_pct(&self) -> f64 {
+        self.relative_error_centipct.p99_us as f64 / 100.0
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("fake frontend socket: {0}")]
+    Zmq(#[from] zeromq::ZmqError),
+    #[error("engine core: {0}")]
+    Wire(String),
+    #[error("timed out waiting for {0}")]
+    Timeout(&'static str),
+}
+
+async fn within<T>(
+    what: &'static str,
+    f: impl std::future::Future<Output = T>,
+) -> Result<T, ProbeError> {
+    tokio::time::timeout(WAIT, f)
+        .await
+        .map_err(|_| ProbeError::Timeout(what))
+}
+
+/// A minimal frontend with an engine core attached.
+struct FakeFrontend {
+    input: RouterSocket,
+    output: PullSocket,
+    identity: Bytes,
+    core: tokio::task::JoinHandle<Result<(), mock_engine::core::CoreError>>,
+    _handshake: RouterSocket,
+}
+
+impl FakeFrontend {
+    async fn start(engine: Engine) -> Result<Self, ProbeError> {
+        let mut handshake = RouterSocket::new();
+        let address = handshake.bind("tcp://127.0.0.1:0").await?;
+        let mut input = RouterSocket::new();
+        let input_address = input.bind("tcp://127.0.0.1:0").await?;
+        let mut output = PullSocket::new();
+        let output_address = output.bind("tcp://127.0.0.1:0").await?;
+        let core = tokio::spawn(run_engine_core(
+            CoreOptions::new(address.to_string()),
+            engine,
+        ));
+        let hello = within("HELLO", handshake.recv()).await??.into_vec();
+        let init = InitMessage {
+            inputs: vec![input_address.to_string()],
+            outputs: vec![output_address.to_string()],
+            coordinator_input: None,
+            coordinator_output: None,
+            frontend_stats_publish_address: None,
+            parallel_config: rmpv::Value::Map(vec![]),
+        };
+        let reply: ZmqMessage = vec![hello[0].clone(), Bytes::from(init.encode())]
+            .try_into()
+            .map_err(|_| ProbeError::Wire("empty init reply".into()))?;
+        handshake.send(reply).await?;
+        let ready = within("the ready response", input.recv())
+            .await??
+            .into_vec();
+        let identity = ready[0].clone();
+        within("READY", handshake.recv()).await??;
+        Ok(Self {
+            input,
+            output,
+            identity,
+            core,
+            _handshake: handshake,
+        })
+    }
+
+    async fn add(&mut self, id: &str, scripted: &ScriptedRequest) -> Result<(), ProbeError> {
+        let mut request = EngineCoreRequest::new(id, scripted.prompt.clone());
+        request.sampling_params = Some(
+            SamplingParams::from_pairs(&[("max_tokens", scripted.total_tokens.into())])
+                .map_err(ProbeError::Wire)?,
+        );
+        let payload = request.encode(VllmVersion::V0_32_0.layout());
+        let message: ZmqMessage = vec![
+            self.identity.clone(),
+            Bytes::from(vec![RequestType::Add.byte()]),
+            Bytes::from(payload),
+        ]
+        .try_into()
+        .map_err(|_| ProbeError::Wire("empty ADD".into()))?;
+        self.input.send(message).await?;
+        Ok(())
+    }
+
+    async fn next(&mut self) -> Result<EngineCoreOutputs, ProbeError> {
+        let frames = within("an engine output", self.output.recv())
+            .await??
+            .into_vec();
+        EngineCoreOutputs::decode(VllmVersion::V0_32_0.layout(), &frames[0], &frames[1..])
+            .map_err(|e| ProbeError::Wire(e.to_string()))
+    }
+}
+
+impl Drop for FakeFrontend {
+    fn drop(&mut self) {
+        self.core.abort();
+    }
+}
+
+fn register(engine: &Engine, scripts: &[ScriptedRequest]) {
+    for s in scripts {
+        engine.register(s.prompt.clone(), s.script.clone());
+    }
+}
+
+/// `requests` concurrent unpaced requests of `tokens` tokens each, timed
+/// from the first ADD to the last finished output.
+pub async fn throughput(
+    requests: usize,
+    tokens: u32,
+    tokens_per_step: u32,
+) -> Result<Throughput, ProbeError> {
+    let profile = EngineProfile {
+        ttft_ms: 0,
+        itl_ms: 0,
+        itl_jitter_ms: 0,
+        tokens_per_step,
+        unpaced: true,
+    };
+    let shape = RequestShape {
+        max_tokens: tokens,
+        ..RequestShape::default()
+    };
+    let scripts = variants(&profile, &shape, requests.clamp(1, 256), 0);
+    let engine = Engine::default();
+    register(&engine, &scripts);
+    let mut frontend = FakeFrontend::start(engine).await?;
+    let start = Instant::now();
+    for i in 0..requests {
+        frontend
+            .add(&format!("probe-{i}"), &scripts[i % scripts.len()])
+            .await?;
+    }
+    let (mut finished, mut total, mut messages) = (0, 0u64, 0u64);
+    while finished < requests {
+        let outputs = frontend.next().await?;
+        messages += 1;
+        for o in outputs.outputs {
+            total += o.new_token_ids.len() as u64;
+            finished += usize::from(o.finish_reason.is_some());
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    Ok(Throughput {
+        requests,
+        tokens_per_request: tokens,
+        tokens: total,
+        output_messages: messages,
+        elapsed_s: elapsed,
+        tokens_per_s: total as f64 / elapsed,
+    })
+}
+
+/// `requests` concurrent requests of `steps` steps `itl_ms` apart: the gap
+/// between consecutive outputs of a request against the scripted delay.
+pub async fn pacing(requests: usize, steps: u32, itl_ms: u64) -> Result<Pacing, ProbeError> {
+    let profile = EngineProfile {
+        ttft_ms: itl_ms,
+        itl_ms,
+        itl_jitter_ms: 0,
+        tokens_per_step: 1,
+        unpaced: false,
+    };
+    let shape = RequestShape {
+        max_tokens: steps,
+        ..RequestShape::default()
+    };
+    let scripts = variants(&profile, &shape, requests.max(1), 0);
+    let engine = Engine::default();
+    register(&engine, &scripts);
+    let mut frontend = FakeFrontend::start(engine).await?;
+    for (i, s) in scripts.iter().enumerate() {
+        frontend.add(&format!("pace-{i}"), s).await?;
+    }
+    let mut last: HashMap<String, Instant> = HashMap::new();
+    let (mut relative, mut absolute) = (Distribution::default(), Distribution::default());
+    let scripted_us = itl_ms as i64 * 1000;
+    let mut finished = 0;
+    while finished < scripts.len() {
+        let outputs = frontend.next().await?;
+        let at = Instant::now();
+        for o in outputs.outputs {
+            finished += usize::from(o.finish_reason.is_some());
+            if let Some(before) = last.insert(o.request_id.clone(), at) {
+                let observed = (at - before).as_micros() as i64;
+                absolute.push(observed - scripted_us);
+                if let Some(pct) = relative_error_pct(observed, scripted_us) {
+                    relative.push((pct * 100.0).round() as i64);
+                }
+            }
+        }
+    }
+    Ok(Pacing {
+        requests: scripts.len(),
+        scripted_itl_ms: itl_ms,
+        relative_error_centipct: relative.summary(),
+        error_us: absolute.summary(),
+    })
+}
