@@ -345,8 +345,11 @@ impl Run {
             self.prompt_sent = true;
             self.prompt.clone()
         });
+        // A real engine computes logprobs only when the request asks for them;
+        // a frontend that gets unasked-for ones may fail (Python asserts).
         let logprobs = match (step.logprobs, self.request.logprobs) {
-            (Some(scripted), _) => Some(scripted),
+            (_, None) => None,
+            (Some(scripted), Some(_)) => Some(scripted),
             (None, Some(k)) if !step.tokens.is_empty() => Some(
                 step.tokens
                     .iter()
@@ -589,6 +592,36 @@ mod tests {
         );
         let again = outputs(engine.submit(request).collect().await);
         assert_eq!(out, again, "the generator is deterministic");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn scripted_logprobs_go_out_only_when_asked_for() {
+        let engine = Engine::default();
+        let mut last = step(&[7]);
+        last.finish = Some(FinishReason::Stop);
+        last.logprobs = Some(vec![vec![LogprobEntry {
+            token_id: 7,
+            logprob: -0.5,
+            rank: 1,
+        }]]);
+        engine.register(
+            vec![6],
+            Script {
+                steps: vec![last],
+                paced: None,
+            },
+        );
+        let plain = outputs(
+            engine
+                .submit(EngineRequest::new("p", vec![6]))
+                .collect()
+                .await,
+        );
+        assert_eq!(plain[0].logprobs, None);
+        let mut asking = EngineRequest::new("a", vec![6]);
+        asking.logprobs = Some(1);
+        let asked = outputs(engine.submit(asking).collect().await);
+        assert_eq!(asked[0].logprobs.as_ref().unwrap()[0][0].logprob, -0.5);
     }
 
     #[tokio::test(start_paused = true)]

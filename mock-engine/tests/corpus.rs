@@ -62,12 +62,15 @@ fn every_fixture_says_what_it_proves_on_one_line() {
 }
 
 #[test]
-fn every_script_is_paced() {
+fn every_hand_written_script_is_paced() {
     // Chunk boundaries are only comparable between servers when no server
-    // can coalesce two engine steps into one chunk.
+    // can coalesce two engine steps into one chunk. Fixtures the fuzzer
+    // found (fixtures/found/) keep their generated delays and are compared
+    // by what their streams amount to.
     let unpaced: Vec<String> = load()
         .fixtures
         .iter()
+        .filter(|f| !f.path.components().any(|c| c.as_os_str() == "found"))
         .filter(|f| !f.fixture.engine.steps.is_empty() && !f.fixture.engine.is_paced())
         .map(|f| f.fixture.name.clone())
         .collect();
