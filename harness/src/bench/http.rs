@@ -271,9 +271,7 @@ impl Dechunker {
                     },
                     None => return Err(format!("chunk size starts with byte {b:#04x}")),
                 },
-                (ChunkState::Size { value: 0, .. }, b'\n') => {
-                    ChunkState::Trailer { line_len: 0 }
-                }
+                (ChunkState::Size { value: 0, .. }, b'\n') => ChunkState::Trailer { line_len: 0 },
                 (ChunkState::Size { value, .. }, b'\n') => ChunkState::Data(value),
                 (s @ ChunkState::Size { .. }, b'\r') => s,
                 (ChunkState::Size { value, .. }, b';') => ChunkState::Size {

@@ -134,6 +134,9 @@ pub struct BenchArgs {
     /// Engine probe: concurrent requests for the throughput figure.
     #[arg(long, default_value_t = 256)]
     pub probe_requests: usize,
+    /// Engine probe: tokens per request for the throughput figure.
+    #[arg(long, default_value_t = 1024)]
+    pub probe_tokens: u32,
     /// Engine probe: scripted delay for the pacing figure.
     #[arg(long, default_value_t = 10)]
     pub probe_itl_ms: u64,
@@ -407,7 +410,7 @@ async fn run_probe(args: &BenchArgs) -> EngineProbe {
     let mut errors = Vec::new();
     let throughput = match probe::throughput(
         args.probe_requests.max(1),
-        args.max_tokens.max(256),
+        args.probe_tokens,
         args.tokens_per_step.max(1),
     )
     .await
@@ -642,7 +645,7 @@ pub fn rows(targets: &[TargetResult]) -> Vec<Row> {
         row("client CPU (cores)", &|t| {
             Cell::number(t.client_cpu_cores, "{}")
         }),
-        row("harness other CPU (cores)", &|t| {
+        row("harness engine-core CPU (cores)", &|t| {
             Cell::number(t.harness_other_cpu_s / t.elapsed_s.max(1e-9), "{}")
         }),
         row("idle streams open", &|t| match &t.idle {
