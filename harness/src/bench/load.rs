@@ -385,6 +385,53 @@ mod tests {
     }
 
     #[test]
+    fn lags_are_measured_against_the_script() {
+        use super::super::profile::{EngineProfile, RequestShape, variants};
+        let profile = EngineProfile {
+            ttft_ms: 20,
+            itl_ms: 10,
+            itl_jitter_ms: 0,
+            tokens_per_step: 2,
+            unpaced: false,
+        };
+        let shape = RequestShape {
+            max_tokens: 4,
+            ..RequestShape::default()
+        };
+        let script = &variants(&profile, &shape, 1, 0)[0];
+        let sent = Instant::now();
+        let mut sink = RequestSink {
+            script,
+            sent,
+            scanner: SseScanner::default(),
+            stream: true,
+            body: Vec::new(),
+            tokens: 0,
+            events: 0,
+            done: false,
+            error: false,
+            first_token: None,
+            last_token: None,
+            gaps: Vec::new(),
+            lags: Vec::new(),
+        };
+        let ms = Duration::from_millis;
+        // Step 1 (tokens 1-2) is due at 20 ms and arrives at 21 ms; step 2
+        // (tokens 3-4) is due at 30 ms and arrives at 35 ms.
+        sink.data(b"data: {\"token_ids\":[1,2]}\n\n", sent + ms(21));
+        sink.data(
+            b"data: {\"token_ids\":[3,4]}\n\ndata: [DONE]\n\n",
+            sent + ms(35),
+        );
+        assert_eq!(sink.tokens, 4);
+        assert_eq!(sink.events, 3);
+        assert!(sink.done && !sink.error);
+        assert_eq!(sink.first_token, Some(sent + ms(21)));
+        assert_eq!(sink.gaps, [14_000]);
+        assert_eq!(sink.lags, [1_000, 5_000]);
+    }
+
+    #[test]
     fn closed_requests_stop_after_n() {
         let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let shared = Shared {

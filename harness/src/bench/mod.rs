@@ -803,6 +803,98 @@ mod tests {
         assert!(e.contains("--concurrency"), "{e}");
     }
 
+    /// The whole bench against an in-process reference server, as a url=
+    /// target scripted over its control channel.
+    #[test]
+    fn benches_a_url_target_end_to_end() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let config = reference_server::Config {
+            enable_script_control: true,
+            ..reference_server::Config::default()
+        };
+        let server = rt
+            .block_on(reference_server::spawn(
+                config,
+                mock_engine::Engine::default(),
+            ))
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("bench.json");
+        let target = format!("url={},name=inproc", server.base_url());
+        let report = bench(args(&[
+            "--target",
+            &target,
+            "--concurrency",
+            "4",
+            "--requests",
+            "20",
+            "--max-tokens",
+            "5",
+            "--tokens-per-step",
+            "2",
+            "--ttft-ms",
+            "1",
+            "--itl-ms",
+            "1",
+            "--include-usage",
+            "--no-engine-probe",
+            "--idle-streams",
+            "3",
+            "--idle-hold",
+            "10ms",
+            "--report-json",
+            json.to_str().unwrap(),
+        ]))
+        .unwrap();
+        let t = &report.targets[0];
+        assert_eq!(t.failed, None);
+        assert_eq!(
+            (t.started, t.ok, t.error_count()),
+            (20, 20, 0),
+            "{:?}",
+            t.error_examples
+        );
+        assert_eq!(t.ttft.count, 20);
+        // 3 token events (2 + 2 + 1 tokens), usage and [DONE] per request.
+        assert!((t.events_per_s * t.elapsed_s - 100.0).abs() < 1e-6);
+        assert!((t.tokens_per_s * t.elapsed_s - 100.0).abs() < 1e-6);
+        assert_eq!(t.event_lag.count, 60);
+        assert_eq!(
+            t.measured,
+            Some(resources::Scope::Process(std::process::id() as i32))
+        );
+        let idle = t.idle.as_ref().unwrap();
+        assert_eq!((idle.open, idle.failed), (3, 0));
+        let written: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        assert_eq!(written["targets"][0]["ok"], 20);
+        assert!(written["machine"]["cpus"].as_u64().unwrap() >= 1);
+        rt.block_on(server.shutdown());
+    }
+
+    #[test]
+    fn a_url_target_without_script_control_is_a_clear_error() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let server = rt
+            .block_on(reference_server::spawn(
+                reference_server::Config::default(),
+                mock_engine::Engine::default(),
+            ))
+            .unwrap();
+        let target = format!("url={}", server.base_url());
+        let report = bench(args(&[
+            "--target",
+            &target,
+            "--requests",
+            "1",
+            "--no-engine-probe",
+        ]))
+        .unwrap();
+        let why = report.targets[0].failed.as_deref().unwrap();
+        assert!(why.contains("--enable-script-control"), "{why}");
+        rt.block_on(server.shutdown());
+    }
+
     #[test]
     fn table_rows_show_ratios_and_failures() {
         let spec: TargetSpec = "reference".parse().unwrap();
