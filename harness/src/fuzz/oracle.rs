@@ -309,7 +309,15 @@ pub fn is_transport_note(note: &str) -> bool {
     note.contains("arrived in more than one chunk")
 }
 
-/// Checks one exchange. `lenient`: the target may accept requests marked lenient.
+/// vLLM's Python server answers a plain request whose engine finishes with
+/// `error` with a 500, where vllm-rs answers 200 with finish_reason "error"
+/// (registered as `rust-non-stream-error-finish-is-200`).
+pub fn python_refuses_error_finish(expected: &Expected) -> bool {
+    expected.script.as_ref().map(|s| &s.end) == Some(&ScriptEnd::ErrorFinish)
+}
+
+/// Checks one exchange. `lenient`: the target is vLLM's Python server, which
+/// may accept requests marked lenient and differs where the registry says.
 pub fn check(expected: &Expected, t: &Transcript, lenient: bool) -> Vec<Violation> {
     let mut out = Vec::new();
     if let Some(e) = &t.error {
@@ -318,7 +326,13 @@ pub fn check(expected: &Expected, t: &Transcript, lenient: bool) -> Vec<Violatio
     }
     let status = t.status.unwrap_or(0);
     match expected.validity {
-        Validity::Invalid { lenient: true, .. } if lenient && status == 200 => {
+        Validity::Invalid { lenient: true, .. }
+            if lenient
+                && (status == 200
+                    || (!expected.stream
+                        && python_refuses_error_finish(expected)
+                        && (500..600).contains(&status))) =>
+        {
             // Accepted under the lenient reading; what it means then is not ours to model.
             return out;
         }
@@ -343,8 +357,8 @@ pub fn check(expected: &Expected, t: &Transcript, lenient: bool) -> Vec<Violatio
             ));
             return out;
         }
-        check_stream(expected, t, &mut out);
-    } else if fails {
+        check_stream(expected, t, lenient, &mut out);
+    } else if fails || (lenient && python_refuses_error_finish(expected)) {
         if !(500..600).contains(&status) {
             out.push(violation(
                 Property::Status,
@@ -502,7 +516,7 @@ fn check_usage(
     Some((prompt, completion))
 }
 
-fn check_stream(expected: &Expected, t: &Transcript, out: &mut Vec<Violation>) {
+fn check_stream(expected: &Expected, t: &Transcript, lenient: bool, out: &mut Vec<Violation>) {
     if !content_type(t).starts_with("text/event-stream") {
         out.push(violation(
             Property::ContentType,
@@ -548,7 +562,13 @@ fn check_stream(expected: &Expected, t: &Transcript, out: &mut Vec<Violation>) {
     }
     let s = stream_summary(expected, events, out);
     if let Some(script) = &expected.script {
-        if s.tokens != script.streamed_tokens {
+        // Python merges engine steps that arrive faster than it streams; the
+        // tokens merged into an error step are lost with it, so its stream
+        // may stop at any prefix of what the script streams.
+        let merged_into_error = lenient
+            && script.end == ScriptEnd::ErrorFinish
+            && script.streamed_tokens.starts_with(&s.tokens);
+        if s.tokens != script.streamed_tokens && !merged_into_error {
             out.push(violation(
                 Property::Script,
                 format!(
