@@ -352,13 +352,21 @@ impl VllmBackend {
             match instance.dead() {
                 None => return Ok(instance.base_url.clone()),
                 Some(why) => {
-                    tracing::warn!(
-                        "{why}; restarting (log: {})",
-                        instance.process.log.display()
-                    );
                     let old = self.instances.remove(&fixture.server).expect("just found");
-                    old.engine_core.abort();
+                    let log = old.process.log.clone();
                     old.process.stop(Duration::from_secs(5)).await;
+                    old.engine_core.abort();
+                    match old.engine_core.await {
+                        // A fixture that scripts `fail` kills the engine on purpose.
+                        Ok(Err(CoreError::ScriptedDeath(_))) => tracing::info!(
+                            "the engine died as scripted; restarting the {:?} frontend",
+                            self.frontend
+                        ),
+                        Ok(Err(e)) => {
+                            tracing::warn!("{why} ({e}); restarting (log: {})", log.display())
+                        }
+                        _ => tracing::warn!("{why}; restarting (log: {})", log.display()),
+                    }
                 }
             }
         }
