@@ -188,6 +188,10 @@ const CLIENT_THREAD: &str = "bench-load";
 pub struct TargetResult {
     pub target: String,
     pub base_url: String,
+    /// Where the target's engine runs: `in-process` (the reference),
+    /// `engine-core` (the mock engine core over ZeroMQ, the vllm targets),
+    /// `remote` (a url= server's own).
+    pub engine: &'static str,
     /// Why the target has no figures, when it has none.
     pub failed: Option<String>,
     pub measured: Option<resources::Scope>,
@@ -228,6 +232,7 @@ impl TargetResult {
         Self {
             target: spec.name(),
             base_url: String::new(),
+            engine: engine_of(spec),
             failed: Some(why),
             measured: None,
             started: 0,
@@ -266,7 +271,10 @@ impl TargetResult {
 #[derive(Debug, Clone, Serialize)]
 pub struct EngineProbe {
     pub throughput: Option<Throughput>,
+    /// Through the engine core, as a frontend sees it.
     pub pacing: Option<Pacing>,
+    /// The engine alone, in-process (as the reference server sees it).
+    pub pacing_in_process: Pacing,
     pub errors: Vec<String>,
 }
 
@@ -428,9 +436,11 @@ async fn run_probe(args: &BenchArgs) -> EngineProbe {
             None
         }
     };
+    let pacing_in_process = probe::pacing_in_process(64, 100, args.probe_itl_ms.max(1)).await;
     EngineProbe {
         throughput,
         pacing,
+        pacing_in_process,
         errors,
     }
 }
@@ -546,6 +556,7 @@ fn summarize(
     TargetResult {
         target: server.spec.name(),
         base_url: server.base_url.clone(),
+        engine: engine_of(&server.spec),
         failed: None,
         measured: server.scope,
         started: o.started,
@@ -572,6 +583,14 @@ fn summarize(
         idle,
         ttft_sorted: o.ttft.sorted().to_vec(),
         inter_event_sorted: o.inter_event.sorted().to_vec(),
+    }
+}
+
+fn engine_of(spec: &TargetSpec) -> &'static str {
+    match spec {
+        TargetSpec::Reference => "in-process",
+        TargetSpec::VllmRs | TargetSpec::VllmPython => "engine-core",
+        TargetSpec::Url { .. } => "remote",
     }
 }
 
@@ -708,16 +727,20 @@ pub fn render_report(r: &BenchReport) -> String {
                 t.elapsed_s
             ));
         }
-        if let Some(pc) = &probe.pacing {
-            out.push_str(&format!(
-                "engine pacing at {} ms: error p50 {:.2}%, p99 {:.2}%, max {:.2}% ({} requests)\n",
+        let pacing_line = |what: &str, pc: &Pacing| {
+            format!(
+                "engine pacing at {} ms ({what}): error p50 {:.2}%, p99 {:.2}%, max {:.2}% ({} requests)\n",
                 pc.scripted_itl_ms,
                 pc.p50_pct(),
                 pc.p99_pct(),
                 pc.relative_error_centipct.max_us as f64 / 100.0,
                 pc.requests
-            ));
+            )
+        };
+        if let Some(pc) = &probe.pacing {
+            out.push_str(&pacing_line("through the engine core", pc));
         }
+        out.push_str(&pacing_line("in-process", &probe.pacing_in_process));
         for e in &probe.errors {
             out.push_str(&format!("engine probe failed: {e}\n"));
         }
@@ -736,23 +759,20 @@ pub fn render_report(r: &BenchReport) -> String {
             ));
         }
     }
-    if let (Some(probe), Some(first)) = (
-        r.engine_probe.as_ref().and_then(|p| p.throughput.as_ref()),
-        r.targets
-            .iter()
-            .find(|t| t.failed.is_none() && t.tokens_per_s > 0.0),
-    ) {
-        let _ = first;
+    if let Some(probe) = r.engine_probe.as_ref().and_then(|p| p.throughput.as_ref()) {
+        // Only the vllm targets get their tokens from the engine core.
         let limits: Vec<String> = r
             .targets
             .iter()
-            .filter(|t| t.failed.is_none() && t.tokens_per_s > 0.0)
+            .filter(|t| t.failed.is_none() && t.engine == "engine-core" && t.tokens_per_s > 0.0)
             .map(|t| format!("{} {:.1}x", t.target, probe.tokens_per_s / t.tokens_per_s))
             .collect();
-        out.push_str(&format!(
-            "\nengine core headroom (its tokens/s over each target's): {}\n",
-            limits.join(", ")
-        ));
+        if !limits.is_empty() {
+            out.push_str(&format!(
+                "\nengine core headroom (its tokens/s alone over what each target took from it): {}\n",
+                limits.join(", ")
+            ));
+        }
     }
     out
 }

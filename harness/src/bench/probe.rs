@@ -279,3 +279,59 @@ pub async fn pacing(requests: usize, steps: u32, itl_ms: u64) -> Result<Pacing, 
         error_us: absolute.summary(),
     })
 }
+
+/// [`pacing`] of the engine alone, in-process (as the reference server
+/// uses it): the timer's share of the error, without the ZeroMQ transport.
+pub async fn pacing_in_process(requests: usize, steps: u32, itl_ms: u64) -> Pacing {
+    use futures::StreamExt;
+    let profile = EngineProfile {
+        ttft_ms: itl_ms,
+        itl_ms,
+        itl_jitter_ms: 0,
+        tokens_per_step: 1,
+        unpaced: false,
+    };
+    let shape = RequestShape {
+        max_tokens: steps,
+        ..RequestShape::default()
+    };
+    let scripts = variants(&profile, &shape, requests.max(1), 0);
+    let engine = Engine::default();
+    register(&engine, &scripts);
+    let tasks: Vec<_> = scripts
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let stream = engine.submit(mock_engine::EngineRequest::new(
+                format!("pace-{i}"),
+                s.prompt.clone(),
+            ));
+            tokio::spawn(async move {
+                futures::pin_mut!(stream);
+                let mut arrivals = Vec::new();
+                while stream.next().await.is_some() {
+                    arrivals.push(Instant::now());
+                }
+                arrivals
+            })
+        })
+        .collect();
+    let (mut relative, mut absolute) = (Distribution::default(), Distribution::default());
+    let scripted_us = itl_ms as i64 * 1000;
+    for task in tasks {
+        let arrivals = task.await.unwrap_or_default();
+        for pair in arrivals.windows(2) {
+            let observed = (pair[1] - pair[0]).as_micros() as i64;
+            absolute.push(observed - scripted_us);
+            if let Some(pct) = relative_error_pct(observed, scripted_us) {
+                relative.push((pct * 100.0).round() as i64);
+            }
+        }
+    }
+    Pacing {
+        requests: scripts.len(),
+        scripted_itl_ms: itl_ms,
+        relative_error_centipct: relative.summary(),
+        error_us: absolute.summary(),
+    }
+}
