@@ -22,7 +22,7 @@ use crate::target::{Target, TargetSpec, VllmOptions};
 
 /// How to start the bench's servers.
 #[derive(Debug, Clone)]
-pub struct ServerOptionsForBench {
+pub struct BenchServerOptions {
     pub vllm: VllmOptions,
     /// The `reference-server` binary; default: next to this executable.
     pub reference_bin: Option<PathBuf>,
@@ -45,7 +45,7 @@ pub struct BenchServer {
 }
 
 impl BenchServer {
-    pub async fn start(spec: &TargetSpec, options: &ServerOptionsForBench) -> anyhow::Result<Self> {
+    pub async fn start(spec: &TargetSpec, options: &BenchServerOptions) -> anyhow::Result<Self> {
         let (base_url, backend) = match spec {
             TargetSpec::Reference => {
                 let (url, process) = start_reference(options).await?;
@@ -155,7 +155,7 @@ fn socket_addr(base_url: &str) -> anyhow::Result<SocketAddr> {
         .ok_or_else(|| anyhow!("`{authority}` resolves to no address"))
 }
 
-fn reference_binary(options: &ServerOptionsForBench) -> anyhow::Result<PathBuf> {
+fn reference_binary(options: &BenchServerOptions) -> anyhow::Result<PathBuf> {
     let path = match &options.reference_bin {
         Some(p) => p.clone(),
         None => std::env::current_exe()
@@ -172,7 +172,7 @@ fn reference_binary(options: &ServerOptionsForBench) -> anyhow::Result<PathBuf> 
     Ok(path)
 }
 
-async fn start_reference(options: &ServerOptionsForBench) -> anyhow::Result<(String, Supervised)> {
+async fn start_reference(options: &BenchServerOptions) -> anyhow::Result<(String, Supervised)> {
     let bin = reference_binary(options)?;
     let port = free_port().context("no free port")?;
     let mut command = tokio::process::Command::new(&bin);
