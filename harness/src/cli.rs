@@ -35,6 +35,8 @@ pub enum Command {
     /// Property-based testing: generated requests and engine scripts, checked
     /// against invariants and, with several targets, against each other.
     Fuzz(crate::fuzz::FuzzArgs),
+    /// Load-test targets with a scripted engine: throughput, latency, CPU, memory.
+    Bench(crate::bench::BenchArgs),
     /// Install what a target needs, into a cache outside the clone.
     Setup {
         #[command(subcommand)]
@@ -102,6 +104,13 @@ pub struct RunArgs {
     pub no_snapshots: bool,
     #[arg(long, value_enum, default_value_t = Color::Auto)]
     pub color: Color,
+    #[command(flatten)]
+    pub vllm: VllmArgs,
+}
+
+/// Where the real vLLM frontends come from (`vllm-rs`, `vllm-python` targets).
+#[derive(Debug, Clone, Args)]
+pub struct VllmArgs {
     /// vLLM version of the `vllm-rs` / `vllm-python` targets (the install and
     /// the engine-core wire layout).
     #[arg(long, default_value = vllm::DEFAULT_VERSION)]
@@ -118,6 +127,18 @@ pub struct RunArgs {
     /// How long a real frontend may take to become healthy.
     #[arg(long, default_value_t = 240)]
     pub ready_timeout_secs: u64,
+}
+
+impl VllmArgs {
+    pub fn options(&self) -> VllmOptions {
+        VllmOptions {
+            version: self.vllm_version.clone(),
+            python: self.vllm_python.clone(),
+            rs_bin: self.vllm_rs_bin.clone(),
+            work_dir: self.work_dir.clone(),
+            ready_timeout: Duration::from_secs(self.ready_timeout_secs),
+        }
+    }
 }
 
 pub fn main() -> ExitCode {
@@ -155,6 +176,7 @@ pub fn main() -> ExitCode {
         },
         Command::Run(args) => run_command(args),
         Command::Fuzz(args) => crate::fuzz::fuzz_command(args),
+        Command::Bench(args) => crate::bench::bench_command(args),
         Command::Setup {
             what: SetupWhat::Vllm { version },
         } => match vllm::setup(&version) {
@@ -201,13 +223,7 @@ fn run_command(args: RunArgs) -> ExitCode {
         registry,
         accept_snapshots: args.accept,
         check_snapshots: !args.no_snapshots,
-        vllm: VllmOptions {
-            version: args.vllm_version.clone(),
-            python: args.vllm_python.clone(),
-            rs_bin: args.vllm_rs_bin.clone(),
-            work_dir: args.work_dir.clone(),
-            ready_timeout: Duration::from_secs(args.ready_timeout_secs),
-        },
+        vllm: args.vllm.options(),
     };
     let color = match args.color {
         Color::Always => true,
@@ -326,7 +342,7 @@ impl Progress for Bar {
                         case.target
                     );
                 }
-                if done % 50 == 0 || done == total {
+                if done.is_multiple_of(50) || done == total {
                     eprintln!("[{done}/{total}] cases run");
                 }
             }

@@ -167,10 +167,14 @@ pub async fn run(
             } else {
                 run_case(&client, loaded, target, options.limits).await
             };
-            let text = case
-                .transcript
-                .as_ref()
-                .map(|t| snapshot::render(&loaded.fixture.name, &loaded.fixture.description, t));
+            let text = case.transcript.as_ref().map(|t| {
+                snapshot::render(
+                    &loaded.fixture.name,
+                    &loaded.fixture.description,
+                    t,
+                    loaded.fixture.chunks_comparable(),
+                )
+            });
             row.push((case, text));
         }
         judge_row(loaded, &mut row, &names, options);
@@ -298,7 +302,7 @@ fn judge_row(
     options: &RunOptions,
 ) {
     let fixture = &loaded.fixture.name;
-    let paced = loaded.fixture.engine.is_paced() || loaded.fixture.engine.steps.is_empty();
+    let paced = loaded.fixture.chunks_comparable();
     let (baseline, others) = row.split_at_mut(1);
     let (base_case, base_text) = &baseline[0];
     for (case, text) in others.iter_mut() {

@@ -9,13 +9,20 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::normalize::{Body, EventData, Transcript};
+use crate::normalize::{Body, EventData, StreamSummary, Transcript};
 
 /// The file insta's assertions in `harness/tests/snapshots.rs` would name.
 pub const SNAPSHOT_SOURCE: &str = "harness/tests/snapshots.rs";
 
-/// Renders a transcript as snapshot text.
-pub fn render(fixture: &str, description: &str, transcript: &Transcript) -> String {
+/// Renders a transcript as snapshot text. When chunk boundaries are not
+/// comparable (see `Fixture::chunks_comparable`), a stream is rendered as
+/// what it amounts to, so the snapshot does not depend on timing.
+pub fn render(
+    fixture: &str,
+    description: &str,
+    transcript: &Transcript,
+    chunks_comparable: bool,
+) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "fixture: {fixture}");
     if !description.is_empty() {
@@ -37,6 +44,24 @@ pub fn render(fixture: &str, description: &str, transcript: &Transcript) -> Stri
         }
         Body::Text(t) => {
             let _ = writeln!(out, "body (text): {t:?}");
+        }
+        Body::Events(events) if !chunks_comparable => {
+            out.push_str("stream (chunk boundaries not compared):\n");
+            let summary = StreamSummary::of(events);
+            for (index, tokens) in &summary.tokens {
+                let tokens = serde_json::Value::from(tokens.clone());
+                let _ = writeln!(out, "  choice {index} tokens: {tokens}");
+            }
+            for (index, reason) in &summary.finish_reasons {
+                let _ = writeln!(out, "  choice {index} finish: {reason}");
+            }
+            if let Some(usage) = &summary.usage {
+                let _ = writeln!(out, "  usage: {usage}");
+            }
+            for error in &summary.errors {
+                let _ = writeln!(out, "  error: {error}");
+            }
+            let _ = writeln!(out, "  [DONE] events: {}", summary.done_events);
         }
         Body::Events(events) => {
             for event in events {

@@ -3,72 +3,19 @@
 //! Each broken server is a proxy in front of a healthy reference server that
 //! damages the event stream in one way a real implementation might.
 
-use std::path::Path;
-use std::sync::Arc;
+mod common;
 
-use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::response::Response;
+use common::{Damage, spawn_broken_proxy};
 use harness::diff::Layer;
 use harness::run::{self, Outcome, RunOptions, RunReport};
 use harness::target::TargetSpec;
 use mock_engine::{Corpus, Engine, EngineConfig};
 
-type Damage = fn(Vec<String>) -> Vec<String>;
-
 fn corpus() -> Corpus {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures");
     Corpus::load_dir(&dir).unwrap_or_else(|e| panic!("{e}"))
 }
-
-struct Proxy {
-    upstream: String,
-    damage: Damage,
-    client: reqwest::Client,
-}
-
-async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let body = axum::body::to_bytes(body, 1 << 20)
-        .await
-        .expect("small body");
-    let mut upstream = proxy.client.request(
-        parts.method.clone(),
-        format!("{}{}", proxy.upstream, parts.uri.path()),
-    );
-    for (name, value) in &parts.headers {
-        if name != "host" && name != "content-length" {
-            upstream = upstream.header(name, value);
-        }
-    }
-    let answer = upstream.body(body).send().await.expect("upstream answers");
-    let status = answer.status();
-    let headers = answer.headers().clone();
-    let text = answer.text().await.expect("upstream body");
-    let text = if headers
-        .get("content-type")
-        .is_some_and(|ct| ct.as_bytes().starts_with(b"text/event-stream"))
-    {
-        let events: Vec<String> = text
-            .split("\n\n")
-            .filter(|e| !e.is_empty())
-            .map(str::to_string)
-            .collect();
-        (proxy.damage)(events)
-            .into_iter()
-            .map(|e| e + "\n\n")
-            .collect()
-    } else {
-        text
-    };
-    let mut response = Response::builder().status(status);
-    for (name, value) in &headers {
-        if name != "content-length" && name != "transfer-encoding" {
-            response = response.header(name, value);
-        }
-    }
-    response.body(Body::from(text)).expect("valid response")
-}
+use std::path::Path;
 
 /// Runs `fixtures` against the reference and a damaged copy of it.
 async fn run_broken(damage: Damage, filter: &str) -> RunReport {
@@ -79,19 +26,11 @@ async fn run_broken(damage: Damage, filter: &str) -> RunReport {
     )
     .await
     .expect("reference starts");
-    let proxy = Arc::new(Proxy {
-        upstream: healthy.base_url(),
-        damage,
-        client: reqwest::Client::new(),
-    });
-    let app = axum::Router::new().fallback(forward).with_state(proxy);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let proxy = spawn_broken_proxy(healthy.base_url(), damage).await;
     let options = RunOptions {
         targets: vec![
             TargetSpec::Reference,
-            format!("url=http://{addr},name=broken").parse().unwrap(),
+            format!("url={proxy},name=broken").parse().unwrap(),
         ],
         filter: Some(filter.to_string()),
         limits: Default::default(),
@@ -103,7 +42,6 @@ async fn run_broken(damage: Damage, filter: &str) -> RunReport {
         vllm: Default::default(),
     };
     let report = run::run(&corpus, &options, &()).await.expect("run");
-    server.abort();
     healthy.shutdown().await;
     report
 }

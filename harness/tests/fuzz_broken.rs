@@ -5,66 +5,13 @@
 //! its script control channel on, so the fuzzer scripts the engine through
 //! the proxy) that damages the event stream in one way.
 
-use std::sync::Arc;
+mod common;
 
-use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::response::Response;
+use common::{Damage, spawn_broken_proxy};
 use harness::fuzz::oracle::Property;
 use harness::fuzz::{Found, FuzzOptions, fuzz, replay_fixture};
 use harness::target::TargetSpec;
 use serde_json::Value;
-
-type Damage = fn(Vec<String>) -> Vec<String>;
-
-struct Proxy {
-    upstream: String,
-    damage: Damage,
-    client: reqwest::Client,
-}
-
-async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let body = axum::body::to_bytes(body, 1 << 20)
-        .await
-        .expect("small body");
-    let mut upstream = proxy.client.request(
-        parts.method.clone(),
-        format!("{}{}", proxy.upstream, parts.uri.path()),
-    );
-    for (name, value) in &parts.headers {
-        if name != "host" && name != "content-length" {
-            upstream = upstream.header(name, value);
-        }
-    }
-    let answer = upstream.body(body).send().await.expect("upstream answers");
-    let status = answer.status();
-    let headers = answer.headers().clone();
-    let text = answer.text().await.expect("upstream body");
-    let text = if headers
-        .get("content-type")
-        .is_some_and(|ct| ct.as_bytes().starts_with(b"text/event-stream"))
-    {
-        let events: Vec<String> = text
-            .split("\n\n")
-            .filter(|e| !e.is_empty())
-            .map(str::to_string)
-            .collect();
-        (proxy.damage)(events)
-            .into_iter()
-            .map(|e| e + "\n\n")
-            .collect()
-    } else {
-        text
-    };
-    let mut response = Response::builder().status(status);
-    for (name, value) in &headers {
-        if name != "content-length" && name != "transfer-encoding" {
-            response = response.header(name, value);
-        }
-    }
-    response.body(Body::from(text)).expect("valid response")
-}
 
 /// A healthy reference server and a damaging proxy in front of it, on a
 /// runtime of their own (the fuzzer blocks the test's thread on its own).
@@ -89,16 +36,8 @@ impl Broken {
             let healthy = reference_server::spawn(config, mock_engine::Engine::default())
                 .await
                 .expect("reference starts");
-            let proxy = Arc::new(Proxy {
-                upstream: healthy.base_url(),
-                damage,
-                client: reqwest::Client::new(),
-            });
-            let app = axum::Router::new().fallback(forward).with_state(proxy);
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            tokio::spawn(async move { axum::serve(listener, app).await });
-            (healthy, format!("http://{addr}"))
+            let proxy = spawn_broken_proxy(healthy.base_url(), damage).await;
+            (healthy, proxy)
         });
         Self {
             runtime,

@@ -43,6 +43,7 @@ async fn reference_transcripts_match_reviewed_snapshots() {
             case.transcript
                 .as_ref()
                 .unwrap_or_else(|| panic!("{}: no transcript: {:?}", case.fixture, case.reason)),
+            loaded.fixture.chunks_comparable(),
         );
         let name = case.fixture.clone();
         let checked = std::panic::catch_unwind(|| {

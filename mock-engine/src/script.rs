@@ -57,6 +57,22 @@ impl Fixture {
             .collect()
     }
 
+    /// Whether every server must send one chunk per engine step, so chunk
+    /// boundaries can be compared: the steps are paced, and there is one
+    /// choice (with `n` > 1 a server interleaves and may merge the choices'
+    /// chunks in any order).
+    pub fn chunks_comparable(&self) -> bool {
+        let n = self
+            .request
+            .body
+            .as_ref()
+            .and_then(|b| b.get("sampling_params"))
+            .and_then(|p| p.get("n"))
+            .and_then(Value::as_u64)
+            .unwrap_or(1);
+        (self.engine.is_paced() || self.engine.steps.is_empty()) && n <= 1
+    }
+
     /// The reason this fixture cannot run against a real frontend: declared, or
     /// implied by a step only the in-process engine can produce.
     pub fn in_process_reason(&self) -> Option<String> {

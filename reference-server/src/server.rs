@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::serve::ListenerExt as _;
 use mock_engine::Engine;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -40,6 +41,13 @@ pub async fn spawn(config: Config, engine: Engine) -> std::io::Result<RunningSer
     let cut_off = CancellationToken::new();
     let app = router_with_cut_off(&config, engine, cut_off.clone());
     let (stop, stopped) = oneshot::channel::<()>();
+    // Without TCP_NODELAY, Nagle's algorithm holds each small SSE event back
+    // until the client's delayed ACK: ~40 ms on every first event.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!("cannot set TCP_NODELAY: {e}");
+        }
+    });
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async {

@@ -44,8 +44,7 @@ use self::profile::{EngineProfile, RequestShape, variants};
 use self::resources::{Machine, Usage};
 use self::server::{BenchServer, BenchServerOptions};
 use self::stats::Summary;
-use crate::target::{TargetSpec, VllmOptions};
-use crate::vllm;
+use crate::target::TargetSpec;
 
 /// How the scripted engine paces its steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -149,17 +148,8 @@ pub struct BenchArgs {
     /// The `reference-server` binary (default: next to genconform).
     #[arg(long)]
     pub reference_bin: Option<PathBuf>,
-    #[arg(long, default_value = vllm::DEFAULT_VERSION)]
-    pub vllm_version: String,
-    #[arg(long)]
-    pub vllm_python: Option<PathBuf>,
-    #[arg(long)]
-    pub vllm_rs_bin: Option<PathBuf>,
-    /// Logs of the started servers and the model directory.
-    #[arg(long, default_value = ".genconform")]
-    pub work_dir: PathBuf,
-    #[arg(long, default_value_t = 240)]
-    pub ready_timeout_secs: u64,
+    #[command(flatten)]
+    pub vllm: crate::cli::VllmArgs,
 }
 
 /// `10s`, `500ms`, `2m`, or plain seconds.
@@ -454,13 +444,7 @@ async fn bench_target(
     client_rt: &tokio::runtime::Runtime,
 ) -> anyhow::Result<TargetResult> {
     let options = BenchServerOptions {
-        vllm: VllmOptions {
-            version: args.vllm_version.clone(),
-            python: args.vllm_python.clone(),
-            rs_bin: args.vllm_rs_bin.clone(),
-            work_dir: args.work_dir.clone(),
-            ready_timeout: Duration::from_secs(args.ready_timeout_secs),
-        },
+        vllm: args.vllm.options(),
         reference_bin: args.reference_bin.clone(),
     };
     let server = BenchServer::start(spec, &options).await?;

@@ -46,7 +46,6 @@ use crate::divergence::Registry;
 use crate::normalize::Transcript;
 use crate::run::transcribe;
 use crate::target::{Target, TargetSpec, Unavailable, VllmOptions};
-use crate::vllm;
 use cases::{Case, Scope};
 use oracle::{Expected, Property, Violation};
 
@@ -85,21 +84,8 @@ pub struct FuzzArgs {
     /// Per-request timeout.
     #[arg(long, default_value_t = 10)]
     pub timeout_secs: u64,
-    /// vLLM version of the `vllm-rs` / `vllm-python` targets.
-    #[arg(long, default_value = vllm::DEFAULT_VERSION)]
-    pub vllm_version: String,
-    /// A Python interpreter with your own vLLM build, for `vllm-python`.
-    #[arg(long)]
-    pub vllm_python: Option<PathBuf>,
-    /// Your own `vllm-rs` binary, for `vllm-rs`.
-    #[arg(long)]
-    pub vllm_rs_bin: Option<PathBuf>,
-    /// Logs of the started frontends and their model directory.
-    #[arg(long, default_value = ".genconform")]
-    pub work_dir: PathBuf,
-    /// How long a real frontend may take to become healthy.
-    #[arg(long, default_value_t = 240)]
-    pub ready_timeout_secs: u64,
+    #[command(flatten)]
+    pub vllm: crate::cli::VllmArgs,
 }
 
 /// What a fuzz run needs.
@@ -277,13 +263,7 @@ pub fn fuzz_command(args: FuzzArgs) -> ExitCode {
         regressions: (!args.no_regressions).then_some(args.regressions),
         max_shrink_iters: args.max_shrink_iters,
         model: args.model,
-        vllm: VllmOptions {
-            version: args.vllm_version,
-            python: args.vllm_python,
-            rs_bin: args.vllm_rs_bin,
-            work_dir: args.work_dir,
-            ready_timeout: Duration::from_secs(args.ready_timeout_secs),
-        },
+        vllm: args.vllm.options(),
         progress: true,
     };
     match fuzz(&options) {

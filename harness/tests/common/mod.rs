@@ -1,0 +1,77 @@
+//! A deliberately broken server for tests: a proxy in front of a healthy one
+//! that damages the event stream in one way a real implementation might.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+
+/// Rewrites the events (each without its blank-line terminator) of a stream.
+pub type Damage = fn(Vec<String>) -> Vec<String>;
+
+struct Proxy {
+    upstream: String,
+    damage: Damage,
+    client: reqwest::Client,
+}
+
+/// Serves, on an ephemeral port, a proxy to `upstream` that applies
+/// `damage` to every event stream; returns its base URL.
+pub async fn spawn_broken_proxy(upstream: String, damage: Damage) -> String {
+    let proxy = Arc::new(Proxy {
+        upstream,
+        damage,
+        client: reqwest::Client::new(),
+    });
+    let app = axum::Router::new().fallback(forward).with_state(proxy);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a free port");
+    let addr = listener.local_addr().expect("a bound port");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .expect("small body");
+    let mut upstream = proxy.client.request(
+        parts.method.clone(),
+        format!("{}{}", proxy.upstream, parts.uri.path()),
+    );
+    for (name, value) in &parts.headers {
+        if name != "host" && name != "content-length" {
+            upstream = upstream.header(name, value);
+        }
+    }
+    let answer = upstream.body(body).send().await.expect("upstream answers");
+    let status = answer.status();
+    let headers = answer.headers().clone();
+    let text = answer.text().await.expect("upstream body");
+    let text = if headers
+        .get("content-type")
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"text/event-stream"))
+    {
+        let events: Vec<String> = text
+            .split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(str::to_string)
+            .collect();
+        (proxy.damage)(events)
+            .into_iter()
+            .map(|e| e + "\n\n")
+            .collect()
+    } else {
+        text
+    };
+    let mut response = Response::builder().status(status);
+    for (name, value) in &headers {
+        if name != "content-length" && name != "transfer-encoding" {
+            response = response.header(name, value);
+        }
+    }
+    response.body(Body::from(text)).expect("valid response")
+}
