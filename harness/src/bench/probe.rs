@@ -211,7 +211,7 @@ pub async fn throughput(
     while messages < steps {
         let frames = frontend.next_raw().await?;
         messages += 1;
-        if messages % 64 == 0 {
+        if messages.is_multiple_of(64) {
             let outputs = decode(&frames)?;
             let tokens: usize = outputs.outputs.iter().map(|o| o.new_token_ids.len()).sum();
             if tokens == 0 {
