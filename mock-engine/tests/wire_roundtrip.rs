@@ -1,5 +1,5 @@
 //! Our wire types against bytes produced by vLLM's own encoder
-//! (`tests/data/capture.py`, run with the vLLM 0.32.0 venv).
+//! (`tests/data/capture.py`, run with the vLLM 0.32.0 and 0.33.0 venvs).
 
 use mock_engine::core::to_wire_output;
 use mock_engine::engine::EngineOutput;
@@ -12,8 +12,12 @@ use mock_engine::wire::{
 use rmpv::Value;
 
 fn captured(name: &str) -> Vec<u8> {
+    captured_by(VllmVersion::V0_32_0, name)
+}
+
+fn captured_by(version: VllmVersion, name: &str) -> Vec<u8> {
     let path = format!(
-        "{}/tests/data/v0.32.0/{name}.bin",
+        "{}/tests/data/v{version}/{name}.bin",
         env!("CARGO_MANIFEST_DIR")
     );
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e} (run tests/data/capture.py)"))
@@ -283,4 +287,45 @@ impl ArrayMut for Value {
             other => panic!("not an array: {other}"),
         }
     }
+}
+
+#[test]
+fn requests_and_handshake_are_the_same_bytes_in_0_33_0() {
+    for name in [
+        "hello",
+        "ready",
+        "init",
+        "abort",
+        "add_request",
+        "add_request_long",
+        "utility_call",
+        "outputs_utility",
+        "outputs_utility_none",
+    ] {
+        assert_eq!(
+            captured_by(VllmVersion::V0_32_0, name),
+            captured_by(VllmVersion::V0_33_0, name),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn outputs_round_trip_through_the_0_33_0_layout() {
+    let layout = VllmVersion::V0_33_0.layout();
+    for name in ["outputs_tokens", "outputs_finished", "outputs_logprobs"] {
+        let bytes = captured_by(VllmVersion::V0_33_0, name);
+        let decoded = EngineCoreOutputs::decode(layout, &bytes, &[]).unwrap();
+        // The same message as 0.32.0 sent, in the longer 0.33.0 layout.
+        let old = captured_by(VllmVersion::V0_32_0, name);
+        assert_eq!(
+            EngineCoreOutputs::decode(VllmVersion::V0_32_0.layout(), &old, &[]).unwrap(),
+            decoded,
+            "{name}"
+        );
+        assert_eq!(decoded.encode(layout), bytes, "{name}");
+    }
+    // A 0.33.0 output read with the 0.32.0 layout is a loud error, not data.
+    let bytes = captured_by(VllmVersion::V0_33_0, "outputs_tokens");
+    assert!(EngineCoreOutputs::decode(VllmVersion::V0_32_0.layout(), &bytes, &[]).is_err());
 }

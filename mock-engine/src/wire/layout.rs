@@ -107,6 +107,30 @@ const OUTPUT_0_32: &[Field] = &[
     f("prompt_token_id_logprobs", Nil),
 ];
 
+/// 0.33.0 appends `error: RequestError | None` (sent with finish reason
+/// `error`, e.g. when a paused engine rejects a request).
+const OUTPUT_0_33: &[Field] = &[
+    f("request_id", Required),
+    f("new_token_ids", Required),
+    f("new_logprobs", Nil),
+    f("new_prompt_logprobs_tensors", Nil),
+    f("pooling_output", Nil),
+    f("finish_reason", Nil),
+    f("stop_reason", Nil),
+    f("events", Nil),
+    f("kv_transfer_params", Nil),
+    f("ec_transfer_params", Nil),
+    f("trace_headers", Nil),
+    f("prefill_stats", Nil),
+    f("routed_experts", Nil),
+    f("num_nans_in_logits", Int(0)),
+    f("mm_cache_miss_hashes", Nil),
+    f("new_sampling_mask", Nil),
+    f("spec_decode_metrics", Nil),
+    f("prompt_token_id_logprobs", Nil),
+    f("error", Nil),
+];
+
 const OUTPUTS_0_32: &[Field] = &[
     f("engine_index", Int(0)),
     f("outputs", EmptyArray),
@@ -154,15 +178,17 @@ static LAYOUT_0_32_0: Layout = Layout {
     outputs: OUTPUTS_0_32,
 };
 
-/// 0.33.0's source was not available to check (not installed, not in the
-/// searchable index at a release tag), so this assumes 0.32.0's tables. A
-/// 0.33.0 frontend that added request fields is still caught: its requests
-/// are longer than this layout or mistyped, and the first one fails loudly.
+/// Checked against the installed 0.33.0 wheel (`v1/engine/__init__.py`) and
+/// its encoder's bytes (tests/data/v0.33.0): requests and the outputs batch
+/// are as in 0.32.0; each output gains a trailing `error` field. The ready
+/// response gains three defaulted keys (`coord_store_port`,
+/// `coordinator_input_address`, `coordinator_output_address`) that both
+/// 0.33.0 frontends accept being left out.
 static LAYOUT_0_33_0: Layout = Layout {
     version: "0.33.0",
-    verified: false,
+    verified: true,
     request: REQUEST_0_32,
-    output: OUTPUT_0_32,
+    output: OUTPUT_0_33,
     outputs: OUTPUTS_0_32,
 };
 
