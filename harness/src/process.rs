@@ -106,6 +106,33 @@ pub fn free_port() -> std::io::Result<u16> {
 mod tests {
     use super::*;
 
+    /// Processes of the group that are not zombies: a killed grandchild
+    /// stays a zombie until init reaps it, and `kill(0)` still finds those.
+    fn live_members(pgid: Pid) -> usize {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+            .filter(|stat| {
+                // pid (comm) state ppid pgrp ...; comm may hold spaces.
+                let after = stat.rsplit_once(") ").map(|(_, rest)| rest).unwrap_or("");
+                let fields: Vec<&str> = after.split_whitespace().collect();
+                fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string()
+            })
+            .count()
+    }
+
+    async fn wait_until_gone(pgid: Pid) -> bool {
+        for _ in 0..250 {
+            if live_members(pgid) == 0 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
     #[tokio::test]
     async fn stop_ends_the_whole_group() {
         let dir = tempfile::tempdir().unwrap();
@@ -116,17 +143,17 @@ mod tests {
             .arg("trap '' TERM; sleep 300 & echo started; wait");
         let child = Supervised::spawn("sleeper", command, &dir.path().join("log")).unwrap();
         let pgid = child.pgid.unwrap();
-        for _ in 0..100 {
+        for _ in 0..250 {
             if child.log_tail(1) == "started" {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        assert_eq!(live_members(pgid), 2, "sh and its sleep are running");
         child.stop(Duration::from_millis(200)).await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(
-            killpg(pgid, None).is_err(),
-            "no process of the group is left"
+            wait_until_gone(pgid).await,
+            "no live process of the group is left"
         );
     }
 
@@ -137,13 +164,11 @@ mod tests {
         command.arg("300");
         let child = Supervised::spawn("sleeper", command, &dir.path().join("log")).unwrap();
         let pgid = child.pgid.unwrap();
+        assert_eq!(live_members(pgid), 1);
         drop(child);
-        for _ in 0..100 {
-            if killpg(pgid, None).is_err() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("the process group survived the drop");
+        assert!(
+            wait_until_gone(pgid).await,
+            "the process group survived the drop"
+        );
     }
 }

@@ -167,6 +167,20 @@ fn decode(frames: &[Bytes]) -> Result<EngineCoreOutputs, ProbeError> {
         .map_err(|e| ProbeError::Wire(e.to_string()))
 }
 
+/// How many outputs an `EngineCoreOutputs` message carries, from its header:
+/// `[engine_index, [output, ...], ...]`.
+fn output_count(frames: &[Bytes]) -> Result<u64, ProbeError> {
+    let bad = |e: &dyn std::fmt::Display| ProbeError::Wire(format!("an output message: {e}"));
+    let mut rd: &[u8] = frames
+        .first()
+        .ok_or_else(|| ProbeError::Wire("an output message without frames".into()))?;
+    rmp::decode::read_array_len(&mut rd).map_err(|e| bad(&e))?;
+    let _engine_index: u64 = rmp::decode::read_int(&mut rd).map_err(|e| bad(&e))?;
+    Ok(u64::from(
+        rmp::decode::read_array_len(&mut rd).map_err(|e| bad(&e))?,
+    ))
+}
+
 fn register(engine: &Engine, scripts: &[ScriptedRequest]) {
     for s in scripts {
         engine.register(s.prompt.clone(), s.script.clone());
@@ -201,16 +215,19 @@ pub async fn throughput(
             .add(&format!("probe-{i}"), &scripts[i % scripts.len()])
             .await?;
     }
-    // One output message per step: count them rather than decode them all,
-    // so the figure is the core's emission rate, not this frontend's
-    // decoding. Every 64th is decoded, to check it is what was scripted.
+    // One output per request per step, batched by the core into messages:
+    // count outputs from each message's msgpack header rather than decode
+    // them all, so the figure is the core's emission rate, not this
+    // frontend's decoding. Every 64th message is decoded, to check it is
+    // what was scripted.
     let steps: u64 = (0..requests)
         .map(|i| scripts[i % scripts.len()].offsets_us.len() as u64)
         .sum();
-    let mut messages = 0u64;
-    while messages < steps {
+    let (mut messages, mut outputs) = (0u64, 0u64);
+    while outputs < steps {
         let frames = frontend.next_raw().await?;
         messages += 1;
+        outputs += output_count(&frames)?;
         if messages.is_multiple_of(64) {
             let outputs = decode(&frames)?;
             let tokens: usize = outputs.outputs.iter().map(|o| o.new_token_ids.len()).sum();
