@@ -80,8 +80,9 @@ impl Iterator for Generator {
     }
 }
 
-/// SplitMix64: a tiny, well-mixed, dependency-free hash step.
-fn splitmix(mut z: u64) -> u64 {
+/// SplitMix64: a tiny, well-mixed, dependency-free hash step; shared by
+/// everything that needs reproducible pseudo-random numbers from a seed.
+pub fn splitmix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);

@@ -17,6 +17,7 @@
 //! assert_eq!(v.scripted_offset_us(3), Some(30_000)); // token 3 comes with step 2
 //! ```
 
+use mock_engine::generator::splitmix;
 use mock_engine::script::{FinishReason, Script, Step};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -174,13 +175,6 @@ pub fn jittered(base_ms: u64, jitter_ms: u64, random: u64) -> u64 {
     }
     let span = 2 * jitter_ms + 1;
     (base_ms + random % span).saturating_sub(jitter_ms)
-}
-
-fn splitmix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]

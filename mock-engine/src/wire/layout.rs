@@ -86,29 +86,8 @@ const REQUEST_0_32: &[Field] = &[
     f("kv_hints", Nil),
 ];
 
-const OUTPUT_0_32: &[Field] = &[
-    f("request_id", Required),
-    f("new_token_ids", Required),
-    f("new_logprobs", Nil),
-    f("new_prompt_logprobs_tensors", Nil),
-    f("pooling_output", Nil),
-    f("finish_reason", Nil),
-    f("stop_reason", Nil),
-    f("events", Nil),
-    f("kv_transfer_params", Nil),
-    f("ec_transfer_params", Nil),
-    f("trace_headers", Nil),
-    f("prefill_stats", Nil),
-    f("routed_experts", Nil),
-    f("num_nans_in_logits", Int(0)),
-    f("mm_cache_miss_hashes", Nil),
-    f("new_sampling_mask", Nil),
-    f("spec_decode_metrics", Nil),
-    f("prompt_token_id_logprobs", Nil),
-];
-
-/// 0.33.0 appends `error: RequestError | None` (sent with finish reason
-/// `error`, e.g. when a paused engine rejects a request).
+/// 0.33.0's `EngineCoreOutput`; 0.33.0 appended `error: RequestError | None`
+/// (sent with finish reason `error`, e.g. when a paused engine rejects a request).
 const OUTPUT_0_33: &[Field] = &[
     f("request_id", Required),
     f("new_token_ids", Required),
@@ -130,6 +109,9 @@ const OUTPUT_0_33: &[Field] = &[
     f("prompt_token_id_logprobs", Nil),
     f("error", Nil),
 ];
+
+/// 0.32.0's is 0.33.0's without the trailing `error`.
+const OUTPUT_0_32: &[Field] = OUTPUT_0_33.split_at(OUTPUT_0_33.len() - 1).0;
 
 const OUTPUTS_0_32: &[Field] = &[
     f("engine_index", Int(0)),
