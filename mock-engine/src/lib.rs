@@ -6,6 +6,7 @@
 //! [`generator`]. The same engine runs in-process behind the reference server
 //! and, later, behind vLLM's own frontends as an engine core.
 
+pub mod cli;
 pub mod core;
 pub mod engine;
 pub mod fixture;

@@ -1,12 +1,10 @@
 //! `reference-server`: the generate endpoint over the mock engine, with vLLM's flag names.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use mock_engine::generator::GeneratorConfig;
-use mock_engine::{Corpus, Engine, EngineConfig};
+use mock_engine::cli::EngineArgs;
 use reference_server::Config;
 use reference_server::config::DEFAULT_MAX_BODY_BYTES;
 
@@ -26,20 +24,8 @@ struct Args {
     /// Report `prompt_tokens_details.cached_tokens` in usage.
     #[arg(long)]
     enable_prompt_tokens_details: bool,
-    /// Answer the prompts of these fixtures with their scripts.
-    #[arg(long, value_name = "DIR")]
-    fixtures: Option<PathBuf>,
-    /// Seed of the generator that answers unscripted prompts.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Generator: delay before the first step.
-    #[arg(long, default_value_t = 0)]
-    ttft_ms: u64,
-    /// Generator: delay before every later step.
-    #[arg(long, default_value_t = 0)]
-    itl_ms: u64,
-    #[arg(long, default_value_t = 2048)]
-    max_model_len: u32,
+    #[command(flatten)]
+    engine: EngineArgs,
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
@@ -57,24 +43,13 @@ async fn main() -> ExitCode {
         )
         .init();
     let args = Args::parse();
-    let engine_config = EngineConfig {
-        generator: GeneratorConfig {
-            seed: args.seed,
-            ttft_ms: args.ttft_ms,
-            itl_ms: args.itl_ms,
-            ..GeneratorConfig::default()
-        },
-        max_model_len: args.max_model_len,
-    };
-    let engine = match &args.fixtures {
-        Some(dir) => match Corpus::load_dir(dir) {
-            Ok(corpus) => Engine::with_corpus(engine_config, &corpus),
-            Err(e) => {
-                eprintln!("error: cannot load fixtures from {}:\n{e}", dir.display());
-                return ExitCode::FAILURE;
-            }
-        },
-        None => Engine::new(engine_config),
+    let engine = match args.engine.engine() {
+        Ok(engine) => engine,
+        Err(e) => {
+            let dir = args.engine.fixtures.as_deref().unwrap_or("".as_ref());
+            eprintln!("error: cannot load fixtures from {}:\n{e}", dir.display());
+            return ExitCode::FAILURE;
+        }
     };
     let config = Config {
         host: args.host,
