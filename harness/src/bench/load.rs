@@ -137,6 +137,27 @@ struct RequestSink<'a> {
     lags: Vec<i64>,
 }
 
+impl<'a> RequestSink<'a> {
+    /// Nothing received yet for a request of `script` sent at `sent`.
+    fn new(script: &'a ScriptedRequest, stream: bool, sent: Instant) -> Self {
+        Self {
+            script,
+            sent,
+            scanner: SseScanner::default(),
+            stream,
+            body: Vec::new(),
+            tokens: 0,
+            events: 0,
+            done: false,
+            error: false,
+            first_token: None,
+            last_token: None,
+            gaps: Vec::new(),
+            lags: Vec::new(),
+        }
+    }
+}
+
 impl BodySink for RequestSink<'_> {
     fn data(&mut self, bytes: &[u8], at: Instant) {
         if !self.stream {
@@ -271,21 +292,7 @@ async fn one_request(shared: &Shared, conn: &mut Option<Connection>, i: u64) {
     let w = &shared.workload;
     let variant = (i % w.requests.len() as u64) as usize;
     let script = &w.scripts[variant];
-    let mut sink = RequestSink {
-        script,
-        sent: Instant::now(),
-        scanner: SseScanner::default(),
-        stream: w.stream,
-        body: Vec::new(),
-        tokens: 0,
-        events: 0,
-        done: false,
-        error: false,
-        first_token: None,
-        last_token: None,
-        gaps: Vec::new(),
-        lags: Vec::new(),
-    };
+    let mut sink = RequestSink::new(script, w.stream, Instant::now());
     let result = tokio::time::timeout(shared.plan.request_timeout, async {
         if conn.is_none() {
             *conn = Some(Connection::connect(w.addr).await?);
@@ -400,21 +407,7 @@ mod tests {
         };
         let script = &variants(&profile, &shape, 1, 0)[0];
         let sent = Instant::now();
-        let mut sink = RequestSink {
-            script,
-            sent,
-            scanner: SseScanner::default(),
-            stream: true,
-            body: Vec::new(),
-            tokens: 0,
-            events: 0,
-            done: false,
-            error: false,
-            first_token: None,
-            last_token: None,
-            gaps: Vec::new(),
-            lags: Vec::new(),
-        };
+        let mut sink = RequestSink::new(script, true, sent);
         let ms = Duration::from_millis;
         // Step 1 (tokens 1-2) is due at 20 ms and arrives at 21 ms; step 2
         // (tokens 3-4) is due at 30 ms and arrives at 35 ms.

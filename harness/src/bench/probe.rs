@@ -253,27 +253,13 @@ pub async fn throughput(
 /// `requests` concurrent requests of `steps` steps `itl_ms` apart: the gap
 /// between consecutive outputs of a request against the scripted delay.
 pub async fn pacing(requests: usize, steps: u32, itl_ms: u64) -> Result<Pacing, ProbeError> {
-    let profile = EngineProfile {
-        ttft_ms: itl_ms,
-        itl_ms,
-        itl_jitter_ms: 0,
-        tokens_per_step: 1,
-        unpaced: false,
-    };
-    let shape = RequestShape {
-        max_tokens: steps,
-        ..RequestShape::default()
-    };
-    let scripts = variants(&profile, &shape, requests.max(1), 0);
-    let engine = Engine::default();
-    register(&engine, &scripts);
+    let (scripts, engine) = pacing_scripts(requests, steps, itl_ms);
     let mut frontend = FakeFrontend::start(engine).await?;
     for (i, s) in scripts.iter().enumerate() {
         frontend.add(&format!("pace-{i}"), s).await?;
     }
     let mut last: HashMap<String, Instant> = HashMap::new();
-    let (mut relative, mut absolute) = (Distribution::default(), Distribution::default());
-    let scripted_us = itl_ms as i64 * 1000;
+    let mut gaps = GapErrors::new(itl_ms);
     let mut finished = 0;
     while finished < scripts.len() {
         let outputs = frontend.next().await?;
@@ -281,40 +267,18 @@ pub async fn pacing(requests: usize, steps: u32, itl_ms: u64) -> Result<Pacing, 
         for o in outputs.outputs {
             finished += usize::from(o.finish_reason.is_some());
             if let Some(before) = last.insert(o.request_id.clone(), at) {
-                let observed = (at - before).as_micros() as i64;
-                absolute.push(observed - scripted_us);
-                if let Some(pct) = relative_error_pct(observed, scripted_us) {
-                    relative.push((pct * 100.0).round() as i64);
-                }
+                gaps.push(at - before);
             }
         }
     }
-    Ok(Pacing {
-        requests: scripts.len(),
-        scripted_itl_ms: itl_ms,
-        relative_error_centipct: relative.summary(),
-        error_us: absolute.summary(),
-    })
+    Ok(gaps.pacing(scripts.len()))
 }
 
 /// [`pacing`] of the engine alone, in-process (as the reference server
 /// uses it): the timer's share of the error, without the ZeroMQ transport.
 pub async fn pacing_in_process(requests: usize, steps: u32, itl_ms: u64) -> Pacing {
     use futures::StreamExt;
-    let profile = EngineProfile {
-        ttft_ms: itl_ms,
-        itl_ms,
-        itl_jitter_ms: 0,
-        tokens_per_step: 1,
-        unpaced: false,
-    };
-    let shape = RequestShape {
-        max_tokens: steps,
-        ..RequestShape::default()
-    };
-    let scripts = variants(&profile, &shape, requests.max(1), 0);
-    let engine = Engine::default();
-    register(&engine, &scripts);
+    let (scripts, engine) = pacing_scripts(requests, steps, itl_ms);
     let tasks: Vec<_> = scripts
         .iter()
         .enumerate()
@@ -333,22 +297,68 @@ pub async fn pacing_in_process(requests: usize, steps: u32, itl_ms: u64) -> Paci
             })
         })
         .collect();
-    let (mut relative, mut absolute) = (Distribution::default(), Distribution::default());
-    let scripted_us = itl_ms as i64 * 1000;
+    let mut gaps = GapErrors::new(itl_ms);
     for task in tasks {
         let arrivals = task.await.unwrap_or_default();
         for pair in arrivals.windows(2) {
-            let observed = (pair[1] - pair[0]).as_micros() as i64;
-            absolute.push(observed - scripted_us);
-            if let Some(pct) = relative_error_pct(observed, scripted_us) {
-                relative.push((pct * 100.0).round() as i64);
-            }
+            gaps.push(pair[1] - pair[0]);
         }
     }
-    Pacing {
-        requests: scripts.len(),
-        scripted_itl_ms: itl_ms,
-        relative_error_centipct: relative.summary(),
-        error_us: absolute.summary(),
+    gaps.pacing(scripts.len())
+}
+
+/// `requests` requests of `steps` one-token steps `itl_ms` apart, registered
+/// on a fresh engine: the workload of both pacing probes.
+fn pacing_scripts(requests: usize, steps: u32, itl_ms: u64) -> (Vec<ScriptedRequest>, Engine) {
+    let profile = EngineProfile {
+        ttft_ms: itl_ms,
+        itl_ms,
+        itl_jitter_ms: 0,
+        tokens_per_step: 1,
+        unpaced: false,
+    };
+    let shape = RequestShape {
+        max_tokens: steps,
+        ..RequestShape::default()
+    };
+    let scripts = variants(&profile, &shape, requests.max(1), 0);
+    let engine = Engine::default();
+    register(&engine, &scripts);
+    (scripts, engine)
+}
+
+/// Observed gaps between consecutive outputs of a request, against the
+/// scripted delay: absolute (µs) and relative (hundredths of a percent).
+struct GapErrors {
+    scripted_itl_ms: u64,
+    relative: Distribution,
+    absolute: Distribution,
+}
+
+impl GapErrors {
+    fn new(scripted_itl_ms: u64) -> Self {
+        Self {
+            scripted_itl_ms,
+            relative: Distribution::default(),
+            absolute: Distribution::default(),
+        }
+    }
+
+    fn push(&mut self, observed: Duration) {
+        let scripted_us = self.scripted_itl_ms as i64 * 1000;
+        let observed = observed.as_micros() as i64;
+        self.absolute.push(observed - scripted_us);
+        if let Some(pct) = relative_error_pct(observed, scripted_us) {
+            self.relative.push((pct * 100.0).round() as i64);
+        }
+    }
+
+    fn pacing(self, requests: usize) -> Pacing {
+        Pacing {
+            requests,
+            scripted_itl_ms: self.scripted_itl_ms,
+            relative_error_centipct: self.relative.summary(),
+            error_us: self.absolute.summary(),
+        }
     }
 }
