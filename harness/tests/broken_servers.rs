@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Damage, spawn_broken_proxy};
+use common::{Damage, drop_done, spawn_broken_proxy, usage_on_first_chunk};
 use harness::diff::Layer;
 use harness::run::{self, Outcome, RunOptions, RunReport};
 use harness::target::TargetSpec;
@@ -60,14 +60,7 @@ fn broken_case<'a>(report: &'a RunReport, fixture: &str) -> &'a run::CaseResult 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_forgets_done_is_caught() {
-    let report = run_broken(
-        |mut events| {
-            events.retain(|e| e != "data: [DONE]");
-            events
-        },
-        "stream_mode_stream",
-    )
-    .await;
+    let report = run_broken(drop_done, "stream_mode_stream").await;
     let case = broken_case(&report, "stream_mode_stream");
     assert!(
         case.differences
@@ -82,26 +75,7 @@ async fn a_server_that_forgets_done_is_caught() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_on_the_wrong_chunk_is_caught() {
     // Moves the usage object from the usage-only event onto the first chunk.
-    let report = run_broken(
-        |events| {
-            let parse = |e: &str| {
-                serde_json::from_str::<serde_json::Value>(e.trim_start_matches("data: ")).ok()
-            };
-            let usage_at = events.iter().position(|e| {
-                parse(e).is_some_and(|v| v["choices"].as_array().is_some_and(|c| c.is_empty()))
-            });
-            let Some(at) = usage_at else { return events };
-            let usage = parse(&events[at]).unwrap()["usage"].clone();
-            let mut first = parse(&events[0]).unwrap();
-            first["usage"] = usage;
-            let mut out = events.clone();
-            out[0] = format!("data: {first}");
-            out.remove(at);
-            out
-        },
-        "stream_mode_include_usage",
-    )
-    .await;
+    let report = run_broken(usage_on_first_chunk, "stream_mode_include_usage").await;
     let case = broken_case(&report, "stream_mode_include_usage");
     assert!(
         case.differences

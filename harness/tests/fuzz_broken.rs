@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Damage, spawn_broken_proxy};
+use common::{Damage, drop_done, spawn_broken_proxy, usage_on_first_chunk};
 use harness::fuzz::oracle::Property;
 use harness::fuzz::{Found, FuzzOptions, fuzz, replay_fixture};
 use harness::target::TargetSpec;
@@ -117,10 +117,7 @@ fn body(fixture: &mock_engine::Fixture) -> &Value {
 
 #[test]
 fn a_server_that_drops_done_is_caught_and_shrunk_to_a_fixture() {
-    let broken = Broken::start(|mut events| {
-        events.retain(|e| e != "data: [DONE]");
-        events
-    });
+    let broken = Broken::start(drop_done);
     let dir = tempfile::tempdir().unwrap();
     let found = broken.fuzz(dir.path());
     assert_eq!(found.violation.property, Property::Done, "{found:#?}");
@@ -144,22 +141,7 @@ fn a_server_that_drops_done_is_caught_and_shrunk_to_a_fixture() {
 #[test]
 fn usage_on_the_wrong_chunk_is_caught_and_shrunk_to_a_fixture() {
     // Moves the usage object from the usage-only event onto the first event.
-    let broken = Broken::start(|events| {
-        let parse = |e: &str| serde_json::from_str::<Value>(e.trim_start_matches("data: ")).ok();
-        let usage_at = events.iter().position(|e| {
-            parse(e).is_some_and(|v| v["choices"].as_array().is_some_and(|c| c.is_empty()))
-        });
-        let Some(at) = usage_at.filter(|&at| at > 0) else {
-            return events;
-        };
-        let usage = parse(&events[at]).unwrap()["usage"].clone();
-        let mut first = parse(&events[0]).unwrap();
-        first["usage"] = usage;
-        let mut out = events.clone();
-        out[0] = format!("data: {first}");
-        out.remove(at);
-        out
-    });
+    let broken = Broken::start(usage_on_first_chunk);
     let dir = tempfile::tempdir().unwrap();
     let found = broken.fuzz(dir.path());
     let usage_properties = [
@@ -186,10 +168,7 @@ fn usage_on_the_wrong_chunk_is_caught_and_shrunk_to_a_fixture() {
 
 #[test]
 fn the_same_seed_finds_the_same_minimal_case() {
-    let broken = Broken::start(|mut events| {
-        events.retain(|e| e != "data: [DONE]");
-        events
-    });
+    let broken = Broken::start(drop_done);
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let first = broken.fuzz(a.path());
     let second = broken.fuzz(b.path());

@@ -10,6 +10,31 @@ use axum::response::Response;
 /// Rewrites the events (each without its blank-line terminator) of a stream.
 pub type Damage = fn(Vec<String>) -> Vec<String>;
 
+/// Forgets the final `[DONE]`.
+pub fn drop_done(mut events: Vec<String>) -> Vec<String> {
+    events.retain(|e| e != "data: [DONE]");
+    events
+}
+
+/// Moves the usage object from the usage-only event onto the first event.
+pub fn usage_on_first_chunk(events: Vec<String>) -> Vec<String> {
+    let parse =
+        |e: &str| serde_json::from_str::<serde_json::Value>(e.trim_start_matches("data: ")).ok();
+    let usage_at = events.iter().position(|e| {
+        parse(e).is_some_and(|v| v["choices"].as_array().is_some_and(|c| c.is_empty()))
+    });
+    let Some(at) = usage_at.filter(|&at| at > 0) else {
+        return events;
+    };
+    let usage = parse(&events[at]).expect("just parsed")["usage"].clone();
+    let mut first = parse(&events[0]).expect("a JSON chunk before the usage event");
+    first["usage"] = usage;
+    let mut out = events;
+    out[0] = format!("data: {first}");
+    out.remove(at);
+    out
+}
+
 struct Proxy {
     upstream: String,
     damage: Damage,
