@@ -25,14 +25,17 @@
 //! ```
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::Stream;
 use serde_json::Value;
 use tokio::sync::broadcast;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::fixture::Corpus;
 use crate::generator::{Generator, GeneratorConfig};
@@ -245,10 +248,7 @@ impl Engine {
 
     /// Starts a request. Its clock starts now: each step's deadline is the
     /// previous deadline plus the step's delay.
-    pub fn submit(
-        &self,
-        request: EngineRequest,
-    ) -> impl Stream<Item = EngineEvent> + Send + 'static {
+    pub fn submit(&self, request: EngineRequest) -> EngineStream {
         self.inner.submitted.fetch_add(1, Ordering::Relaxed);
         let steps = match self.script_for(&request.prompt_token_ids) {
             Some(script) => Steps::Scripted { script, next: 0 },
@@ -264,24 +264,24 @@ impl Engine {
                 }),
             )),
         };
-        let run = Run {
+        EngineStream {
             guard: Guard {
                 inner: self.inner.clone(),
                 request_id: request.request_id.clone(),
                 prompt: request.prompt_token_ids.clone(),
                 done: false,
             },
-            prompt: request.prompt_token_ids.clone().into(),
-            prompt_sent: false,
+            prompt: Prompt {
+                ids: request.prompt_token_ids.clone().into(),
+                sent: false,
+            },
             request,
             steps,
             deadline: Instant::now(),
-            ended: false,
-        };
-        futures::stream::unfold(run, |mut run| async move {
-            let event = run.next_event().await?;
-            Some((event, run))
-        })
+            due: None,
+            timer: None,
+            state: State::Running,
+        }
     }
 }
 
@@ -291,104 +291,178 @@ enum Steps {
     Generated(Generator),
 }
 
+/// The step a stream is waiting to emit: scripted steps are read in place,
+/// not copied, since a long script is walked once per request.
+enum Due {
+    Scripted(usize),
+    Generated(Step),
+}
+
 impl Steps {
-    fn next(&mut self) -> Option<Step> {
+    fn next(&mut self) -> Option<Due> {
         match self {
             Self::Scripted { script, next } => {
-                let step = script.steps.get(*next).cloned();
+                let due = (*next < script.steps.len()).then_some(Due::Scripted(*next));
                 *next += 1;
-                step
+                due
             }
-            Self::Generated(generator) => generator.next(),
+            Self::Generated(generator) => generator.next().map(Due::Generated),
+        }
+    }
+
+    fn get<'a>(&'a self, due: &'a Due) -> &'a Step {
+        match (self, due) {
+            (Self::Scripted { script, .. }, Due::Scripted(i)) => &script.steps[*i],
+            (_, Due::Generated(step)) => step,
+            (Self::Generated(_), Due::Scripted(_)) => {
+                unreachable!("a generated request has no scripted steps")
+            }
         }
     }
 }
 
-struct Run {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Running,
+    /// Only the consumer dropping the stream ends a stalled request.
+    Stalled,
+    Ended,
+}
+
+/// One request's engine outputs, each at its deadline. Dropping it before the
+/// end is the abort.
+///
+/// Written out by hand rather than as an async block: the engine core polls
+/// hundreds of these per millisecond, and an `unfold` moves the whole state
+/// in and out of a fresh future on every step.
+pub struct EngineStream {
     guard: Guard,
     request: EngineRequest,
-    prompt: Arc<[u32]>,
-    prompt_sent: bool,
+    prompt: Prompt,
     steps: Steps,
     deadline: Instant,
-    ended: bool,
+    /// The next step, taken from the script, while its deadline is ahead.
+    due: Option<Due>,
+    /// Armed once and reset per step: a timer entry per step would cost an
+    /// allocation each.
+    timer: Option<Pin<Box<Sleep>>>,
+    state: State,
 }
 
-impl Run {
-    async fn next_event(&mut self) -> Option<EngineEvent> {
-        if self.ended {
-            return None;
+struct Prompt {
+    ids: Arc<[u32]>,
+    sent: bool,
+}
+
+impl Stream for EngineStream {
+    type Item = EngineEvent;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<EngineEvent>> {
+        let this = self.get_mut();
+        match this.state {
+            State::Running => {}
+            State::Stalled => return Poll::Pending,
+            State::Ended => return Poll::Ready(None),
         }
-        let Some(step) = self.steps.next() else {
-            self.end();
-            return None;
+        let due = match this.due.take() {
+            Some(due) => due,
+            None => {
+                let Some(due) = this.steps.next() else {
+                    this.end();
+                    return Poll::Ready(None);
+                };
+                this.deadline += Duration::from_millis(this.steps.get(&due).delay_ms);
+                due
+            }
         };
-        self.deadline += Duration::from_millis(step.delay_ms);
-        if self.deadline > Instant::now() {
-            tokio::time::sleep_until(self.deadline).await;
+        if this.deadline > Instant::now() {
+            let deadline = this.deadline;
+            let timer = this
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            if timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
+            if timer.as_mut().poll(cx).is_pending() {
+                this.due = Some(due);
+                return Poll::Pending;
+            }
         } else {
-            // A deadline already past needs no timer round trip; yielding to
-            // the scheduler once in a while keeps an unpaced stream fair.
-            tokio::task::consume_budget().await;
+            // A deadline already past needs no timer round trip; spending the
+            // task's budget keeps an unpaced stream from starving the rest.
+            match tokio::task::coop::poll_proceed(cx) {
+                Poll::Ready(progress) => progress.made_progress(),
+                Poll::Pending => {
+                    this.due = Some(due);
+                    return Poll::Pending;
+                }
+            }
         }
+        let step = this.steps.get(&due);
         if step.stall {
-            // Only the consumer dropping the stream ends a stalled request.
-            futures::future::pending::<()>().await;
+            this.state = State::Stalled;
+            return Poll::Pending;
         }
-        if let Some(message) = step.fail {
-            self.end();
-            return Some(EngineEvent::Failed(message));
+        if let Some(message) = &step.fail {
+            let message = message.clone();
+            this.end();
+            return Poll::Ready(Some(EngineEvent::Failed(message)));
         }
-        if step.finish.is_some() {
-            self.end();
+        let output = output(&mut this.prompt, &this.request, step);
+        if output.finish_reason.is_some() {
+            this.end();
         }
-        Some(EngineEvent::Output(self.output(step)))
+        Poll::Ready(Some(EngineEvent::Output(output)))
     }
+}
 
-    fn output(&mut self, step: Step) -> EngineOutput {
-        let carries_prompt = !self.prompt_sent && step.prompt_info != Some(false);
-        let prompt_token_ids = carries_prompt.then(|| {
-            self.prompt_sent = true;
-            self.prompt.clone()
-        });
-        // A real engine computes logprobs only when the request asks for them;
-        // a frontend that gets unasked-for ones may fail (Python asserts).
-        let logprobs = match (step.logprobs, self.request.logprobs) {
-            (_, None) => None,
-            (Some(scripted), Some(_)) => Some(scripted),
-            (None, Some(k)) if !step.tokens.is_empty() => Some(
-                step.tokens
-                    .iter()
-                    .map(|&t| synthetic_logprobs(t, k))
-                    .collect(),
-            ),
-            _ => None,
-        };
-        let prompt_logprobs = match (carries_prompt, self.request.prompt_logprobs) {
-            (true, Some(k)) => Some(
-                self.prompt
-                    .iter()
-                    .skip(1)
-                    .map(|&t| synthetic_logprobs(t, k.max(0) as u32))
-                    .collect(),
-            ),
-            _ => None,
-        };
-        EngineOutput {
-            new_token_ids: step.tokens,
-            prompt_token_ids,
-            num_cached_tokens: step.cached_tokens.unwrap_or(0),
-            finish_reason: step.finish,
-            stop_reason: step.stop_reason,
-            logprobs,
-            prompt_logprobs,
-            kv_transfer_params: step.kv_transfer_params,
-        }
-    }
-
+impl EngineStream {
     fn end(&mut self) {
-        self.ended = true;
+        self.state = State::Ended;
+        self.due = None;
         self.guard.finish();
+    }
+}
+
+fn output(prompt: &mut Prompt, request: &EngineRequest, step: &Step) -> EngineOutput {
+    let carries_prompt = !prompt.sent && step.prompt_info != Some(false);
+    let prompt_token_ids = carries_prompt.then(|| {
+        prompt.sent = true;
+        prompt.ids.clone()
+    });
+    // A real engine computes logprobs only when the request asks for them;
+    // a frontend that gets unasked-for ones may fail (Python asserts).
+    let logprobs = match (&step.logprobs, request.logprobs) {
+        (_, None) => None,
+        (Some(scripted), Some(_)) => Some(scripted.clone()),
+        (None, Some(k)) if !step.tokens.is_empty() => Some(
+            step.tokens
+                .iter()
+                .map(|&t| synthetic_logprobs(t, k))
+                .collect(),
+        ),
+        _ => None,
+    };
+    let prompt_logprobs = match (carries_prompt, request.prompt_logprobs) {
+        (true, Some(k)) => Some(
+            prompt
+                .ids
+                .iter()
+                .skip(1)
+                .map(|&t| synthetic_logprobs(t, k.max(0) as u32))
+                .collect(),
+        ),
+        _ => None,
+    };
+    EngineOutput {
+        new_token_ids: step.tokens.clone(),
+        prompt_token_ids,
+        num_cached_tokens: step.cached_tokens.unwrap_or(0),
+        finish_reason: step.finish,
+        stop_reason: step.stop_reason.clone(),
+        logprobs,
+        prompt_logprobs,
+        kv_transfer_params: step.kv_transfer_params.clone(),
     }
 }
 

@@ -14,6 +14,6 @@ pub mod generator;
 pub mod script;
 pub mod wire;
 
-pub use engine::{Engine, EngineConfig, EngineEvent, EngineOutput, EngineRequest};
+pub use engine::{Engine, EngineConfig, EngineEvent, EngineOutput, EngineRequest, EngineStream};
 pub use fixture::{Corpus, FixtureError, FixtureErrors, LoadedFixture};
 pub use script::{FinishReason, Fixture, Script, Step};

@@ -91,8 +91,8 @@ pub fn to_wire_output(
     Ok(EngineCoreOutput {
         request_id: request_id.to_string(),
         new_token_ids: output.new_token_ids,
-        new_logprobs,
-        new_prompt_logprobs_tensors,
+        new_logprobs: new_logprobs.map(Box::new),
+        new_prompt_logprobs_tensors: new_prompt_logprobs_tensors.map(Box::new),
         finish_reason: output.finish_reason,
         stop_reason: output.stop_reason.map(|r| match r {
             StopReason::Token(t) => WireStopReason::Token(t),

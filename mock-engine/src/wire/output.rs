@@ -6,8 +6,10 @@ use rmpv::Value;
 use super::error::WireError;
 use super::layout::Layout;
 use super::ndarray::{LogprobsLists, LogprobsTensors};
-use super::positional::{Reader, Writer, lookup, token_ids};
+use super::positional::{Reader, Writer, lookup, token_ids, write_fields, write_value};
 use crate::script::FinishReason;
+
+const IN_MEMORY: &str = "writing msgpack into a Vec cannot fail";
 
 /// The single frame that tells the frontend the engine died.
 pub const ENGINE_CORE_DEAD: &[u8] = b"ENGINE_CORE_DEAD";
@@ -95,8 +97,10 @@ impl PrefillStats {
 pub struct EngineCoreOutput {
     pub request_id: String,
     pub new_token_ids: Vec<u32>,
-    pub new_logprobs: Option<LogprobsLists>,
-    pub new_prompt_logprobs_tensors: Option<LogprobsTensors>,
+    /// Boxed: rare, and large inline, while the
+    /// engine core moves hundreds of thousands of outputs a second.
+    pub new_logprobs: Option<Box<LogprobsLists>>,
+    pub new_prompt_logprobs_tensors: Option<Box<LogprobsTensors>>,
     pub finish_reason: Option<FinishReason>,
     pub stop_reason: Option<WireStopReason>,
     /// Any JSON-like value, passed through as msgpack.
@@ -157,6 +161,54 @@ impl EngineCoreOutput {
         w.finish()
     }
 
+    /// [`Self::to_value`]'s bytes, written directly.
+    fn write(&self, layout: &Layout, buf: &mut Vec<u8>) {
+        use rmp::encode as rmp;
+        write_fields(buf, layout.output, |name, buf| {
+            match name {
+                "request_id" => rmp::write_str(buf, &self.request_id).expect(IN_MEMORY),
+                "new_token_ids" => {
+                    rmp::write_array_len(buf, self.new_token_ids.len() as u32).expect(IN_MEMORY);
+                    for &t in &self.new_token_ids {
+                        rmp::write_uint(buf, u64::from(t)).expect(IN_MEMORY);
+                    }
+                }
+                "new_logprobs" => match &self.new_logprobs {
+                    Some(l) => write_value(buf, &l.to_value()),
+                    None => return false,
+                },
+                "new_prompt_logprobs_tensors" => match &self.new_prompt_logprobs_tensors {
+                    Some(t) => write_value(buf, &t.to_value()),
+                    None => return false,
+                },
+                "finish_reason" => match self.finish_reason {
+                    Some(r) => {
+                        rmp::write_uint(buf, u64::from(r.wire_code())).expect(IN_MEMORY);
+                    }
+                    None => return false,
+                },
+                "stop_reason" => match &self.stop_reason {
+                    Some(WireStopReason::Token(t)) => write_value(buf, &Value::from(*t)),
+                    Some(WireStopReason::Text(s)) => rmp::write_str(buf, s).expect(IN_MEMORY),
+                    None => return false,
+                },
+                "kv_transfer_params" => match &self.kv_transfer_params {
+                    Some(p) => write_value(buf, p),
+                    None => return false,
+                },
+                "prefill_stats" => match &self.prefill_stats {
+                    Some(s) => write_value(buf, &s.to_value()),
+                    None => return false,
+                },
+                "num_nans_in_logits" => {
+                    rmp::write_uint(buf, u64::from(self.num_nans_in_logits)).expect(IN_MEMORY);
+                }
+                _ => return false,
+            }
+            true
+        });
+    }
+
     pub fn from_value(layout: &Layout, value: &Value, aux: &[Bytes]) -> Result<Self, WireError> {
         let r = Reader::new("EngineCoreOutput", layout.version, layout.output, value)?;
         let new_token_ids = match r.get("new_token_ids")? {
@@ -192,11 +244,11 @@ impl EngineCoreOutput {
             new_token_ids,
             new_logprobs: r
                 .opt("new_logprobs")?
-                .map(|v| LogprobsLists::from_value(v, aux))
+                .map(|v| LogprobsLists::from_value(v, aux).map(Box::new))
                 .transpose()?,
             new_prompt_logprobs_tensors: r
                 .opt("new_prompt_logprobs_tensors")?
-                .map(|v| LogprobsTensors::from_value(v, aux))
+                .map(|v| LogprobsTensors::from_value(v, aux).map(Box::new))
                 .transpose()?,
             finish_reason,
             stop_reason,
@@ -312,8 +364,44 @@ impl EngineCoreOutputs {
         w.finish()
     }
 
+    /// The bytes of [`Self::to_value`], written without the value tree.
     pub fn encode(&self, layout: &Layout) -> Vec<u8> {
-        super::to_bytes(&self.to_value(layout))
+        use rmp::encode as rmp;
+        // Token ids dominate: a few bytes each, plus the id and a dozen small fields.
+        let guess = self
+            .outputs
+            .iter()
+            .map(|o| 48 + o.request_id.len() + 5 * o.new_token_ids.len())
+            .sum::<usize>();
+        let mut buf = Vec::with_capacity(32 + guess);
+        write_fields(&mut buf, layout.outputs, |name, buf| {
+            match name {
+                "engine_index" => {
+                    rmp::write_uint(buf, u64::from(self.engine_index)).expect(IN_MEMORY);
+                }
+                "outputs" => {
+                    rmp::write_array_len(buf, self.outputs.len() as u32).expect(IN_MEMORY);
+                    for o in &self.outputs {
+                        o.write(layout, buf);
+                    }
+                }
+                "timestamp" => rmp::write_f64(buf, self.timestamp).expect(IN_MEMORY),
+                "utility_output" => match &self.utility_output {
+                    Some(u) => write_value(buf, &u.to_value()),
+                    None => return false,
+                },
+                "finished_requests" => match &self.finished_requests {
+                    Some(f) => write_value(
+                        buf,
+                        &Value::Array(f.iter().map(|s| Value::from(s.as_str())).collect()),
+                    ),
+                    None => return false,
+                },
+                _ => return false,
+            }
+            true
+        });
+        buf
     }
 
     /// `aux` holds the extra frames of a multipart message (large arrays).
@@ -350,5 +438,40 @@ impl EngineCoreOutputs {
             utility_output,
             finished_requests,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::VllmVersion;
+
+    /// The direct encoder against the value tree, on what no captured vLLM
+    /// message covers (tests/wire_roundtrip.rs checks the rest byte for byte).
+    #[test]
+    fn direct_encoding_is_the_value_trees_bytes() {
+        let mut negative = EngineCoreOutput::tokens("neg", vec![0, 127, 128, 65_536, u32::MAX]);
+        negative.stop_reason = Some(WireStopReason::Token(-40));
+        negative.num_nans_in_logits = 300;
+        let mut long_id = EngineCoreOutput::tokens("x".repeat(300), vec![]);
+        long_id.finish_reason = Some(FinishReason::Repetition);
+        let messages = [
+            EngineCoreOutputs::batch(70_000, vec![negative, long_id], -1.25),
+            EngineCoreOutputs::utility(1, UtilityOutput::success(u64::MAX, Value::Nil), 2.0),
+            EngineCoreOutputs {
+                finished_requests: Some(vec!["a".into(), "b".into()]),
+                ..EngineCoreOutputs::default()
+            },
+        ];
+        for version in [VllmVersion::V0_32_0, VllmVersion::V0_33_0] {
+            let layout = version.layout();
+            for message in &messages {
+                assert_eq!(
+                    message.encode(layout),
+                    crate::wire::to_bytes(&message.to_value(layout)),
+                    "{version:?}: {message:?}"
+                );
+            }
+        }
     }
 }

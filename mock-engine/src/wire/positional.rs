@@ -190,6 +190,29 @@ impl Writer {
     }
 }
 
+/// Writes a positional array straight into `buf`, in layout order: the
+/// same bytes as a [`Writer`]'s array, without building a value tree (the
+/// engine core encodes every output this way, hundreds of thousands a
+/// second). `field` writes the named field and returns `true`, or returns
+/// `false` to leave its default.
+pub(crate) fn write_fields(
+    buf: &mut Vec<u8>,
+    fields: &'static [Field],
+    mut field: impl FnMut(&'static str, &mut Vec<u8>) -> bool,
+) {
+    let len = u32::try_from(fields.len()).expect("a layout has a few dozen fields");
+    rmp::encode::write_array_len(buf, len).expect("writing into a Vec cannot fail");
+    for f in fields {
+        if !field(f.name, buf) {
+            write_value(buf, &f.default.value().unwrap_or(Value::Nil));
+        }
+    }
+}
+
+pub(crate) fn write_value(buf: &mut Vec<u8>, value: &Value) {
+    rmpv::encode::write_value(buf, value).expect("writing into a Vec cannot fail");
+}
+
 /// A msgpack map with string keys, in the given order.
 pub(crate) fn map<const N: usize>(entries: [(&str, Value); N]) -> Value {
     Value::Map(
