@@ -53,6 +53,7 @@ impl EngineArgs {
                 ..GeneratorConfig::default()
             },
             max_model_len: self.max_model_len,
+            ..EngineConfig::default()
         }
     }
 

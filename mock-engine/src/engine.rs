@@ -37,6 +37,7 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 use tokio::time::{Instant, Sleep};
 
+use crate::clock;
 use crate::fixture::Corpus;
 use crate::generator::{Generator, GeneratorConfig};
 use crate::script::{FinishReason, LogprobEntry, Script, Step, StopReason};
@@ -128,6 +129,7 @@ pub struct EngineConfig {
     pub generator: GeneratorConfig,
     /// vLLM's context window; the default `max_tokens` fills it.
     pub max_model_len: u32,
+    pub timer: Timer,
 }
 
 impl Default for EngineConfig {
@@ -135,8 +137,20 @@ impl Default for EngineConfig {
         Self {
             generator: GeneratorConfig::default(),
             max_model_len: 2048,
+            timer: Timer::Precise,
         }
     }
+}
+
+/// What keeps the scripted delays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Timer {
+    /// [`crate::clock`]: to a fraction of a millisecond, on real time.
+    #[default]
+    Precise,
+    /// Tokio's timer: whole milliseconds, but it follows a paused test clock
+    /// (`tokio::time::pause`), so tests of timing run instantly.
+    Tokio,
 }
 
 /// A cheaply clonable handle to one scripted engine.
@@ -279,7 +293,10 @@ impl Engine {
             steps,
             deadline: Instant::now(),
             due: None,
-            timer: None,
+            timer: match self.inner.config.timer {
+                Timer::Precise => Deadline::Precise(clock::sleep_until(std::time::Instant::now())),
+                Timer::Tokio => Deadline::Tokio(None),
+            },
             state: State::Running,
         }
     }
@@ -343,10 +360,37 @@ pub struct EngineStream {
     deadline: Instant,
     /// The next step, taken from the script, while its deadline is ahead.
     due: Option<Due>,
-    /// Armed once and reset per step: a timer entry per step would cost an
-    /// allocation each.
-    timer: Option<Pin<Box<Sleep>>>,
+    timer: Deadline,
     state: State,
+}
+
+/// One timer per stream, reset per step: a timer entry per step would cost
+/// an allocation each.
+enum Deadline {
+    Precise(clock::Sleep),
+    Tokio(Option<Pin<Box<Sleep>>>),
+}
+
+impl Deadline {
+    fn poll_until(&mut self, deadline: Instant, cx: &mut Context<'_>) -> Poll<()> {
+        match self {
+            Self::Precise(sleep) => {
+                let deadline = deadline.into_std();
+                if sleep.deadline() != deadline {
+                    sleep.reset(deadline);
+                }
+                sleep.poll_deadline(cx)
+            }
+            Self::Tokio(sleep) => {
+                let sleep =
+                    sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if sleep.deadline() != deadline {
+                    sleep.as_mut().reset(deadline);
+                }
+                sleep.as_mut().poll(cx)
+            }
+        }
+    }
 }
 
 struct Prompt {
@@ -376,14 +420,7 @@ impl Stream for EngineStream {
             }
         };
         if this.deadline > Instant::now() {
-            let deadline = this.deadline;
-            let timer = this
-                .timer
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-            if timer.deadline() != deadline {
-                timer.as_mut().reset(deadline);
-            }
-            if timer.as_mut().poll(cx).is_pending() {
+            if this.timer.poll_until(this.deadline, cx).is_pending() {
                 this.due = Some(due);
                 return Poll::Pending;
             }
@@ -530,6 +567,14 @@ mod tests {
 
     use super::*;
 
+    /// These tests run on tokio's paused clock, which only tokio's timer follows.
+    fn paused_engine() -> Engine {
+        Engine::new(EngineConfig {
+            timer: Timer::Tokio,
+            ..EngineConfig::default()
+        })
+    }
+
     fn step(tokens: &[u32]) -> Step {
         Step {
             tokens: tokens.to_vec(),
@@ -550,7 +595,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn late_prompt_info_arrives_with_the_next_step() {
-        let engine = Engine::default();
+        let engine = paused_engine();
         let mut first = step(&[]);
         first.prompt_info = Some(false);
         let mut last = step(&[44]);
@@ -584,7 +629,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn deadlines_are_absolute() {
-        let engine = Engine::default();
+        let engine = paused_engine();
         let mut last = step(&[2]);
         last.finish = Some(FinishReason::Length);
         engine.register(
@@ -605,7 +650,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn dropping_the_stream_aborts() {
-        let engine = Engine::default();
+        let engine = paused_engine();
         let mut records = engine.subscribe();
         let mut stall = step(&[]);
         stall.stall = true;
@@ -632,7 +677,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn fail_ends_the_stream_with_its_message() {
-        let engine = Engine::default();
+        let engine = paused_engine();
         let mut fail = step(&[]);
         fail.fail = Some("engine died".into());
         engine.register(
@@ -655,7 +700,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn unscripted_prompts_get_max_tokens_from_the_generator() {
-        let engine = Engine::default();
+        let engine = paused_engine();
         let mut request = EngineRequest::new("g", vec![1, 2, 3]);
         request.max_tokens = Some(5);
         request.logprobs = Some(2);
@@ -676,7 +721,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn scripted_logprobs_go_out_only_when_asked_for() {
-        let engine = Engine::default();
+        let engine = paused_engine();
         let mut last = step(&[7]);
         last.finish = Some(FinishReason::Stop);
         last.logprobs = Some(vec![vec![LogprobEntry {
@@ -706,7 +751,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn many_concurrent_requests_complete() {
-        let engine = Engine::default();
+        let engine = paused_engine();
         let runs = (0..200u32).map(|i| {
             let mut r = EngineRequest::new(format!("r{i}"), vec![i, i + 1]);
             r.max_tokens = Some(4);

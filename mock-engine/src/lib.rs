@@ -7,6 +7,7 @@
 //! and, later, behind vLLM's own frontends as an engine core.
 
 pub mod cli;
+pub mod clock;
 pub mod core;
 pub mod engine;
 pub mod fixture;
@@ -14,6 +15,8 @@ pub mod generator;
 pub mod script;
 pub mod wire;
 
-pub use engine::{Engine, EngineConfig, EngineEvent, EngineOutput, EngineRequest, EngineStream};
+pub use engine::{
+    Engine, EngineConfig, EngineEvent, EngineOutput, EngineRequest, EngineStream, Timer,
+};
 pub use fixture::{Corpus, FixtureError, FixtureErrors, LoadedFixture};
 pub use script::{FinishReason, Fixture, Script, Step};
