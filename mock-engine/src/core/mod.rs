@@ -18,6 +18,7 @@
 mod convert;
 mod error;
 mod handshake;
+mod running;
 mod serve;
 
 use std::time::Duration;

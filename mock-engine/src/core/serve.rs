@@ -7,23 +7,17 @@
 //! The queue to the writer is bounded: a frontend that reads slowly slows the
 //! scripts down instead of growing the core's memory without limit.
 
-use std::collections::{HashMap, HashSet};
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
-use foldhash::fast::RandomState;
-use futures::stream::{AbortHandle, Abortable, SelectAll};
-use futures::{FutureExt, Stream, StreamExt};
 use rmpv::Value;
 use tokio::sync::mpsc;
 use zeromq::{DealerSocket, PushSocket, SocketRecv, SocketSend, ZmqMessage};
 
-use super::convert::{to_engine_request, to_wire_output};
+use super::convert::to_engine_request;
 use super::handshake::Sockets;
+use super::running::{Due, DueEvent, Request, Running};
 use super::{CoreError, CoreOptions};
-use crate::engine::{Engine, EngineEvent, EngineStream};
-use crate::script::FinishReason;
+use crate::engine::Engine;
 use crate::wire::{
     AbortRequest, ENGINE_CORE_DEAD, EngineCoreOutput, EngineCoreOutputs, EngineCoreRequest, Layout,
     RequestType, UtilityCall, UtilityOutput,
@@ -31,10 +25,6 @@ use crate::wire::{
 
 /// Messages queued for the writer, at most.
 const QUEUE: usize = 64;
-
-/// Outputs one step takes at most, so a flood of unpaced requests still
-/// sends a message now and then instead of gathering without end.
-const STEP_OUTPUTS: usize = 4096;
 
 static SHORT_REQUEST: std::sync::Once = std::sync::Once::new();
 
@@ -62,6 +52,7 @@ pub(crate) async fn serve(
         engine,
         layout,
         running: Running::default(),
+        due: Vec::new(),
         step: Step::new(u32::from(opts.rank), out_tx),
     };
 
@@ -78,8 +69,8 @@ pub(crate) async fn serve(
                 Some(Err(reason)) => break Err(CoreError::FrontendGone(reason)),
                 None => break Err(CoreError::FrontendGone("all input sockets closed".into())),
             },
-            Some(first) = core.running.streams.next(), if !core.running.streams.is_empty() => {
-                if let Err(error) = core.step(first).await {
+            () = std::future::poll_fn(|cx| core.running.poll_ready(cx)) => {
+                if let Err(error) = core.step().await {
                     break Err(error);
                 }
             }
@@ -161,6 +152,8 @@ struct Core {
     engine: Engine,
     layout: &'static Layout,
     running: Running,
+    /// What the last step found due, kept to reuse its allocation.
+    due: Vec<Due>,
     step: Step,
 }
 
@@ -229,33 +222,21 @@ impl Core {
             "ADD"
         );
         let events = self.engine.submit(engine_request);
-        self.running.add(RequestStream {
-            request_id: request.request_id.clone(),
-            serial: 0,
+        self.running.add(Request {
+            request_id: request.request_id,
             client: request.client_index,
             prompt_len: request.prompt_token_ids.as_ref().map_or(0, Vec::len),
             events,
-            ended: false,
         });
     }
 
-    /// Everything due now, from `first` on, as one message per client.
-    async fn step(&mut self, first: Due) -> Result<(), CoreError> {
-        let mut due = Some(first);
-        let mut taken = 0;
-        while let Some(Due {
-            serial,
-            client,
-            event,
-        }) = due
-        {
+    /// One engine step: whatever is due now, as one message per client.
+    async fn step(&mut self) -> Result<(), CoreError> {
+        let mut due = std::mem::take(&mut self.due);
+        self.running.step(&mut due);
+        for Due { client, event } in due.drain(..) {
             match event {
-                DueEvent::Output(output) => {
-                    if output.finish_reason.is_some() {
-                        self.running.finished(&output.request_id);
-                    }
-                    self.step.push(client, serial, output).await;
-                }
+                DueEvent::Output(output) => self.step.push(client, output),
                 DueEvent::Failed {
                     request_id,
                     message,
@@ -267,111 +248,10 @@ impl Core {
                     return Err(CoreError::ScriptedDeath(message));
                 }
             }
-            taken += 1;
-            due = if taken < STEP_OUTPUTS {
-                self.running.streams.next().now_or_never().flatten()
-            } else {
-                None
-            };
         }
+        self.due = due;
         self.step.flush().await;
         Ok(())
-    }
-}
-
-/// One request's output that is due, or the script's death.
-struct Due {
-    /// Tells requests apart without hashing their ids.
-    serial: u64,
-    client: u32,
-    event: DueEvent,
-}
-
-enum DueEvent {
-    Output(EngineCoreOutput),
-    Failed { request_id: String, message: String },
-}
-
-/// A running request: the engine's stream, as wire outputs for one client.
-struct RequestStream {
-    request_id: String,
-    serial: u64,
-    client: u32,
-    prompt_len: usize,
-    events: EngineStream,
-    ended: bool,
-}
-
-impl Stream for RequestStream {
-    type Item = Due;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Due>> {
-        if self.ended {
-            return Poll::Ready(None);
-        }
-        let Some(event) = std::task::ready!(self.events.poll_next_unpin(cx)) else {
-            return Poll::Ready(None);
-        };
-        let event = match event {
-            EngineEvent::Output(output) => {
-                match to_wire_output(&self.request_id, self.prompt_len, output) {
-                    Ok(output) => DueEvent::Output(output),
-                    Err(error) => {
-                        tracing::error!(request_id = %self.request_id, %error,
-                            "script output cannot go on the wire; finishing with error");
-                        self.ended = true;
-                        let mut failed = EngineCoreOutput::tokens(&self.request_id, vec![]);
-                        failed.finish_reason = Some(FinishReason::Error);
-                        DueEvent::Output(failed)
-                    }
-                }
-            }
-            EngineEvent::Failed(message) => DueEvent::Failed {
-                request_id: self.request_id.clone(),
-                message,
-            },
-        };
-        Poll::Ready(Some(Due {
-            serial: self.serial,
-            client: self.client,
-            event,
-        }))
-    }
-}
-
-/// Every running request, polled only when its output may be due.
-#[derive(Default)]
-struct Running {
-    /// Boxed: `SelectAll` moves a stream out and back in for every item.
-    streams: SelectAll<Pin<Box<Abortable<RequestStream>>>>,
-    aborts: HashMap<String, AbortHandle>,
-    serials: u64,
-}
-
-impl Running {
-    fn add(&mut self, mut request: RequestStream) {
-        self.serials += 1;
-        request.serial = self.serials;
-        let (handle, registration) = AbortHandle::new_pair();
-        if let Some(previous) = self.aborts.insert(request.request_id.clone(), handle) {
-            tracing::warn!("duplicate request id: the earlier request is aborted");
-            previous.abort();
-        }
-        self.streams
-            .push(Box::pin(Abortable::new(request, registration)));
-    }
-
-    /// The stream ends (and the engine sees the abort) at its next poll,
-    /// which the abort itself wakes.
-    fn abort(&mut self, request_id: &str) -> bool {
-        self.aborts.remove(request_id).is_some_and(|h| {
-            h.abort();
-            true
-        })
-    }
-
-    fn finished(&mut self, request_id: &str) {
-        self.aborts.remove(request_id);
     }
 }
 
@@ -383,13 +263,10 @@ struct Step {
     batches: Vec<Batch>,
 }
 
-/// vLLM never puts two outputs of one request in a message, so a second
-/// one starts the next message.
-#[derive(Default)]
+/// One client's outputs for its next message.
 struct Batch {
     client: u32,
     outputs: Vec<EngineCoreOutput>,
-    requests: HashSet<u64, RandomState>,
 }
 
 impl Step {
@@ -408,29 +285,22 @@ impl Step {
         self.clock.elapsed().as_secs_f64()
     }
 
-    async fn push(&mut self, client: u32, serial: u64, output: EngineCoreOutput) {
-        let index = match self.batches.iter().position(|b| b.client == client) {
-            Some(index) => index,
-            None => {
-                self.batches.push(Batch {
-                    client,
-                    ..Batch::default()
-                });
-                self.batches.len() - 1
-            }
-        };
-        if !self.batches[index].requests.insert(serial) {
-            let outputs = self.batches[index].take();
-            self.send(client, outputs).await;
-            self.batches[index].requests.insert(serial);
+    /// A step polls each request once, so a message never carries two
+    /// outputs of one request (vLLM's engine never sends that either).
+    fn push(&mut self, client: u32, output: EngineCoreOutput) {
+        match self.batches.iter_mut().find(|b| b.client == client) {
+            Some(batch) => batch.outputs.push(output),
+            None => self.batches.push(Batch {
+                client,
+                outputs: vec![output],
+            }),
         }
-        self.batches[index].outputs.push(output);
     }
 
     async fn flush(&mut self) {
         for index in 0..self.batches.len() {
             let client = self.batches[index].client;
-            let outputs = self.batches[index].take();
+            let outputs = std::mem::take(&mut self.batches[index].outputs);
             if !outputs.is_empty() {
                 self.send(client, outputs).await;
             }
@@ -452,12 +322,5 @@ impl Step {
 
     async fn dead(&mut self) {
         let _ = self.out.send(Outgoing::Dead).await;
-    }
-}
-
-impl Batch {
-    fn take(&mut self) -> Vec<EngineCoreOutput> {
-        self.requests.clear();
-        std::mem::take(&mut self.outputs)
     }
 }
