@@ -20,7 +20,7 @@ use super::{CoreError, CoreOptions};
 use crate::engine::Engine;
 use crate::wire::{
     AbortRequest, ENGINE_CORE_DEAD, EngineCoreOutput, EngineCoreOutputs, EngineCoreRequest, Layout,
-    RequestType, UtilityCall, UtilityOutput,
+    OutputsWriter, RequestType, UtilityCall, UtilityOutput,
 };
 
 /// Messages queued for the writer, at most.
@@ -41,7 +41,7 @@ pub(crate) async fn serve(
     } = sockets;
     let (out_tx, out_rx) = mpsc::channel(QUEUE);
     let (in_tx, mut in_rx) = mpsc::unbounded_channel::<Result<ZmqMessage, String>>();
-    let writer = tokio::spawn(write_outputs(outputs, out_rx, layout));
+    let writer = tokio::spawn(write_outputs(outputs, out_rx));
     let readers: Vec<_> = inputs
         .into_iter()
         .enumerate()
@@ -53,7 +53,7 @@ pub(crate) async fn serve(
         layout,
         running: Running::default(),
         due: Vec::new(),
-        step: Step::new(u32::from(opts.rank), out_tx),
+        step: Step::new(u32::from(opts.rank), layout, out_tx),
     };
 
     let result = loop {
@@ -107,22 +107,16 @@ async fn read_inputs(
 
 /// What the writer task sends.
 enum Outgoing {
-    Message {
-        client: u32,
-        message: EngineCoreOutputs,
-    },
+    /// An encoded `EngineCoreOutputs`.
+    Message { client: u32, bytes: Vec<u8> },
     /// ENGINE_CORE_DEAD on every output socket.
     Dead,
 }
 
-async fn write_outputs(
-    mut sockets: Vec<PushSocket>,
-    mut rx: mpsc::Receiver<Outgoing>,
-    layout: &'static Layout,
-) {
+async fn write_outputs(mut sockets: Vec<PushSocket>, mut rx: mpsc::Receiver<Outgoing>) {
     while let Some(outgoing) = rx.recv().await {
         match outgoing {
-            Outgoing::Message { client, message } => {
+            Outgoing::Message { client, bytes } => {
                 let socket_count = sockets.len();
                 let Some(socket) = sockets.get_mut(client as usize) else {
                     tracing::error!(
@@ -132,7 +126,7 @@ async fn write_outputs(
                     );
                     continue;
                 };
-                if let Err(error) = socket.send(message.encode(layout).into()).await {
+                if let Err(error) = socket.send(bytes.into()).await {
                     tracing::error!(%error, client, "sending outputs failed");
                 }
             }
@@ -236,7 +230,7 @@ impl Core {
         self.running.step(&mut due);
         for Due { client, event } in due.drain(..) {
             match event {
-                DueEvent::Output(output) => self.step.push(client, output),
+                DueEvent::Output(output) => self.step.push(client, &output),
                 DueEvent::Failed {
                     request_id,
                     message,
@@ -255,24 +249,22 @@ impl Core {
     }
 }
 
-/// The step being gathered: per client the outputs for its next message.
+/// The step being gathered: per client its next message, encoded as the
+/// outputs come (so each output is freed where it was made, not by the
+/// writer's thread).
 struct Step {
     out: mpsc::Sender<Outgoing>,
+    layout: &'static Layout,
     engine_index: u32,
     clock: Instant,
-    batches: Vec<Batch>,
-}
-
-/// One client's outputs for its next message.
-struct Batch {
-    client: u32,
-    outputs: Vec<EngineCoreOutput>,
+    batches: Vec<(u32, OutputsWriter)>,
 }
 
 impl Step {
-    fn new(engine_index: u32, out: mpsc::Sender<Outgoing>) -> Self {
+    fn new(engine_index: u32, layout: &'static Layout, out: mpsc::Sender<Outgoing>) -> Self {
         Self {
             out,
+            layout,
             engine_index,
             clock: Instant::now(),
             batches: Vec::new(),
@@ -287,37 +279,39 @@ impl Step {
 
     /// A step polls each request once, so a message never carries two
     /// outputs of one request (vLLM's engine never sends that either).
-    fn push(&mut self, client: u32, output: EngineCoreOutput) {
-        match self.batches.iter_mut().find(|b| b.client == client) {
-            Some(batch) => batch.outputs.push(output),
-            None => self.batches.push(Batch {
-                client,
-                outputs: vec![output],
-            }),
-        }
-    }
-
-    async fn flush(&mut self) {
-        for index in 0..self.batches.len() {
-            let client = self.batches[index].client;
-            let outputs = std::mem::take(&mut self.batches[index].outputs);
-            if !outputs.is_empty() {
-                self.send(client, outputs).await;
+    fn push(&mut self, client: u32, output: &EngineCoreOutput) {
+        match self.batches.iter_mut().find(|(c, _)| *c == client) {
+            Some((_, batch)) => batch.push(output),
+            None => {
+                let mut batch = OutputsWriter::new(self.layout);
+                batch.push(output);
+                self.batches.push((client, batch));
             }
         }
     }
 
-    async fn send(&mut self, client: u32, outputs: Vec<EngineCoreOutput>) {
-        let message = EngineCoreOutputs::batch(self.engine_index, outputs, self.now());
+    async fn flush(&mut self) {
+        let now = self.now();
+        for index in 0..self.batches.len() {
+            let (client, batch) = &mut self.batches[index];
+            if !batch.is_empty() {
+                let bytes = batch.finish(self.engine_index, now);
+                let client = *client;
+                self.send(client, bytes).await;
+            }
+        }
+    }
+
+    async fn send(&mut self, client: u32, bytes: Vec<u8>) {
         // A closed writer means the core is stopping; nothing left to tell.
-        let _ = self.out.send(Outgoing::Message { client, message }).await;
+        let _ = self.out.send(Outgoing::Message { client, bytes }).await;
     }
 
     /// A utility answer travels alone: the Rust frontend rejects a message
     /// that mixes it with request outputs.
     async fn utility(&mut self, client: u32, output: UtilityOutput) {
         let message = EngineCoreOutputs::utility(self.engine_index, output, self.now());
-        let _ = self.out.send(Outgoing::Message { client, message }).await;
+        self.send(client, message.encode(self.layout)).await;
     }
 
     async fn dead(&mut self) {

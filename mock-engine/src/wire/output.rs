@@ -4,7 +4,7 @@ use bytes::Bytes;
 use rmpv::Value;
 
 use super::error::WireError;
-use super::layout::Layout;
+use super::layout::{Field, FieldDefault, Layout};
 use super::ndarray::{LogprobsLists, LogprobsTensors};
 use super::positional::{Reader, Writer, lookup, token_ids, write_fields, write_value};
 use crate::script::FinishReason;
@@ -161,52 +161,68 @@ impl EngineCoreOutput {
         w.finish()
     }
 
-    /// [`Self::to_value`]'s bytes, written directly.
-    fn write(&self, layout: &Layout, buf: &mut Vec<u8>) {
+    /// [`Self::to_value`]'s bytes, written directly; `plan` is
+    /// [`OutputField::plan`] of the layout's output fields.
+    fn write(&self, plan: &[(OutputField, FieldDefault)], buf: &mut Vec<u8>) {
         use rmp::encode as rmp;
-        write_fields(buf, layout.output, |name, buf| {
-            match name {
-                "request_id" => rmp::write_str(buf, &self.request_id).expect(IN_MEMORY),
-                "new_token_ids" => {
+        rmp::write_array_len(buf, plan.len() as u32).expect(IN_MEMORY);
+        for (field, default) in plan {
+            let written = match field {
+                OutputField::RequestId => {
+                    rmp::write_str(buf, &self.request_id).expect(IN_MEMORY);
+                    true
+                }
+                OutputField::NewTokenIds => {
                     rmp::write_array_len(buf, self.new_token_ids.len() as u32).expect(IN_MEMORY);
                     for &t in &self.new_token_ids {
                         rmp::write_uint(buf, u64::from(t)).expect(IN_MEMORY);
                     }
+                    true
                 }
-                "new_logprobs" => match &self.new_logprobs {
-                    Some(l) => write_value(buf, &l.to_value()),
-                    None => return false,
-                },
-                "new_prompt_logprobs_tensors" => match &self.new_prompt_logprobs_tensors {
-                    Some(t) => write_value(buf, &t.to_value()),
-                    None => return false,
-                },
-                "finish_reason" => match self.finish_reason {
-                    Some(r) => {
-                        rmp::write_uint(buf, u64::from(r.wire_code())).expect(IN_MEMORY);
+                OutputField::NewLogprobs => self
+                    .new_logprobs
+                    .as_ref()
+                    .map(|l| write_value(buf, &l.to_value()))
+                    .is_some(),
+                OutputField::NewPromptLogprobsTensors => self
+                    .new_prompt_logprobs_tensors
+                    .as_ref()
+                    .map(|t| write_value(buf, &t.to_value()))
+                    .is_some(),
+                OutputField::FinishReason => self
+                    .finish_reason
+                    .map(|r| rmp::write_uint(buf, u64::from(r.wire_code())).expect(IN_MEMORY))
+                    .is_some(),
+                OutputField::StopReason => match &self.stop_reason {
+                    Some(WireStopReason::Token(t)) => {
+                        write_value(buf, &Value::from(*t));
+                        true
                     }
-                    None => return false,
+                    Some(WireStopReason::Text(s)) => {
+                        rmp::write_str(buf, s).expect(IN_MEMORY);
+                        true
+                    }
+                    None => false,
                 },
-                "stop_reason" => match &self.stop_reason {
-                    Some(WireStopReason::Token(t)) => write_value(buf, &Value::from(*t)),
-                    Some(WireStopReason::Text(s)) => rmp::write_str(buf, s).expect(IN_MEMORY),
-                    None => return false,
-                },
-                "kv_transfer_params" => match &self.kv_transfer_params {
-                    Some(p) => write_value(buf, p),
-                    None => return false,
-                },
-                "prefill_stats" => match &self.prefill_stats {
-                    Some(s) => write_value(buf, &s.to_value()),
-                    None => return false,
-                },
-                "num_nans_in_logits" => {
+                OutputField::KvTransferParams => self
+                    .kv_transfer_params
+                    .as_ref()
+                    .map(|p| write_value(buf, p))
+                    .is_some(),
+                OutputField::PrefillStats => self
+                    .prefill_stats
+                    .map(|s| write_value(buf, &s.to_value()))
+                    .is_some(),
+                OutputField::NumNansInLogits => {
                     rmp::write_uint(buf, u64::from(self.num_nans_in_logits)).expect(IN_MEMORY);
+                    true
                 }
-                _ => return false,
+                OutputField::Other => false,
+            };
+            if !written {
+                write_value(buf, &default.value().unwrap_or(Value::Nil));
             }
-            true
-        });
+        }
     }
 
     pub fn from_value(layout: &Layout, value: &Value, aux: &[Bytes]) -> Result<Self, WireError> {
@@ -256,6 +272,135 @@ impl EngineCoreOutput {
             prefill_stats,
             num_nans_in_logits: r.int_or("num_nans_in_logits", 0)?.try_into().unwrap_or(0),
         })
+    }
+}
+
+/// An `EngineCoreOutputs` message written one output at a time, so that an
+/// output can be dropped as soon as it is encoded (the engine core encodes
+/// where it steps, and hands the writer bytes).
+///
+/// ```
+/// use mock_engine::wire::{EngineCoreOutput, EngineCoreOutputs, OutputsWriter, VllmVersion};
+///
+/// let layout = VllmVersion::V0_32_0.layout();
+/// let mut writer = OutputsWriter::new(layout);
+/// writer.push(&EngineCoreOutput::tokens("req-1", vec![33]));
+/// let bytes = writer.finish(0, 1.5);
+/// let batch = EngineCoreOutputs::batch(0, vec![EngineCoreOutput::tokens("req-1", vec![33])], 1.5);
+/// assert_eq!(bytes, batch.encode(layout));
+/// assert!(writer.is_empty());
+/// ```
+#[derive(Debug)]
+pub struct OutputsWriter {
+    /// `EngineCoreOutputs`' own fields.
+    fields: &'static [Field],
+    plan: Vec<(OutputField, FieldDefault)>,
+    outputs: Vec<u8>,
+    count: u32,
+}
+
+impl OutputsWriter {
+    pub fn new(layout: &Layout) -> Self {
+        Self {
+            fields: layout.outputs,
+            plan: OutputField::plan(layout),
+            outputs: Vec::new(),
+            count: 0,
+        }
+    }
+
+    pub fn push(&mut self, output: &EngineCoreOutput) {
+        output.write(&self.plan, &mut self.outputs);
+        self.count += 1;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The message of the outputs pushed since the last one.
+    pub fn finish(&mut self, engine_index: u32, timestamp: f64) -> Vec<u8> {
+        let header = EngineCoreOutputs {
+            engine_index,
+            ..EngineCoreOutputs::default()
+        };
+        self.write_message(&header, timestamp)
+    }
+
+    /// `message`'s fields around the outputs pushed so far, which it is
+    /// taken to hold.
+    fn write_message(&mut self, message: &EngineCoreOutputs, timestamp: f64) -> Vec<u8> {
+        use rmp::encode as rmp;
+        let mut buf = Vec::with_capacity(64 + self.outputs.len());
+        write_fields(&mut buf, self.fields, |name, buf| {
+            match name {
+                "engine_index" => {
+                    rmp::write_uint(buf, u64::from(message.engine_index)).expect(IN_MEMORY);
+                }
+                "outputs" => {
+                    rmp::write_array_len(buf, self.count).expect(IN_MEMORY);
+                    buf.extend_from_slice(&self.outputs);
+                }
+                "timestamp" => rmp::write_f64(buf, timestamp).expect(IN_MEMORY),
+                "utility_output" => match &message.utility_output {
+                    Some(u) => write_value(buf, &u.to_value()),
+                    None => return false,
+                },
+                "finished_requests" => match &message.finished_requests {
+                    Some(f) => write_value(
+                        buf,
+                        &Value::Array(f.iter().map(|s| Value::from(s.as_str())).collect()),
+                    ),
+                    None => return false,
+                },
+                _ => return false,
+            }
+            true
+        });
+        self.outputs.clear();
+        self.count = 0;
+        buf
+    }
+}
+
+/// The fields of `EngineCoreOutput` we write, so that each output of a
+/// message is written without matching field names again.
+#[derive(Debug, Clone, Copy)]
+enum OutputField {
+    RequestId,
+    NewTokenIds,
+    NewLogprobs,
+    NewPromptLogprobsTensors,
+    FinishReason,
+    StopReason,
+    KvTransferParams,
+    PrefillStats,
+    NumNansInLogits,
+    /// A field we never set: its default.
+    Other,
+}
+
+impl OutputField {
+    fn plan(layout: &Layout) -> Vec<(Self, FieldDefault)> {
+        layout
+            .output
+            .iter()
+            .map(|f| {
+                let field = match f.name {
+                    "request_id" => Self::RequestId,
+                    "new_token_ids" => Self::NewTokenIds,
+                    "new_logprobs" => Self::NewLogprobs,
+                    "new_prompt_logprobs_tensors" => Self::NewPromptLogprobsTensors,
+                    "finish_reason" => Self::FinishReason,
+                    "stop_reason" => Self::StopReason,
+                    "kv_transfer_params" => Self::KvTransferParams,
+                    "prefill_stats" => Self::PrefillStats,
+                    "num_nans_in_logits" => Self::NumNansInLogits,
+                    _ => Self::Other,
+                };
+                (field, f.default)
+            })
+            .collect()
     }
 }
 
@@ -366,42 +511,11 @@ impl EngineCoreOutputs {
 
     /// The bytes of [`Self::to_value`], written without the value tree.
     pub fn encode(&self, layout: &Layout) -> Vec<u8> {
-        use rmp::encode as rmp;
-        // Token ids dominate: a few bytes each, plus the id and a dozen small fields.
-        let guess = self
-            .outputs
-            .iter()
-            .map(|o| 48 + o.request_id.len() + 5 * o.new_token_ids.len())
-            .sum::<usize>();
-        let mut buf = Vec::with_capacity(32 + guess);
-        write_fields(&mut buf, layout.outputs, |name, buf| {
-            match name {
-                "engine_index" => {
-                    rmp::write_uint(buf, u64::from(self.engine_index)).expect(IN_MEMORY);
-                }
-                "outputs" => {
-                    rmp::write_array_len(buf, self.outputs.len() as u32).expect(IN_MEMORY);
-                    for o in &self.outputs {
-                        o.write(layout, buf);
-                    }
-                }
-                "timestamp" => rmp::write_f64(buf, self.timestamp).expect(IN_MEMORY),
-                "utility_output" => match &self.utility_output {
-                    Some(u) => write_value(buf, &u.to_value()),
-                    None => return false,
-                },
-                "finished_requests" => match &self.finished_requests {
-                    Some(f) => write_value(
-                        buf,
-                        &Value::Array(f.iter().map(|s| Value::from(s.as_str())).collect()),
-                    ),
-                    None => return false,
-                },
-                _ => return false,
-            }
-            true
-        });
-        buf
+        let mut outputs = OutputsWriter::new(layout);
+        for o in &self.outputs {
+            outputs.push(o);
+        }
+        outputs.write_message(self, self.timestamp)
     }
 
     /// `aux` holds the extra frames of a multipart message (large arrays).
