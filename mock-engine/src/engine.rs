@@ -292,6 +292,7 @@ impl Engine {
             request,
             steps,
             deadline: Instant::now(),
+            reached: false,
             due: None,
             timer: match self.inner.config.timer {
                 Timer::Precise => Deadline::Precise(clock::sleep_until(std::time::Instant::now())),
@@ -358,6 +359,8 @@ pub struct EngineStream {
     prompt: Prompt,
     steps: Steps,
     deadline: Instant,
+    /// `deadline` has passed.
+    reached: bool,
     /// The next step, taken from the script, while its deadline is ahead.
     due: Option<Due>,
     timer: Deadline,
@@ -415,11 +418,16 @@ impl Stream for EngineStream {
                     this.end();
                     return Poll::Ready(None);
                 };
-                this.deadline += Duration::from_millis(this.steps.get(&due).delay_ms);
+                let delay_ms = this.steps.get(&due).delay_ms;
+                if delay_ms > 0 {
+                    this.deadline += Duration::from_millis(delay_ms);
+                    this.reached = false;
+                }
                 due
             }
         };
-        if this.deadline > Instant::now() {
+        // An unpaced step keeps a deadline already reached: no clock read.
+        if !this.reached && this.deadline > Instant::now() {
             if this.timer.poll_until(this.deadline, cx).is_pending() {
                 this.due = Some(due);
                 return Poll::Pending;
@@ -435,6 +443,7 @@ impl Stream for EngineStream {
                 }
             }
         }
+        this.reached = true;
         let step = this.steps.get(&due);
         if step.stall {
             this.state = State::Stalled;

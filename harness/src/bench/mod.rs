@@ -39,7 +39,7 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 
 use self::load::{LoadMode, LoadOutcome, LoadPlan, StopAt, Workload};
-use self::probe::{Pacing, Throughput};
+use self::probe::{Pacing, Throughputs};
 use self::profile::{EngineProfile, RequestShape, variants};
 use self::resources::{Machine, Usage};
 use self::server::{BenchServer, BenchServerOptions};
@@ -136,6 +136,9 @@ pub struct BenchArgs {
     /// Engine probe: tokens per request for the throughput figure.
     #[arg(long, default_value_t = 1024)]
     pub probe_tokens: u32,
+    /// Engine probe: throughput runs, of which the median is the figure.
+    #[arg(long, default_value_t = 5)]
+    pub probe_runs: usize,
     /// Engine probe: scripted delay for the pacing figure.
     #[arg(long, default_value_t = 10)]
     pub probe_itl_ms: u64,
@@ -260,7 +263,7 @@ impl TargetResult {
 /// The engine core alone.
 #[derive(Debug, Clone, Serialize)]
 pub struct EngineProbe {
-    pub throughput: Option<Throughput>,
+    pub throughput: Option<Throughputs>,
     /// Through the engine core, as a frontend sees it.
     pub pacing: Option<Pacing>,
     /// The engine alone, in-process (as the reference server sees it).
@@ -406,19 +409,24 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<BenchReport> {
 
 async fn run_probe(args: &BenchArgs) -> EngineProbe {
     let mut errors = Vec::new();
-    let throughput = match probe::throughput(
-        args.probe_requests.max(1),
-        args.probe_tokens,
-        args.tokens_per_step.max(1),
-    )
-    .await
-    {
-        Ok(t) => Some(t),
-        Err(e) => {
-            errors.push(format!("throughput: {e}"));
-            None
+    let mut runs = Vec::new();
+    for _ in 0..args.probe_runs.max(1) {
+        match probe::throughput(
+            args.probe_requests.max(1),
+            args.probe_tokens,
+            args.tokens_per_step.max(1),
+            args.script_variants,
+        )
+        .await
+        {
+            Ok(t) => runs.push(t),
+            Err(e) => {
+                errors.push(format!("throughput: {e}"));
+                break;
+            }
         }
-    };
+    }
+    let throughput = Throughputs::new(runs);
     let pacing = match probe::pacing(64, 100, args.probe_itl_ms.max(1)).await {
         Ok(p) => Some(p),
         Err(e) => {

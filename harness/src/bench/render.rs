@@ -129,13 +129,22 @@ pub fn render_report(r: &BenchReport) -> String {
         r.client_threads,
     ));
     if let Some(probe) = &r.engine_probe {
-        if let Some(t) = &probe.throughput {
+        if let Some(all) = &probe.throughput
+            && let Some(t) = all.runs.first()
+        {
+            let runs: Vec<String> = all
+                .runs
+                .iter()
+                .map(|r| table::human(r.tokens_per_s))
+                .collect();
             out.push_str(&format!(
-                "engine core alone: {} tokens/s to a frontend ({} requests x {} tokens in {:.2} s)\n",
-                table::human(t.tokens_per_s),
+                "engine core alone: {} tokens/s to a frontend, median of {} runs ({}) of {} requests x {} tokens ({} scripts)\n",
+                table::human(all.tokens_per_s),
+                all.runs.len(),
+                runs.join(", "),
                 t.requests,
                 t.tokens_per_request,
-                t.elapsed_s
+                t.script_variants,
             ));
         }
         let pacing_line = |what: &str, pc: &Pacing| {

@@ -158,8 +158,8 @@ impl Running {
     }
 
     /// One engine step: polls every request on the ready list once, and
-    /// appends what is due to `due`.
-    pub fn step(&mut self, due: &mut Vec<Due>) {
+    /// hands what is due to `due`.
+    pub fn step(&mut self, mut due: impl FnMut(Due)) {
         std::mem::swap(
             &mut self.taking,
             &mut *self.ready.slots.lock().unwrap_or_else(|e| e.into_inner()),
@@ -175,7 +175,7 @@ impl Running {
             slot.flag.queued.store(false, Ordering::Release);
             match slot.poll(&mut Context::from_waker(&slot.waker.clone())) {
                 Poll::Ready(Some(item)) => {
-                    due.push(item);
+                    due(item);
                     // More may be due at once: its turn comes next step.
                     slot.waker.wake_by_ref();
                 }
@@ -270,7 +270,7 @@ mod tests {
         loop {
             std::future::poll_fn(|cx| running.poll_ready(cx)).await;
             let mut due = Vec::new();
-            running.step(&mut due);
+            running.step(|d| due.push(d));
             if running.by_id.is_empty() {
                 break;
             }
@@ -288,7 +288,7 @@ mod tests {
         running.add(request(&engine, "a", 1));
         assert_eq!(engine.stats().aborted, 1, "the earlier `a` is aborted");
         let mut due = Vec::new();
-        running.step(&mut due);
+        running.step(|d| due.push(d));
         assert_eq!(
             ids(&due),
             ["a"],
@@ -298,7 +298,7 @@ mod tests {
         assert!(!running.abort("a"));
         assert_eq!(engine.stats().aborted, 2);
         due.clear();
-        running.step(&mut due);
+        running.step(|d| due.push(d));
         assert!(due.is_empty());
     }
 }

@@ -52,7 +52,6 @@ pub(crate) async fn serve(
         engine,
         layout,
         running: Running::default(),
-        due: Vec::new(),
         step: Step::new(u32::from(opts.rank), layout, out_tx),
     };
 
@@ -146,8 +145,6 @@ struct Core {
     engine: Engine,
     layout: &'static Layout,
     running: Running,
-    /// What the last step found due, kept to reuse its allocation.
-    due: Vec<Due>,
     step: Step,
 }
 
@@ -226,25 +223,26 @@ impl Core {
 
     /// One engine step: whatever is due now, as one message per client.
     async fn step(&mut self) -> Result<(), CoreError> {
-        let mut due = std::mem::take(&mut self.due);
-        self.running.step(&mut due);
-        for Due { client, event } in due.drain(..) {
-            match event {
-                DueEvent::Output(output) => self.step.push(client, &output),
-                DueEvent::Failed {
-                    request_id,
-                    message,
-                } => {
-                    // The script asked for this death: news, not a fault.
-                    tracing::info!(%request_id, %message, "script failed: sending ENGINE_CORE_DEAD");
-                    self.step.flush().await;
-                    self.step.dead().await;
-                    return Err(CoreError::ScriptedDeath(message));
-                }
+        let Self { running, step, .. } = self;
+        let mut death = None;
+        running.step(|Due { client, event }| match event {
+            // Nothing after a death goes out.
+            DueEvent::Output(output) if death.is_none() => step.push(client, &output),
+            DueEvent::Output(_) => {}
+            DueEvent::Failed {
+                request_id,
+                message,
+            } => {
+                death.get_or_insert((request_id, message));
             }
-        }
-        self.due = due;
+        });
         self.step.flush().await;
+        if let Some((request_id, message)) = death {
+            // The script asked for this death: news, not a fault.
+            tracing::info!(%request_id, %message, "script failed: sending ENGINE_CORE_DEAD");
+            self.step.dead().await;
+            return Err(CoreError::ScriptedDeath(message));
+        }
         Ok(())
     }
 }

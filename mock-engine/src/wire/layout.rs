@@ -20,6 +20,28 @@ pub enum FieldDefault {
 }
 
 impl FieldDefault {
+    /// The default's msgpack bytes, as [`Self::value`] would encode (nil
+    /// for a required field): the direct encoders write one per field they
+    /// leave unset, for every output.
+    pub fn write(self, buf: &mut Vec<u8>) {
+        use rmp::encode as rmp;
+        const IN_MEMORY: &str = "writing msgpack into a Vec cannot fail";
+        match self {
+            Self::Required | Self::Nil => rmp::write_nil(buf).expect(IN_MEMORY),
+            Self::Int(i) if i >= 0 => {
+                rmp::write_uint(buf, i as u64).expect(IN_MEMORY);
+            }
+            Self::Int(i) => {
+                rmp::write_sint(buf, i).expect(IN_MEMORY);
+            }
+            Self::Bool(b) => rmp::write_bool(buf, b).expect(IN_MEMORY),
+            Self::Float(x) => rmp::write_f64(buf, x).expect(IN_MEMORY),
+            Self::EmptyArray => {
+                rmp::write_array_len(buf, 0).expect(IN_MEMORY);
+            }
+        }
+    }
+
     pub fn value(self) -> Option<rmpv::Value> {
         match self {
             Self::Required => None,
@@ -192,5 +214,33 @@ impl FromStr for VllmVersion {
             .into_iter()
             .find(|v| v.as_str() == s.trim_start_matches('v'))
             .ok_or_else(|| UnsupportedVersion(s.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_default_writes_the_bytes_of_its_value() {
+        let defaults = [
+            Required,
+            Nil,
+            Int(0),
+            Int(127),
+            Int(128),
+            Int(-1),
+            Int(-33),
+            Int(i64::MIN),
+            Bool(true),
+            Float(0.5),
+            EmptyArray,
+        ];
+        for default in defaults {
+            let mut direct = Vec::new();
+            default.write(&mut direct);
+            let value = default.value().unwrap_or(rmpv::Value::Nil);
+            assert_eq!(direct, super::super::to_bytes(&value), "{default:?}");
+        }
     }
 }

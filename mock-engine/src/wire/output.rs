@@ -220,7 +220,7 @@ impl EngineCoreOutput {
                 OutputField::Other => false,
             };
             if !written {
-                write_value(buf, &default.value().unwrap_or(Value::Nil));
+                default.write(buf);
             }
         }
     }

@@ -204,7 +204,7 @@ pub(crate) fn write_fields(
     rmp::encode::write_array_len(buf, len).expect("writing into a Vec cannot fail");
     for f in fields {
         if !field(f.name, buf) {
-            write_value(buf, &f.default.value().unwrap_or(Value::Nil));
+            f.default.write(buf);
         }
     }
 }
