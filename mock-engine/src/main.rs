@@ -33,6 +33,10 @@ struct Args {
     /// Data-parallel rank (ZeroMQ identity and engine index).
     #[arg(long, default_value_t = 0)]
     rank: u16,
+    /// Loops stepping the requests (default: one per core); 1 steps them
+    /// all on one thread, as vLLM's engine does.
+    #[arg(long)]
+    loops: Option<usize>,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -62,6 +66,9 @@ fn run(args: Args) -> Result<(), String> {
     opts.rank = args.rank;
     opts.version = args.vllm_version;
     opts.handshake_timeout = Duration::from_secs(args.handshake_timeout_secs);
+    if let Some(loops) = args.loops {
+        opts.loops = loops.max(1);
+    }
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("tokio runtime: {e}"))?;
     runtime
         .block_on(run_engine_core(opts, engine))

@@ -38,6 +38,10 @@ impl Frontend {
     /// Binds, starts the engine core and completes the handshake, checking
     /// every start-up message on the way.
     async fn start(engine: Engine) -> Self {
+        Self::start_with(engine, |_| {}).await
+    }
+
+    async fn start_with(engine: Engine, options: impl FnOnce(&mut CoreOptions)) -> Self {
         let mut handshake = RouterSocket::new();
         let address = handshake.bind("tcp://127.0.0.1:0").await.unwrap();
         let mut input = RouterSocket::new();
@@ -45,7 +49,8 @@ impl Frontend {
         let mut output = PullSocket::new();
         let output_address = output.bind("tcp://127.0.0.1:0").await.unwrap();
 
-        let opts = CoreOptions::new(address.to_string());
+        let mut opts = CoreOptions::new(address.to_string());
+        options(&mut opts);
         let core = tokio::spawn(run_engine_core(opts, engine));
 
         let hello = within("HELLO", handshake.recv()).await.unwrap().into_vec();
@@ -286,6 +291,44 @@ async fn many_concurrent_requests_all_complete() {
         }
     }
     assert_eq!(engine.stats().completed, 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_spread_over_loops_keep_their_order_and_one_output_per_message() {
+    let engine = Engine::default();
+    for i in 0..30u32 {
+        let steps = (0..5).map(|t| step(&[i * 10 + t])).collect::<Vec<_>>();
+        let mut steps = steps;
+        steps.push(finish(&[i * 10 + 5], FinishReason::Length));
+        engine.register(vec![500 + i], script(steps));
+    }
+    let mut frontend = Frontend::start_with(engine.clone(), |o| o.loops = 3).await;
+    for i in 0..30u32 {
+        frontend.add(&format!("r{i}"), vec![500 + i], &[]).await;
+    }
+    let mut tokens: std::collections::BTreeMap<String, Vec<u32>> = Default::default();
+    let mut finished = 0;
+    while finished < 30 {
+        let message = frontend.next().await;
+        let mut in_message = std::collections::HashSet::new();
+        for out in message.outputs {
+            assert!(
+                in_message.insert(out.request_id.clone()),
+                "two outputs of {} in one message",
+                out.request_id
+            );
+            finished += usize::from(out.finish_reason.is_some());
+            tokens
+                .entry(out.request_id)
+                .or_default()
+                .extend(out.new_token_ids);
+        }
+    }
+    for i in 0..30u32 {
+        let expected: Vec<u32> = (0..6).map(|t| i * 10 + t).collect();
+        assert_eq!(tokens[&format!("r{i}")], expected, "r{i}");
+    }
+    assert_eq!(engine.stats().completed, 30);
 }
 
 #[tokio::test]

@@ -411,17 +411,23 @@ async fn run_probe(args: &BenchArgs) -> EngineProbe {
     let mut errors = Vec::new();
     let mut runs = Vec::new();
     for _ in 0..args.probe_runs.max(1) {
-        match probe::throughput(
+        // Spawned, so the minimal frontend runs on the runtime's two worker
+        // threads with the core, not on a third thread competing for two cores.
+        let run = tokio::spawn(probe::throughput(
             args.probe_requests.max(1),
             args.probe_tokens,
             args.tokens_per_step.max(1),
             args.script_variants,
-        )
-        .await
-        {
-            Ok(t) => runs.push(t),
-            Err(e) => {
+        ))
+        .await;
+        match run {
+            Ok(Ok(t)) => runs.push(t),
+            Ok(Err(e)) => {
                 errors.push(format!("throughput: {e}"));
+                break;
+            }
+            Err(e) => {
+                errors.push(format!("throughput: the probe task failed: {e}"));
                 break;
             }
         }

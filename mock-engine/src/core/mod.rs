@@ -43,6 +43,10 @@ pub struct CoreOptions {
     pub handshake_timeout: Duration,
     /// Sent in the ready response; vLLM uses it to tell engine instances apart.
     pub instance_id: String,
+    /// Loops that step the requests, each its own task with a share of them
+    /// (by request id). One is vLLM's shape; the default, one per core,
+    /// keeps the mock ahead of the frontend it feeds.
+    pub loops: usize,
 }
 
 impl CoreOptions {
@@ -53,6 +57,7 @@ impl CoreOptions {
             version: VllmVersion::V0_32_0,
             handshake_timeout: Duration::from_secs(60),
             instance_id: "genconform-mock-engine".to_string(),
+            loops: std::thread::available_parallelism().map_or(1, usize::from),
         }
     }
 }

@@ -7,6 +7,7 @@
 //! The queue to the writer is bounded: a frontend that reads slowly slows the
 //! scripts down instead of growing the core's memory without limit.
 
+use std::task::Poll;
 use std::time::Instant;
 
 use rmpv::Value;
@@ -48,11 +49,21 @@ pub(crate) async fn serve(
         .map(|(i, socket)| tokio::spawn(read_inputs(i, socket, in_tx.clone())))
         .collect();
     drop(in_tx);
+    let clock = Instant::now();
+    let engine_index = u32::from(opts.rank);
+    let (deaths_tx, mut deaths) = mpsc::unbounded_channel();
+    let shards = (0..opts.loops.max(1))
+        .map(|_| {
+            let step = Step::new(engine_index, layout, clock, out_tx.clone());
+            Shard::spawn(step, deaths_tx.clone())
+        })
+        .collect();
+    drop(deaths_tx);
     let mut core = Core {
         engine,
         layout,
-        running: Running::default(),
-        step: Step::new(u32::from(opts.rank), layout, out_tx),
+        shards,
+        utility: Step::new(engine_index, layout, clock, out_tx),
     };
 
     let result = loop {
@@ -61,28 +72,30 @@ pub(crate) async fn serve(
                 Some(Ok(message)) => {
                     if let Err(error) = core.handle(message).await {
                         tracing::error!(%error, "cannot serve this frontend; sending ENGINE_CORE_DEAD");
-                        core.step.dead().await;
+                        core.utility.dead().await;
                         break Err(error);
                     }
                 }
                 Some(Err(reason)) => break Err(CoreError::FrontendGone(reason)),
                 None => break Err(CoreError::FrontendGone("all input sockets closed".into())),
             },
-            () = std::future::poll_fn(|cx| core.running.poll_ready(cx)) => {
-                if let Err(error) = core.step().await {
-                    break Err(error);
-                }
-            }
+            Some(message) = deaths.recv() => break Err(CoreError::ScriptedDeath(message)),
         }
     };
 
-    // Dropping the streams is the engine's abort for whatever still runs.
-    drop(core.running);
+    // Dropping the streams (with the shards) is the engine's abort for
+    // whatever still runs.
+    for shard in &core.shards {
+        shard.task.abort();
+    }
+    for shard in std::mem::take(&mut core.shards) {
+        let _ = shard.task.await;
+    }
     for reader in readers {
         reader.abort();
     }
     // Let the writer drain (ENGINE_CORE_DEAD included) before the sockets close.
-    drop(core.step);
+    drop(core);
     let _ = writer.await;
     result
 }
@@ -140,12 +153,14 @@ async fn write_outputs(mut sockets: Vec<PushSocket>, mut rx: mpsc::Receiver<Outg
     }
 }
 
-/// The loop's state between wake-ups.
+/// The input loop's state: it answers utility calls itself and hands each
+/// request to the shard its id hashes to.
 struct Core {
     engine: Engine,
     layout: &'static Layout,
-    running: Running,
-    step: Step,
+    shards: Vec<Shard>,
+    /// Sends what the input loop answers itself.
+    utility: Step,
 }
 
 impl Core {
@@ -175,11 +190,7 @@ impl Core {
             RequestType::Abort => {
                 let AbortRequest(ids) = AbortRequest::decode(payload)?;
                 for id in ids {
-                    if self.running.abort(&id) {
-                        tracing::info!(request_id = %id, "aborted");
-                    } else {
-                        tracing::debug!(request_id = %id, "abort for a request not running");
-                    }
+                    self.shard(&id).send(Command::Abort(id));
                 }
             }
             RequestType::Utility => {
@@ -189,7 +200,7 @@ impl Core {
                     _ => Value::Nil,
                 };
                 tracing::info!(method = %call.method, call_id = call.call_id, %result, "utility call");
-                self.step
+                self.utility
                     .utility(
                         call.client_index,
                         UtilityOutput::success(call.call_id, result),
@@ -213,18 +224,99 @@ impl Core {
             "ADD"
         );
         let events = self.engine.submit(engine_request);
-        self.running.add(Request {
+        let shard = self.shard(&request.request_id);
+        shard.send(Command::Add(Box::new(Request {
             request_id: request.request_id,
             client: request.client_index,
             prompt_len: request.prompt_token_ids.as_ref().map_or(0, Vec::len),
             events,
-        });
+        })));
     }
 
-    /// One engine step: whatever is due now, as one message per client.
-    async fn step(&mut self) -> Result<(), CoreError> {
-        let Self { running, step, .. } = self;
-        let mut death = None;
+    /// The same id always goes to the same shard, so an ABORT or a duplicate
+    /// ADD finds its request.
+    fn shard(&self, request_id: &str) -> &Shard {
+        let hash = std::hash::BuildHasher::hash_one(&FixedState, request_id);
+        &self.shards[(hash % self.shards.len() as u64) as usize]
+    }
+}
+
+/// Requests hash to shards with a fixed hasher: the same id, the same shard.
+struct FixedState;
+
+impl std::hash::BuildHasher for FixedState {
+    type Hasher = std::hash::DefaultHasher;
+
+    fn build_hasher(&self) -> Self::Hasher {
+        std::hash::DefaultHasher::new()
+    }
+}
+
+/// A loop of its own over a share of the requests. vLLM's engine steps all
+/// requests on one thread; the mock steps them on as many loops as the
+/// machine has cores, so that it keeps ahead of any frontend it feeds.
+struct Shard {
+    commands: mpsc::UnboundedSender<Command>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+enum Command {
+    /// Boxed: a request is large and aborts are small.
+    Add(Box<Request>),
+    Abort(String),
+}
+
+impl Shard {
+    fn spawn(step: Step, deaths: mpsc::UnboundedSender<String>) -> Self {
+        let (commands, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(run_shard(rx, step, deaths));
+        Self { commands, task }
+    }
+
+    fn send(&self, command: Command) {
+        // A shard stops only with the core.
+        let _ = self.commands.send(command);
+    }
+}
+
+async fn run_shard(
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    mut step: Step,
+    deaths: mpsc::UnboundedSender<String>,
+) {
+    let mut running = Running::default();
+    loop {
+        tokio::select! {
+            command = commands.recv() => match command {
+                Some(Command::Add(request)) => running.add(*request),
+                Some(Command::Abort(id)) => {
+                    if running.abort(&id) {
+                        tracing::info!(request_id = %id, "aborted");
+                    } else {
+                        tracing::debug!(request_id = %id, "abort for a request not running");
+                    }
+                }
+                None => return,
+            },
+            () = std::future::poll_fn(|cx| running.poll_ready(cx)) => {
+                if let Some(message) = step_once(&mut running, &mut step).await {
+                    let _ = deaths.send(message);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// One engine step: whatever is due now, as one message per client. A
+/// script's death ends it: what came before goes out, then
+/// ENGINE_CORE_DEAD, and the death's message is returned.
+async fn step_once(running: &mut Running, step: &mut Step) -> Option<String> {
+    let mut death = None;
+    // A step polls each ready request once, which is all the fairness the
+    // requests need; tokio's per-task budget would cut a step of hundreds of
+    // requests into many small messages.
+    tokio::task::coop::unconstrained(std::future::poll_fn(|_| {
         running.step(|Due { client, event }| match event {
             // Nothing after a death goes out.
             DueEvent::Output(output) if death.is_none() => step.push(client, &output),
@@ -236,15 +328,21 @@ impl Core {
                 death.get_or_insert((request_id, message));
             }
         });
-        self.step.flush().await;
-        if let Some((request_id, message)) = death {
-            // The script asked for this death: news, not a fault.
-            tracing::info!(%request_id, %message, "script failed: sending ENGINE_CORE_DEAD");
-            self.step.dead().await;
-            return Err(CoreError::ScriptedDeath(message));
-        }
-        Ok(())
+        Poll::Ready(())
+    }))
+    .await;
+    step.flush().await;
+    if let Some((request_id, message)) = death {
+        // The script asked for this death: news, not a fault.
+        tracing::info!(%request_id, %message, "script failed: sending ENGINE_CORE_DEAD");
+        step.dead().await;
+        return Some(message);
     }
+    // Let the writer send this step while the next one is gathered: woken by
+    // this task, it waits in this thread's queue, where no other thread can
+    // steal it, until this task yields.
+    tokio::task::yield_now().await;
+    None
 }
 
 /// The step being gathered: per client its next message, encoded as the
@@ -259,12 +357,17 @@ struct Step {
 }
 
 impl Step {
-    fn new(engine_index: u32, layout: &'static Layout, out: mpsc::Sender<Outgoing>) -> Self {
+    fn new(
+        engine_index: u32,
+        layout: &'static Layout,
+        clock: Instant,
+        out: mpsc::Sender<Outgoing>,
+    ) -> Self {
         Self {
             out,
             layout,
             engine_index,
-            clock: Instant::now(),
+            clock,
             batches: Vec::new(),
         }
     }
