@@ -1,5 +1,6 @@
 //! The engine's script stepping under tokio: how fast `Engine::submit`
-//! streams hand out the steps of unpaced scripts.
+//! streams hand out the steps of unpaced scripts; and the engine core's
+//! encoding of a step's outputs into one `EngineCoreOutputs` message.
 //!
 //! `cargo bench -p mock-engine --bench engine`
 
@@ -75,5 +76,24 @@ fn submit(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, submit);
+fn encode(c: &mut Criterion) {
+    use mock_engine::wire::{EngineCoreOutput, OutputsWriter, VllmVersion};
+    let outputs: Vec<EngineCoreOutput> = (0..256)
+        .map(|i| EngineCoreOutput::tokens(format!("cmpl-{i:08x}-0"), vec![1000 + i]))
+        .collect();
+    let mut g = c.benchmark_group("OutputsWriter");
+    g.throughput(Throughput::Elements(outputs.len() as u64));
+    g.bench_function("a step of 256 one-token outputs", |b| {
+        let mut writer = OutputsWriter::new(VllmVersion::V0_32_0.layout());
+        b.iter(|| {
+            for o in &outputs {
+                writer.push(o);
+            }
+            black_box(writer.finish(0, 1.0))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, submit, encode);
 criterion_main!(benches);
