@@ -406,3 +406,41 @@ impl GapErrors {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn throughput_counts_every_scripted_token_through_the_core() {
+        let t = throughput(12, 40, 1, 5).await.unwrap();
+        assert_eq!(t.tokens, 12 * 40);
+        assert_eq!(t.script_variants, 5);
+        assert!(t.output_messages >= 40, "one message per step at least");
+        assert!(t.tokens_per_s > 0.0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pacing_through_the_core_sees_every_gap() {
+        let p = pacing(4, 6, 2).await.unwrap();
+        assert_eq!(p.requests, 4);
+        // 6 outputs a request, 5 gaps each.
+        assert_eq!(p.relative_error_centipct.count, 4 * 5);
+    }
+
+    #[test]
+    fn the_figure_of_several_runs_is_their_median() {
+        let run = |tokens_per_s| Throughput {
+            requests: 1,
+            tokens_per_request: 1,
+            script_variants: 1,
+            tokens: 1,
+            output_messages: 1,
+            elapsed_s: 1.0,
+            tokens_per_s,
+        };
+        let all = Throughputs::new(vec![run(3.0), run(1.0), run(9.0)]).unwrap();
+        assert_eq!(all.tokens_per_s, 3.0);
+        assert!(Throughputs::new(Vec::new()).is_none());
+    }
+}
