@@ -465,7 +465,6 @@ impl Stream for EngineStream {
 impl EngineStream {
     fn end(&mut self) {
         self.state = State::Ended;
-        self.due = None;
         self.guard.finish();
     }
 }

@@ -46,7 +46,6 @@ struct Slot {
     request: Request,
     /// Only a conversion failure ends a request before its stream does.
     ended: bool,
-    generation: u64,
     waker: Waker,
     flag: Arc<SlotWaker>,
 }
@@ -117,7 +116,6 @@ impl Running {
         self.slots[index] = Some(Slot {
             request,
             ended: false,
-            generation,
             waker: waker.clone(),
             flag,
         });
@@ -139,7 +137,7 @@ impl Running {
     fn remove(&mut self, index: usize) {
         if let Some(slot) = self.slots[index].take() {
             let id = &slot.request.request_id;
-            if self.by_id.get(id) == Some(&(index, slot.generation)) {
+            if self.by_id.get(id) == Some(&(index, slot.flag.generation)) {
                 self.by_id.remove(id);
             }
             self.free.push(index);
@@ -169,7 +167,7 @@ impl Running {
             let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) else {
                 continue;
             };
-            if slot.generation != generation {
+            if slot.flag.generation != generation {
                 continue;
             }
             slot.flag.queued.store(false, Ordering::Release);

@@ -7,6 +7,7 @@
 //! The queue to the writer is bounded: a frontend that reads slowly slows the
 //! scripts down instead of growing the core's memory without limit.
 
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::task::Poll;
 use std::time::Instant;
 
@@ -49,21 +50,22 @@ pub(crate) async fn serve(
         .map(|(i, socket)| tokio::spawn(read_inputs(i, socket, in_tx.clone())))
         .collect();
     drop(in_tx);
-    let clock = Instant::now();
-    let engine_index = u32::from(opts.rank);
+    let outbox = Outbox {
+        out: out_tx,
+        layout,
+        engine_index: u32::from(opts.rank),
+        clock: Instant::now(),
+    };
     let (deaths_tx, mut deaths) = mpsc::unbounded_channel();
     let shards = (0..opts.loops.max(1))
-        .map(|_| {
-            let step = Step::new(engine_index, layout, clock, out_tx.clone());
-            Shard::spawn(step, deaths_tx.clone())
-        })
+        .map(|_| Shard::spawn(Step::new(outbox.clone()), deaths_tx.clone()))
         .collect();
     drop(deaths_tx);
     let mut core = Core {
         engine,
         layout,
         shards,
-        utility: Step::new(engine_index, layout, clock, out_tx),
+        outbox,
     };
 
     let result = loop {
@@ -72,7 +74,7 @@ pub(crate) async fn serve(
                 Some(Ok(message)) => {
                     if let Err(error) = core.handle(message).await {
                         tracing::error!(%error, "cannot serve this frontend; sending ENGINE_CORE_DEAD");
-                        core.utility.dead().await;
+                        core.outbox.dead().await;
                         break Err(error);
                     }
                 }
@@ -159,8 +161,8 @@ struct Core {
     engine: Engine,
     layout: &'static Layout,
     shards: Vec<Shard>,
-    /// Sends what the input loop answers itself.
-    utility: Step,
+    /// For what the input loop answers itself.
+    outbox: Outbox,
 }
 
 impl Core {
@@ -200,7 +202,7 @@ impl Core {
                     _ => Value::Nil,
                 };
                 tracing::info!(method = %call.method, call_id = call.call_id, %result, "utility call");
-                self.utility
+                self.outbox
                     .utility(
                         call.client_index,
                         UtilityOutput::success(call.call_id, result),
@@ -234,21 +236,10 @@ impl Core {
     }
 
     /// The same id always goes to the same shard, so an ABORT or a duplicate
-    /// ADD finds its request.
+    /// ADD finds its request: the hasher is unkeyed.
     fn shard(&self, request_id: &str) -> &Shard {
-        let hash = std::hash::BuildHasher::hash_one(&FixedState, request_id);
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(request_id);
         &self.shards[(hash % self.shards.len() as u64) as usize]
-    }
-}
-
-/// Requests hash to shards with a fixed hasher: the same id, the same shard.
-struct FixedState;
-
-impl std::hash::BuildHasher for FixedState {
-    type Hasher = std::hash::DefaultHasher;
-
-    fn build_hasher(&self) -> Self::Hasher {
-        std::hash::DefaultHasher::new()
     }
 }
 
@@ -335,7 +326,7 @@ async fn step_once(running: &mut Running, step: &mut Step) -> Option<String> {
     if let Some((request_id, message)) = death {
         // The script asked for this death: news, not a fault.
         tracing::info!(%request_id, %message, "script failed: sending ENGINE_CORE_DEAD");
-        step.dead().await;
+        step.outbox.dead().await;
         return Some(message);
     }
     // Let the writer send this step while the next one is gathered: woken by
@@ -345,37 +336,54 @@ async fn step_once(running: &mut Running, step: &mut Step) -> Option<String> {
     None
 }
 
-/// The step being gathered: per client its next message, encoded as the
-/// outputs come (so each output is freed where it was made, not by the
-/// writer's thread).
-struct Step {
+/// Where the engine's answers go: the writer's queue, with what every
+/// `EngineCoreOutputs` is stamped with.
+#[derive(Clone)]
+struct Outbox {
     out: mpsc::Sender<Outgoing>,
     layout: &'static Layout,
     engine_index: u32,
     clock: Instant,
-    batches: Vec<(u32, OutputsWriter)>,
 }
 
-impl Step {
-    fn new(
-        engine_index: u32,
-        layout: &'static Layout,
-        clock: Instant,
-        out: mpsc::Sender<Outgoing>,
-    ) -> Self {
-        Self {
-            out,
-            layout,
-            engine_index,
-            clock,
-            batches: Vec::new(),
-        }
-    }
-
+impl Outbox {
     /// vLLM stamps outputs with `time.monotonic()`; a remote engine's clock
     /// is its own, so seconds since this core started serve as well.
     fn now(&self) -> f64 {
         self.clock.elapsed().as_secs_f64()
+    }
+
+    async fn send(&self, client: u32, bytes: Vec<u8>) {
+        // A closed writer means the core is stopping; nothing left to tell.
+        let _ = self.out.send(Outgoing::Message { client, bytes }).await;
+    }
+
+    /// A utility answer travels alone: the Rust frontend rejects a message
+    /// that mixes it with request outputs.
+    async fn utility(&self, client: u32, output: UtilityOutput) {
+        let message = EngineCoreOutputs::utility(self.engine_index, output, self.now());
+        self.send(client, message.encode(self.layout)).await;
+    }
+
+    async fn dead(&self) {
+        let _ = self.out.send(Outgoing::Dead).await;
+    }
+}
+
+/// The step being gathered: per client its next message, encoded as the
+/// outputs come (so each output is freed where it was made, not by the
+/// writer's thread).
+struct Step {
+    outbox: Outbox,
+    batches: Vec<(u32, OutputsWriter)>,
+}
+
+impl Step {
+    fn new(outbox: Outbox) -> Self {
+        Self {
+            outbox,
+            batches: Vec::new(),
+        }
     }
 
     /// A step polls each request once, so a message never carries two
@@ -384,7 +392,7 @@ impl Step {
         match self.batches.iter_mut().find(|(c, _)| *c == client) {
             Some((_, batch)) => batch.push(output),
             None => {
-                let mut batch = OutputsWriter::new(self.layout);
+                let mut batch = OutputsWriter::new(self.outbox.layout);
                 batch.push(output);
                 self.batches.push((client, batch));
             }
@@ -392,30 +400,12 @@ impl Step {
     }
 
     async fn flush(&mut self) {
-        let now = self.now();
-        for index in 0..self.batches.len() {
-            let (client, batch) = &mut self.batches[index];
+        let now = self.outbox.now();
+        for (client, batch) in &mut self.batches {
             if !batch.is_empty() {
-                let bytes = batch.finish(self.engine_index, now);
-                let client = *client;
-                self.send(client, bytes).await;
+                let bytes = batch.finish(self.outbox.engine_index, now);
+                self.outbox.send(*client, bytes).await;
             }
         }
-    }
-
-    async fn send(&mut self, client: u32, bytes: Vec<u8>) {
-        // A closed writer means the core is stopping; nothing left to tell.
-        let _ = self.out.send(Outgoing::Message { client, bytes }).await;
-    }
-
-    /// A utility answer travels alone: the Rust frontend rejects a message
-    /// that mixes it with request outputs.
-    async fn utility(&mut self, client: u32, output: UtilityOutput) {
-        let message = EngineCoreOutputs::utility(self.engine_index, output, self.now());
-        self.send(client, message.encode(self.layout)).await;
-    }
-
-    async fn dead(&mut self) {
-        let _ = self.out.send(Outgoing::Dead).await;
     }
 }

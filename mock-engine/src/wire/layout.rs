@@ -24,8 +24,8 @@ impl FieldDefault {
     /// for a required field): the direct encoders write one per field they
     /// leave unset, for every output.
     pub fn write(self, buf: &mut Vec<u8>) {
+        use super::IN_MEMORY;
         use rmp::encode as rmp;
-        const IN_MEMORY: &str = "writing msgpack into a Vec cannot fail";
         match self {
             Self::Required | Self::Nil => rmp::write_nil(buf).expect(IN_MEMORY),
             Self::Int(i) if i >= 0 => {

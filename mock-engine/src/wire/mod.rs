@@ -38,9 +38,12 @@ pub use request::{AbortRequest, EngineCoreRequest, RequestType, SamplingParams, 
 /// (smallest integer and string forms, maps in insertion order).
 pub fn to_bytes(value: &rmpv::Value) -> Vec<u8> {
     let mut buf = Vec::new();
-    rmpv::encode::write_value(&mut buf, value).expect("writing msgpack into a Vec cannot fail");
+    positional::write_value(&mut buf, value);
     buf
 }
+
+/// Why every msgpack write into a `Vec` may `expect`.
+const IN_MEMORY: &str = "writing msgpack into a Vec cannot fail";
 
 /// Decodes exactly one msgpack value; trailing bytes are an error.
 pub fn from_bytes(message: &'static str, bytes: &[u8]) -> Result<rmpv::Value, WireError> {

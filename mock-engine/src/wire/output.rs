@@ -3,13 +3,12 @@
 use bytes::Bytes;
 use rmpv::Value;
 
+use super::IN_MEMORY;
 use super::error::WireError;
 use super::layout::{Field, FieldDefault, Layout};
 use super::ndarray::{LogprobsLists, LogprobsTensors};
 use super::positional::{Reader, Writer, lookup, token_ids, write_fields, write_value};
 use crate::script::FinishReason;
-
-const IN_MEMORY: &str = "writing msgpack into a Vec cannot fail";
 
 /// The single frame that tells the frontend the engine died.
 pub const ENGINE_CORE_DEAD: &[u8] = b"ENGINE_CORE_DEAD";

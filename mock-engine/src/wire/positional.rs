@@ -2,6 +2,7 @@
 
 use rmpv::Value;
 
+use super::IN_MEMORY;
 use super::error::{Brief, WireError};
 use super::layout::Field;
 
@@ -191,17 +192,16 @@ impl Writer {
 }
 
 /// Writes a positional array straight into `buf`, in layout order: the
-/// same bytes as a [`Writer`]'s array, without building a value tree (the
-/// engine core encodes every output this way, hundreds of thousands a
-/// second). `field` writes the named field and returns `true`, or returns
-/// `false` to leave its default.
+/// same bytes as a [`Writer`]'s array, without building a value tree.
+/// `field` writes the named field and returns `true`, or returns `false` to
+/// leave its default.
 pub(crate) fn write_fields(
     buf: &mut Vec<u8>,
     fields: &'static [Field],
     mut field: impl FnMut(&'static str, &mut Vec<u8>) -> bool,
 ) {
     let len = u32::try_from(fields.len()).expect("a layout has a few dozen fields");
-    rmp::encode::write_array_len(buf, len).expect("writing into a Vec cannot fail");
+    rmp::encode::write_array_len(buf, len).expect(IN_MEMORY);
     for f in fields {
         if !field(f.name, buf) {
             f.default.write(buf);
@@ -210,7 +210,7 @@ pub(crate) fn write_fields(
 }
 
 pub(crate) fn write_value(buf: &mut Vec<u8>, value: &Value) {
-    rmpv::encode::write_value(buf, value).expect("writing into a Vec cannot fail");
+    rmpv::encode::write_value(buf, value).expect(IN_MEMORY);
 }
 
 /// A msgpack map with string keys, in the given order.
