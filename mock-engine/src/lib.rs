@@ -13,6 +13,7 @@ pub mod engine;
 pub mod fixture;
 pub mod generator;
 pub mod script;
+pub mod tap;
 pub mod wire;
 
 pub use engine::{

@@ -2,36 +2,39 @@
 //! vLLM's frontends build theirs: a ROUTER for the handshake, a ROUTER for
 //! requests, a PULL for outputs. No Python needed.
 
+mod common;
+
+use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
-use bytes::Bytes;
+use common::{Bound, finish, script, step, within};
 use mock_engine::core::{CoreError, CoreOptions, run_engine_core};
-use mock_engine::script::{FinishReason, Script, Step};
+use mock_engine::script::FinishReason;
 use mock_engine::wire::{
-    AbortRequest, ENGINE_CORE_DEAD, EngineCoreOutputs, EngineCoreRequest, HandshakeStatus,
-    InitMessage, ReadyResponse, RequestType, SamplingParams, StatusKind, UtilityCall, VllmVersion,
+    AbortRequest, ENGINE_CORE_DEAD, EngineCoreRequest, RequestType, UtilityCall, VllmVersion,
     WireError,
 };
 use mock_engine::{Engine, EngineConfig};
 use rmpv::Value;
 use tokio::task::JoinHandle;
-use zeromq::{PullSocket, RouterSocket, Socket, SocketRecv, SocketSend, ZmqMessage};
 
-/// Generous: only a broken engine takes this long.
-const WAIT: Duration = Duration::from_secs(20);
-
-async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, future)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+/// The fake frontend with the engine core it started.
+struct Frontend {
+    frontend: common::Frontend,
+    core: JoinHandle<Result<(), CoreError>>,
 }
 
-struct Frontend {
-    input: RouterSocket,
-    output: PullSocket,
-    identity: Bytes,
-    core: JoinHandle<Result<(), CoreError>>,
-    _handshake: RouterSocket,
+impl Deref for Frontend {
+    type Target = common::Frontend;
+    fn deref(&self) -> &Self::Target {
+        &self.frontend
+    }
+}
+
+impl DerefMut for Frontend {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.frontend
+    }
 }
 
 impl Frontend {
@@ -42,112 +45,15 @@ impl Frontend {
     }
 
     async fn start_with(engine: Engine, options: impl FnOnce(&mut CoreOptions)) -> Self {
-        let mut handshake = RouterSocket::new();
-        let address = handshake.bind("tcp://127.0.0.1:0").await.unwrap();
-        let mut input = RouterSocket::new();
-        let input_address = input.bind("tcp://127.0.0.1:0").await.unwrap();
-        let mut output = PullSocket::new();
-        let output_address = output.bind("tcp://127.0.0.1:0").await.unwrap();
-
-        let mut opts = CoreOptions::new(address.to_string());
+        let bound = Bound::bind().await;
+        let mut opts = CoreOptions::new(bound.handshake_address.clone());
         options(&mut opts);
         let core = tokio::spawn(run_engine_core(opts, engine));
-
-        let hello = within("HELLO", handshake.recv()).await.unwrap().into_vec();
-        assert_eq!(&hello[0][..], &[0, 0], "identity is rank 0 as two LE bytes");
-        assert_eq!(
-            HandshakeStatus::decode(&hello[1]).unwrap(),
-            HandshakeStatus {
-                status: StatusKind::Hello,
-                local: false,
-                headless: true
-            }
-        );
-        let init = InitMessage {
-            inputs: vec![input_address.to_string()],
-            outputs: vec![output_address.to_string()],
-            coordinator_input: None,
-            coordinator_output: None,
-            frontend_stats_publish_address: None,
-            parallel_config: Value::Map(vec![]),
-        };
-        let reply: ZmqMessage = vec![hello[0].clone(), Bytes::from(init.encode())]
-            .try_into()
-            .unwrap();
-        handshake.send(reply).await.unwrap();
-
-        let ready = within("ready response", input.recv())
-            .await
-            .unwrap()
-            .into_vec();
-        let identity = ready[0].clone();
-        assert_eq!(&identity[..], &[0, 0]);
-        let response = ReadyResponse::decode(&ready[1]).unwrap();
-        assert_eq!(response.max_model_len, 2048);
-        assert_eq!(response.vllm_version, "0.32.0");
-
-        let ready = within("READY", handshake.recv()).await.unwrap().into_vec();
-        assert_eq!(
-            HandshakeStatus::decode(&ready[1]).unwrap().status,
-            StatusKind::Ready
-        );
         Self {
-            input,
-            output,
-            identity,
+            frontend: bound.accept().await,
             core,
-            _handshake: handshake,
         }
     }
-
-    async fn send(&mut self, kind: RequestType, payload: Vec<u8>) {
-        let message: ZmqMessage = vec![
-            self.identity.clone(),
-            Bytes::from(vec![kind.byte()]),
-            Bytes::from(payload),
-        ]
-        .try_into()
-        .unwrap();
-        self.input.send(message).await.unwrap();
-    }
-
-    async fn add(&mut self, id: &str, prompt: Vec<u32>, sampling: &[(&str, Value)]) {
-        let mut request = EngineCoreRequest::new(id, prompt);
-        request.sampling_params = Some(SamplingParams::from_pairs(sampling).unwrap());
-        let layout = VllmVersion::V0_32_0.layout();
-        self.send(RequestType::Add, request.encode(layout)).await;
-    }
-
-    async fn next_raw(&mut self) -> Vec<Bytes> {
-        within("an output", self.output.recv())
-            .await
-            .unwrap()
-            .into_vec()
-    }
-
-    async fn next(&mut self) -> EngineCoreOutputs {
-        let frames = self.next_raw().await;
-        EngineCoreOutputs::decode(VllmVersion::V0_32_0.layout(), &frames[0], &frames[1..]).unwrap()
-    }
-}
-
-fn step(tokens: &[u32]) -> Step {
-    Step {
-        tokens: tokens.to_vec(),
-        delay_ms: 5,
-        ..Step::default()
-    }
-}
-
-fn finish(tokens: &[u32], reason: FinishReason) -> Step {
-    Step {
-        finish: Some(reason),
-        ..step(tokens)
-    }
-}
-
-fn script(steps: Vec<Step>) -> Script {
-    Script { steps, paced: None }
 }
 
 #[tokio::test]
