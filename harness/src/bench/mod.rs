@@ -130,6 +130,12 @@ pub struct BenchArgs {
     /// Skip measuring the mock engine core on its own.
     #[arg(long)]
     pub no_engine_probe: bool,
+    /// Put the recording tap (`mock_engine::tap`) between each vllm
+    /// frontend and its mock engine core. Run the same bench with and
+    /// without it and compare TTFT and inter-event figures: the difference
+    /// is what the tap adds.
+    #[arg(long)]
+    pub tap: bool,
     /// Engine probe: concurrent requests for the throughput figure.
     #[arg(long, default_value_t = 256)]
     pub probe_requests: usize,
@@ -185,6 +191,9 @@ pub struct TargetResult {
     /// `engine-core` (the mock engine core over ZeroMQ, the vllm targets),
     /// `remote` (a url= server's own).
     pub engine: &'static str,
+    /// Whether the recording tap forwarded every engine message (`--tap`
+    /// for the mock engine core; always for a real engine).
+    pub tapped: bool,
     /// Why the target has no figures, when it has none.
     pub failed: Option<String>,
     pub measured: Option<resources::Scope>,
@@ -226,6 +235,7 @@ impl TargetResult {
             target: spec.name(),
             base_url: String::new(),
             engine: engine_of(spec),
+            tapped: false,
             failed: Some(why),
             measured: None,
             started: 0,
@@ -363,10 +373,12 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<BenchReport> {
         let result = main_rt.block_on(bench_target(
             spec, &args, &plan, &profile, &shape, &client_rt,
         ));
-        targets.push(result.unwrap_or_else(|e| {
+        let mut result = result.unwrap_or_else(|e| {
             eprintln!("{spec}: {e:#}");
             TargetResult::failed(spec, format!("{e:#}"))
-        }));
+        });
+        mark_tap(&mut result, spec, args.tap);
+        targets.push(result);
     }
     client_rt.shutdown_timeout(Duration::from_secs(5));
     let report = BenchReport {
@@ -457,8 +469,10 @@ async fn bench_target(
     shape: &RequestShape,
     client_rt: &tokio::runtime::Runtime,
 ) -> anyhow::Result<TargetResult> {
+    let mut vllm = args.vllm.options();
+    vllm.through_tap = args.tap;
     let options = BenchServerOptions {
-        vllm: args.vllm.options(),
+        vllm,
         reference_bin: args.reference_bin.clone(),
     };
     let server = BenchServer::start(spec, &options).await?;
@@ -555,6 +569,7 @@ fn summarize(
         target: server.spec.name(),
         base_url: server.base_url.clone(),
         engine: engine_of(&server.spec),
+        tapped: false,
         failed: None,
         measured: server.scope,
         started: o.started,
@@ -581,6 +596,20 @@ fn summarize(
         idle,
         ttft_sorted: o.ttft.sorted().to_vec(),
         inter_event_sorted: o.inter_event.sorted().to_vec(),
+    }
+}
+
+/// Whether the tap was in `spec`'s path, said in the result and in its
+/// name: a mock-engine target run with `--tap` becomes `vllm-rs+tap`, so
+/// that reports with and without it stay apart.
+fn mark_tap(result: &mut TargetResult, spec: &TargetSpec, tap: bool) {
+    match spec {
+        TargetSpec::VllmRs | TargetSpec::VllmPython if tap => {
+            result.tapped = true;
+            result.target = format!("{}+tap", spec.name());
+        }
+        TargetSpec::RealEngine(_) => result.tapped = true,
+        _ => {}
     }
 }
 
@@ -729,6 +758,28 @@ mod tests {
         let why = report.targets[0].failed.as_deref().unwrap();
         assert!(why.contains("--enable-script-control"), "{why}");
         rt.block_on(server.shutdown());
+    }
+
+    #[test]
+    fn a_tapped_target_says_so_in_its_name() {
+        assert!(args(&["--tap"]).tap);
+        assert!(!args(&[]).tap);
+        let rs: TargetSpec = "vllm-rs".parse().unwrap();
+        let mut tapped = TargetResult::failed(&rs, String::new());
+        mark_tap(&mut tapped, &rs, true);
+        assert!(tapped.tapped);
+        assert_eq!(tapped.target, "vllm-rs+tap");
+        let mut plain = TargetResult::failed(&rs, String::new());
+        mark_tap(&mut plain, &rs, false);
+        assert_eq!((plain.tapped, plain.target.as_str()), (false, "vllm-rs"));
+        // The reference has no engine core to tap.
+        let reference: TargetSpec = "reference".parse().unwrap();
+        let mut result = TargetResult::failed(&reference, String::new());
+        mark_tap(&mut result, &reference, true);
+        assert_eq!(
+            (result.tapped, result.target.as_str()),
+            (false, "reference")
+        );
     }
 
     #[test]

@@ -128,6 +128,20 @@ pub fn render_report(r: &BenchReport) -> String {
         p.tokens_per_step,
         r.client_threads,
     ));
+    let tapped: Vec<&str> = r
+        .targets
+        .iter()
+        .filter(|t| t.tapped)
+        .map(|t| t.target.as_str())
+        .collect();
+    if !tapped.is_empty() {
+        out.push_str(&format!(
+            "tap: the recording tap forwarded every engine message of {} (in front of the mock \
+             engine core nobody reads its journal, so it forwards without decoding); compare \
+             with a run without --tap\n",
+            tapped.join(", ")
+        ));
+    }
     if let Some(probe) = &r.engine_probe {
         if let Some(all) = &probe.throughput
             && let Some(t) = all.runs.first()
