@@ -13,7 +13,8 @@ use crate::capture::Limits;
 use crate::divergence::Registry;
 use crate::report;
 use crate::run::{self, CaseResult, Progress, RunOptions};
-use crate::target::{TargetSpec, VllmOptions};
+pub use crate::target::VllmArgs;
+use crate::target::TargetSpec;
 use crate::vllm;
 
 /// Conformance harness for vLLM's /inference/v1/generate.
@@ -37,6 +38,13 @@ pub enum Command {
     Fuzz(crate::fuzz::FuzzArgs),
     /// Load-test targets with a scripted engine: throughput, latency, CPU, memory.
     Bench(crate::bench::BenchArgs),
+    /// Record requests through a real engine (a `+engine` target) into
+    /// fixtures, then replay them through the mock engine and measure its
+    /// fidelity.
+    Record(crate::record::RecordArgs),
+    /// Run the recording tap between any vLLM frontend and engine pair, and
+    /// write what the engine sends into fixtures.
+    Tap(crate::record::standalone::TapArgs),
     /// Install what a target needs, into a cache outside the clone.
     Setup {
         #[command(subcommand)]
@@ -114,40 +122,6 @@ pub struct RunArgs {
     pub vllm: VllmArgs,
 }
 
-/// Where the real vLLM frontends come from (`vllm-rs`, `vllm-python` targets).
-#[derive(Debug, Clone, Args)]
-pub struct VllmArgs {
-    /// vLLM version of the `vllm-rs` / `vllm-python` targets (the install and
-    /// the engine-core wire layout).
-    #[arg(long, default_value = vllm::DEFAULT_VERSION)]
-    pub vllm_version: String,
-    /// A Python interpreter with your own vLLM build, for `vllm-python`.
-    #[arg(long)]
-    pub vllm_python: Option<PathBuf>,
-    /// Your own `vllm-rs` binary, for `vllm-rs`.
-    #[arg(long)]
-    pub vllm_rs_bin: Option<PathBuf>,
-    /// Logs of the started frontends and their model directory.
-    #[arg(long, default_value = ".genconform")]
-    pub work_dir: PathBuf,
-    /// How long a real frontend may take to become healthy.
-    #[arg(long, default_value_t = 240)]
-    pub ready_timeout_secs: u64,
-}
-
-impl VllmArgs {
-    pub fn options(&self) -> VllmOptions {
-        VllmOptions {
-            version: self.vllm_version.clone(),
-            python: self.vllm_python.clone(),
-            rs_bin: self.vllm_rs_bin.clone(),
-            work_dir: self.work_dir.clone(),
-            ready_timeout: Duration::from_secs(self.ready_timeout_secs),
-            through_tap: false,
-        }
-    }
-}
-
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -175,7 +149,16 @@ pub fn main() -> ExitCode {
                         Some(_) => " [in-process only]",
                         None => "",
                     };
-                    println!("{:44} {}{scope}", f.fixture.name, f.fixture.description);
+                    println!(
+                        "{:44} {}{scope}{}",
+                        f.fixture.name,
+                        f.fixture.description,
+                        if f.fixture.recorded.is_some() {
+                            " [recorded]"
+                        } else {
+                            ""
+                        }
+                    );
                 }
                 ExitCode::SUCCESS
             }
@@ -183,6 +166,8 @@ pub fn main() -> ExitCode {
         },
         Command::Run(args) => run_command(args),
         Command::Fuzz(args) => crate::fuzz::fuzz_command(args),
+        Command::Record(args) => crate::record::record_command(args),
+        Command::Tap(args) => crate::record::standalone::tap_command(args),
         Command::Bench(args) => crate::bench::bench_command(args),
         Command::Setup { what } => {
             let installed = match what {

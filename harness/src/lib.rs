@@ -18,6 +18,7 @@ pub mod divergence;
 pub mod fuzz;
 pub mod normalize;
 pub mod process;
+pub mod record;
 pub mod report;
 pub mod run;
 pub mod snapshot;

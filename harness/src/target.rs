@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use clap::Args;
 use mock_engine::core::{CoreError, CoreOptions, run_engine_core};
 use mock_engine::script::{Fixture, ServerOptions};
 use mock_engine::tap::{TapError, TapEvent, TapOptions, run_tap};
@@ -171,6 +172,40 @@ impl Default for VllmOptions {
             rs_bin: None,
             work_dir: PathBuf::from(".genconform"),
             ready_timeout: Duration::from_secs(240),
+            through_tap: false,
+        }
+    }
+}
+
+/// Where the real vLLM frontends come from (`vllm-rs`, `vllm-python` targets).
+#[derive(Debug, Clone, Args)]
+pub struct VllmArgs {
+    /// vLLM version of the `vllm-rs` / `vllm-python` targets (the install and
+    /// the engine-core wire layout).
+    #[arg(long, default_value = vllm::DEFAULT_VERSION)]
+    pub vllm_version: String,
+    /// A Python interpreter with your own vLLM build, for `vllm-python`.
+    #[arg(long)]
+    pub vllm_python: Option<PathBuf>,
+    /// Your own `vllm-rs` binary, for `vllm-rs`.
+    #[arg(long)]
+    pub vllm_rs_bin: Option<PathBuf>,
+    /// Logs of the started frontends and their model directory.
+    #[arg(long, default_value = ".genconform")]
+    pub work_dir: PathBuf,
+    /// How long a real frontend may take to become healthy.
+    #[arg(long, default_value_t = 240)]
+    pub ready_timeout_secs: u64,
+}
+
+impl VllmArgs {
+    pub fn options(&self) -> VllmOptions {
+        VllmOptions {
+            version: self.vllm_version.clone(),
+            python: self.vllm_python.clone(),
+            rs_bin: self.vllm_rs_bin.clone(),
+            work_dir: self.work_dir.clone(),
+            ready_timeout: Duration::from_secs(self.ready_timeout_secs),
             through_tap: false,
         }
     }
@@ -543,6 +578,12 @@ impl VllmBackend {
             &self.model_dir,
             options,
             &ports,
+        );
+        // The frontend gives up on its engine after this; a real engine on a
+        // busy 2-core machine takes minutes to import torch and vLLM.
+        command.env(
+            "VLLM_ENGINE_READY_TIMEOUT_S",
+            self.ready_timeout.as_secs().max(1).to_string(),
         );
         let mut args: Vec<std::ffi::OsString> = self.program.1.iter().map(Into::into).collect();
         args.extend(command.as_std().get_args().map(ToOwned::to_owned));

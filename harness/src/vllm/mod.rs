@@ -228,7 +228,6 @@ pub fn frontend_command(
     }
     command
         .env("HF_HUB_OFFLINE", "1")
-        .env("VLLM_ENGINE_READY_TIMEOUT_S", "120")
         .env("VLLM_NO_USAGE_STATS", "1")
         .env("DO_NOT_TRACK", "1");
     if frontend == Frontend::Python {
