@@ -119,11 +119,14 @@ fn abort_and_utility_call_match_vllm_bytes() {
 #[test]
 fn token_output_matches_vllm_bytes() {
     let bytes = captured("outputs_tokens");
-    let ours = EngineCoreOutputs::batch(
+    let mut ours = EngineCoreOutputs::batch(
         0,
         vec![EngineCoreOutput::tokens("cmpl-abc-0-1a2b3c4d", vec![33])],
         12.5,
     );
+    // These messages were encoded from constructed outputs, not by an
+    // engine's step, so they carry no weight version.
+    ours.weight_version = None;
     assert_eq!(
         EngineCoreOutputs::decode(layout(), &bytes, &[]).unwrap(),
         ours
@@ -145,7 +148,10 @@ fn finished_outputs_with_stop_reasons_prefill_stats_and_kv_params_match_vllm_byt
     let mut second = EngineCoreOutput::tokens("r2", vec![]);
     second.finish_reason = Some(FinishReason::Length);
     second.stop_reason = Some(WireStopReason::Text("</s>".into()));
-    let ours = EngineCoreOutputs::batch(0, vec![first, second], 13.0);
+    let mut ours = EngineCoreOutputs::batch(0, vec![first, second], 13.0);
+    // These messages were encoded from constructed outputs, not by an
+    // engine's step, so they carry no weight version.
+    ours.weight_version = None;
     assert_eq!(
         EngineCoreOutputs::decode(layout(), &bytes, &[]).unwrap(),
         ours
@@ -181,7 +187,10 @@ fn logprobs_from_engine_output_match_vllm_ndarray_bytes() {
         ..EngineOutput::default()
     };
     let wire = to_wire_output("lp", 3, output).unwrap();
-    let ours = EngineCoreOutputs::batch(0, vec![wire], 14.0);
+    let mut ours = EngineCoreOutputs::batch(0, vec![wire], 14.0);
+    // These messages were encoded from constructed outputs, not by an
+    // engine's step, so they carry no weight version.
+    ours.weight_version = None;
     assert_eq!(
         EngineCoreOutputs::decode(layout(), &bytes, &[]).unwrap(),
         ours

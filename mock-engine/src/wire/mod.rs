@@ -29,8 +29,8 @@ pub use handshake::{HandshakeStatus, InitMessage, ReadyResponse, StatusKind};
 pub use layout::{Field, FieldDefault, Layout, UnsupportedVersion, VllmVersion};
 pub use ndarray::{Dtype, DtypeNaming, LogprobsLists, LogprobsTensors, NdArray, RAW_VIEW_EXT};
 pub use output::{
-    ENGINE_CORE_DEAD, EngineCoreOutput, EngineCoreOutputs, OutputsWriter, PrefillStats,
-    UtilityOutput, WireStopReason,
+    DEFAULT_WEIGHT_VERSION, ENGINE_CORE_DEAD, EngineCoreOutput, EngineCoreOutputs, OutputsWriter,
+    PrefillStats, UtilityOutput, WireStopReason,
 };
 pub use request::{AbortRequest, EngineCoreRequest, RequestType, SamplingParams, UtilityCall};
 

@@ -13,6 +13,11 @@ use crate::script::FinishReason;
 /// The single frame that tells the frontend the engine died.
 pub const ENGINE_CORE_DEAD: &[u8] = b"ENGINE_CORE_DEAD";
 
+/// The weight version vLLM's engine core starts with and stamps on every
+/// step's message (`EngineCore._attach_weight_version`); frontends turn it
+/// into `weight_versions` spans on a finished choice.
+pub const DEFAULT_WEIGHT_VERSION: &str = "default";
+
 /// `stop_reason: int | str | None`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WireStopReason {
@@ -317,10 +322,11 @@ impl OutputsWriter {
         self.count == 0
     }
 
-    /// The message of the outputs pushed since the last one.
+    /// The step message of the outputs pushed since the last one.
     pub fn finish(&mut self, engine_index: u32, timestamp: f64) -> Vec<u8> {
         let header = EngineCoreOutputs {
             engine_index,
+            weight_version: Some(DEFAULT_WEIGHT_VERSION.to_string()),
             ..EngineCoreOutputs::default()
         };
         self.write_message(&header, timestamp)
@@ -350,6 +356,10 @@ impl OutputsWriter {
                         buf,
                         &Value::Array(f.iter().map(|s| Value::from(s.as_str())).collect()),
                     ),
+                    None => return false,
+                },
+                "weight_version" => match &message.weight_version {
+                    Some(v) => rmp::write_str(buf, v).expect(IN_MEMORY),
                     None => return false,
                 },
                 _ => return false,
@@ -465,14 +475,19 @@ pub struct EngineCoreOutputs {
     pub timestamp: f64,
     pub utility_output: Option<UtilityOutput>,
     pub finished_requests: Option<Vec<String>>,
+    /// Set on every step's message by a real engine; absent on utility answers.
+    pub weight_version: Option<String>,
 }
 
 impl EngineCoreOutputs {
+    /// One step's outputs, stamped with the default weight version as a
+    /// real engine stamps them.
     pub fn batch(engine_index: u32, outputs: Vec<EngineCoreOutput>, timestamp: f64) -> Self {
         Self {
             engine_index,
             outputs,
             timestamp,
+            weight_version: Some(DEFAULT_WEIGHT_VERSION.to_string()),
             ..Self::default()
         }
     }
@@ -504,6 +519,9 @@ impl EngineCoreOutputs {
                 "finished_requests",
                 Value::Array(f.iter().map(|s| Value::from(s.as_str())).collect()),
             );
+        }
+        if let Some(v) = &self.weight_version {
+            w.set("weight_version", v.as_str());
         }
         w.finish()
     }
@@ -550,6 +568,7 @@ impl EngineCoreOutputs {
             timestamp: r.float_or("timestamp", 0.0)?,
             utility_output,
             finished_requests,
+            weight_version: r.opt_str("weight_version")?,
         })
     }
 }
