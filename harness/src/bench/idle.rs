@@ -35,7 +35,7 @@ pub fn idle_script() -> Script {
                 ..Step::default()
             },
         ],
-        paced: None,
+        ..Script::default()
     }
 }
 

@@ -159,7 +159,10 @@ pub fn variants(
             }
             ScriptedRequest {
                 prompt,
-                script: Script { steps, paced: None },
+                script: Script {
+                    steps,
+                    ..Script::default()
+                },
                 offsets_us,
                 tokens_per_step: per_step,
                 total_tokens: shape.max_tokens,

@@ -484,7 +484,10 @@ pub fn script(scope: Scope) -> impl Strategy<Value = Script> {
                 }
             }
             steps.push(last);
-            Script { steps, paced: None }
+            Script {
+                steps,
+                ..Script::default()
+            }
         })
 }
 
@@ -520,6 +523,7 @@ mod tests {
                 request: c.request_spec("tiny"),
                 engine: c.script.clone().unwrap_or_default(),
                 in_process_only: None,
+                recorded: None,
             };
             let text = serde_json::to_string(&fixture).unwrap();
             if let Err(e) = mock_engine::fixture::parse("c.json".as_ref(), &text) {

@@ -43,6 +43,7 @@ pub fn fixture(case: &Case, request: RequestSpec, name: String, description: Str
         request,
         engine: case.script.clone().unwrap_or_default(),
         in_process_only: None,
+        recorded: None,
     }
 }
 

@@ -545,8 +545,10 @@ async fn set_script(
 }
 
 /// Replays a fixture (a found one, say) against `base` and checks it with
-/// the oracles: its script is set through the control channel when `base`
-/// has one (and then counts as known). Returns the violations.
+/// the oracles: when `base` has the control channel, the fixture's script is
+/// set for its prompt (and then counts as known), or, for a fixture without
+/// one, any script another fixture left for that prompt is forgotten so the
+/// generator answers. Returns the violations.
 pub async fn replay_fixture(
     base: &str,
     fixture: &Fixture,
@@ -555,13 +557,13 @@ pub async fn replay_fixture(
 ) -> Result<Vec<Violation>, String> {
     let client = reqwest::Client::new();
     let scripted = !fixture.engine.steps.is_empty();
-    let script = if scripted && probe_control(&client, base).await {
-        let prompt = fixture
-            .prompt_token_ids()
-            .ok_or("the fixture's script has no prompt to be chosen by")?;
+    let prompt = fixture.prompt_token_ids();
+    let script = if (scripted || prompt.is_some()) && probe_control(&client, base).await {
+        let prompt = prompt.ok_or("the fixture's script has no prompt to be chosen by")?;
         let channel = ScriptChannel::Control(base.to_string());
-        set_script(&client, &channel, &prompt, Some(&fixture.engine)).await?;
-        Some(&fixture.engine)
+        let script = scripted.then_some(&fixture.engine);
+        set_script(&client, &channel, &prompt, script).await?;
+        script
     } else {
         None
     };

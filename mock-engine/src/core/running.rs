@@ -236,7 +236,13 @@ mod tests {
             })
             .collect();
         steps.last_mut().unwrap().finish = Some(FinishReason::Length);
-        engine.register(vec![prompt], Script { steps, paced: None });
+        engine.register(
+            vec![prompt],
+            Script {
+                steps,
+                ..Script::default()
+            },
+        );
         engine
     }
 

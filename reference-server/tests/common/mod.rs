@@ -108,7 +108,10 @@ pub fn finish(tokens: &[u32], reason: FinishReason) -> Step {
 }
 
 pub fn script(steps: Vec<Step>) -> Script {
-    Script { steps, paced: None }
+    Script {
+        steps,
+        ..Script::default()
+    }
 }
 
 /// The scripted answer to `[1, 2]` most tests use: 33, then 44 and stop.

@@ -1,0 +1,86 @@
+//! Fixtures may share a prompt (real traffic repeats prompts; a recorded
+//! repeat hits the prefix cache). Every case must replay its own script.
+
+use std::path::PathBuf;
+
+use harness::normalize::Body;
+use harness::run::{self, Outcome, RunOptions};
+use harness::target::TargetSpec;
+use mock_engine::{Corpus, Fixture, LoadedFixture};
+use serde_json::{Value, json};
+
+const PROMPT: [u32; 3] = [611, 612, 613];
+
+fn fixture(name: &str, engine: Value) -> LoadedFixture {
+    let fixture: Fixture = serde_json::from_value(json!({
+        "name": name,
+        "description": "a prompt another fixture repeats",
+        "request": {
+            "headers": {"x-request-id": format!("fixed-{name}")},
+            "body": {"token_ids": PROMPT, "sampling_params": {"max_tokens": 2}}
+        },
+        "engine": engine,
+    }))
+    .expect("a valid fixture");
+    LoadedFixture {
+        path: PathBuf::from(format!("fixtures/{name}.json")),
+        fixture,
+    }
+}
+
+fn scripted(tokens: [u32; 2], cached: u32) -> Value {
+    json!({"steps": [
+        {"delay_ms": 20, "tokens": [tokens[0]], "cached_tokens": cached},
+        {"delay_ms": 20, "tokens": [tokens[1]], "finish": "stop"}
+    ]})
+}
+
+fn tokens(report: &run::RunReport, fixture: &str) -> Vec<u64> {
+    let case = report.case(fixture, "reference").expect("the case ran");
+    assert_eq!(case.outcome, Outcome::Pass, "{case:#?}");
+    let transcript = case.transcript.as_ref().expect("a transcript");
+    let Body::Json(body) = &transcript.body else {
+        panic!("{fixture}: not a JSON body: {:?}", transcript.body);
+    };
+    let ids = body
+        .pointer("/choices/0/token_ids")
+        .unwrap_or_else(|| panic!("{fixture}: no token ids in {body}"));
+    ids.as_array()
+        .expect("a list")
+        .iter()
+        .map(|v| v.as_u64().expect("a token id"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_case_replays_its_own_script_for_a_shared_prompt() {
+    let corpus = Corpus {
+        fixtures: vec![
+            fixture("repeat_cold", scripted([33, 34], 0)),
+            fixture("repeat_generated", json!({})),
+            fixture("repeat_warm", scripted([55, 56], 2)),
+            fixture("repeat_cold_again", scripted([33, 34], 0)),
+        ],
+    };
+    let options = RunOptions {
+        targets: vec![TargetSpec::Reference],
+        filter: None,
+        limits: Default::default(),
+        budget: std::time::Duration::from_secs(120),
+        snapshots: Default::default(),
+        registry: Default::default(),
+        accept_snapshots: false,
+        check_snapshots: false,
+        vllm: Default::default(),
+    };
+    let report = run::run(&corpus, &options, &()).await.expect("the run");
+    assert_eq!(tokens(&report, "repeat_cold"), [33, 34]);
+    assert_eq!(tokens(&report, "repeat_warm"), [55, 56]);
+    assert_eq!(tokens(&report, "repeat_cold_again"), [33, 34]);
+    // A fixture without a script meets the generator, not a script another
+    // fixture registered for the same prompt.
+    let generated = tokens(&report, "repeat_generated");
+    assert_eq!(generated.len(), 2);
+    assert_ne!(generated, [33, 34]);
+    assert_ne!(generated, [55, 56]);
+}
