@@ -13,8 +13,8 @@ use crate::capture::Limits;
 use crate::divergence::Registry;
 use crate::report;
 use crate::run::{self, CaseResult, Progress, RunOptions};
-pub use crate::target::VllmArgs;
 use crate::target::TargetSpec;
+pub use crate::target::VllmArgs;
 use crate::vllm;
 
 /// Conformance harness for vLLM's /inference/v1/generate.
@@ -29,7 +29,7 @@ pub struct Cli {
 pub enum Command {
     /// Replay fixtures against targets; diff them and check snapshots.
     Run(RunArgs),
-    /// Check the fixtures (schema, unique names and prompts) without running.
+    /// Check the fixtures (schema, unique names) without running.
     Validate(CorpusArgs),
     /// List the fixtures.
     List(CorpusArgs),

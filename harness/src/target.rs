@@ -37,7 +37,10 @@ use crate::vllm::{self, Frontend, Install, Ports};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TargetSpec {
     Reference,
-    Url { base: String, name: Option<String> },
+    Url {
+        base: String,
+        name: Option<String>,
+    },
     VllmRs,
     VllmPython,
     /// A real frontend in front of a real CPU engine core, through the tap.
@@ -270,7 +273,8 @@ enum Core {
     },
     Real {
         tap: JoinHandle<Result<(), TapError>>,
-        engine: Supervised,
+        /// Boxed: a process handle is large beside two task handles.
+        engine: Box<Supervised>,
     },
 }
 
@@ -625,10 +629,8 @@ impl VllmBackend {
                 install, journal, ..
             } => {
                 let engine_port = free_port().map_err(|e| format!("no free port: {e}"))?;
-                let mut tap = TapOptions::new(
-                    frontend_handshake,
-                    format!("tcp://127.0.0.1:{engine_port}"),
-                );
+                let mut tap =
+                    TapOptions::new(frontend_handshake, format!("tcp://127.0.0.1:{engine_port}"));
                 tap.version = self.version;
                 tap.handshake_timeout = self.ready_timeout;
                 let tap = tokio::spawn(run_tap(tap, journal.clone()));
@@ -639,7 +641,10 @@ impl VllmBackend {
                     &log,
                 )
                 .map_err(|e| format!("cannot start the engine core {}: {e}", log.display()))?;
-                Core::Real { tap, engine }
+                Core::Real {
+                    tap,
+                    engine: Box::new(engine),
+                }
             }
         };
         let base_url = format!("http://127.0.0.1:{}", ports.http);

@@ -158,7 +158,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub reference_bin: Option<PathBuf>,
     #[command(flatten)]
-    pub vllm: crate::cli::VllmArgs,
+    pub vllm: crate::target::VllmArgs,
 }
 
 /// `10s`, `500ms`, `2m`, or plain seconds.

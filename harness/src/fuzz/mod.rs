@@ -85,7 +85,7 @@ pub struct FuzzArgs {
     #[arg(long, default_value_t = 10)]
     pub timeout_secs: u64,
     #[command(flatten)]
-    pub vllm: crate::cli::VllmArgs,
+    pub vllm: crate::target::VllmArgs,
 }
 
 /// What a fuzz run needs.

@@ -30,8 +30,8 @@ use crate::capture::{self, Limits};
 use crate::divergence::Registry;
 use crate::normalize::Transcript;
 use crate::snapshot::{self, Store};
-use crate::target::{Target, TargetSpec, Unavailable};
 use crate::target::VllmArgs;
+use crate::target::{Target, TargetSpec, Unavailable};
 use crate::vllm::{self, Frontend};
 use requests::RecordRequest;
 use trace::Traces;
@@ -266,9 +266,9 @@ async fn record_one(
         fixture.chunks_comparable(),
     );
     let store = Store::new(&args.snapshots, frontend_name(target));
-    store
-        .check(&fixture.name, &text, true)
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", store.path(&fixture.name).display()))?;
+    store.check(&fixture.name, &text, true).map_err(|e| {
+        anyhow::anyhow!("cannot write {}: {e}", store.path(&fixture.name).display())
+    })?;
     Ok(Recording {
         fixture,
         path,

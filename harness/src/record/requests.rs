@@ -130,7 +130,10 @@ mod tests {
     fn errors_name_the_line_and_field() {
         let text = "{\"name\":\"a\",\"body\":{}}\n{\"name\":\"a\",\"body\":{}}\n{\"name\":\"c\",\"body\":{},\"server\":{\"bogus\":1}}\nnot json\n{\"name\":\"d e\",\"body\":{}}\n";
         let e = parse(Path::new("r.jsonl"), text).unwrap_err();
-        assert!(e.contains("r.jsonl:2: at `name`: `a` is used by an earlier line"), "{e}");
+        assert!(
+            e.contains("r.jsonl:2: at `name`: `a` is used by an earlier line"),
+            "{e}"
+        );
         assert!(e.contains("r.jsonl:3: at `server.bogus`"), "{e}");
         assert!(e.contains("r.jsonl:4: "), "{e}");
         assert!(e.contains("r.jsonl:5: at `name`"), "{e}");

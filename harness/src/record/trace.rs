@@ -96,7 +96,11 @@ fn step_of(output: &EngineCoreOutput) -> Result<Step, String> {
 /// vLLM's logprob arrays (`[positions, 1 + top]` ids and logprobs, and the
 /// chosen token's rank per position) as the script's entry lists: the chosen
 /// token first with its rank, then the candidates ranked 1, 2, ...
-fn rows(ids: &NdArray, logprobs: &NdArray, ranks: &NdArray) -> Result<Vec<Vec<LogprobEntry>>, String> {
+fn rows(
+    ids: &NdArray,
+    logprobs: &NdArray,
+    ranks: &NdArray,
+) -> Result<Vec<Vec<LogprobEntry>>, String> {
     let ids = ids.to_i64s().ok_or("token ids are not integers")?;
     let lps = logprobs.to_f32s().ok_or("logprobs are not floats")?;
     let ranks = ranks.to_i64s().ok_or("ranks are not integers")?;
@@ -258,9 +262,7 @@ mod tests {
     use std::time::Duration;
 
     use mock_engine::FinishReason;
-    use mock_engine::wire::{
-        DtypeNaming, EngineCoreOutputs, LogprobsLists, PrefillStats,
-    };
+    use mock_engine::wire::{DtypeNaming, EngineCoreOutputs, LogprobsLists, PrefillStats};
 
     use super::*;
 
@@ -314,7 +316,10 @@ mod tests {
         let lp = steps[0].logprobs.as_ref().unwrap();
         assert_eq!(lp[0].len(), 3);
         assert_eq!((lp[0][0].token_id, lp[0][0].rank), (7, 1));
-        assert_eq!((lp[0][2].token_id, lp[0][2].rank, lp[0][2].logprob), (9, 2, -2.0));
+        assert_eq!(
+            (lp[0][2].token_id, lp[0][2].rank, lp[0][2].logprob),
+            (9, 2, -2.0)
+        );
         assert_eq!(steps[1].finish, Some(FinishReason::Stop));
         assert_eq!(steps[1].stop_reason, Some(StopReason::Token(8)));
         assert_eq!(steps[1].cached_tokens, None);

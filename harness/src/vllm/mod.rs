@@ -25,7 +25,6 @@ pub const SUPPORTED_VERSIONS: &[&str] = &["0.32.0", "0.33.0"];
 /// The context window the frontends are told (and the mock engine reports).
 pub const MAX_MODEL_LEN: u32 = 2048;
 
-
 pub fn cache_root() -> PathBuf {
     if let Some(dir) = std::env::var_os("GENCONFORM_CACHE") {
         return PathBuf::from(dir);

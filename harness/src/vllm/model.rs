@@ -30,9 +30,7 @@ pub const WEIGHT_SEED: u64 = 0;
 
 /// How recorded fixtures name this model.
 pub fn description() -> String {
-    format!(
-        "genconform tiny random Llama (hidden {HIDDEN}, {LAYERS} layer, seed {WEIGHT_SEED})"
-    )
+    format!("genconform tiny random Llama (hidden {HIDDEN}, {LAYERS} layer, seed {WEIGHT_SEED})")
 }
 
 const HIDDEN: usize = 64;
@@ -53,8 +51,7 @@ fn vocab_size() -> usize {
 
 /// The chat template joins the messages' contents, so a chat request whose
 /// contents are `t<i>` words becomes exactly those token ids.
-const CHAT_TEMPLATE: &str =
-    "{% for m in messages %}{{ m['content'] }} {% endfor %}{% if add_generation_prompt %}t1 {% endif %}";
+const CHAT_TEMPLATE: &str = "{% for m in messages %}{{ m['content'] }} {% endfor %}{% if add_generation_prompt %}t1 {% endif %}";
 
 /// Writes the tokenizer, its config, the model config and seeded random
 /// weights into `dir` (created if needed).
@@ -120,7 +117,11 @@ fn tensors() -> Vec<(String, Vec<usize>, Option<f32>)> {
     // Wide embeddings and output head spread the logits, so greedy choices
     // are decided by clear margins rather than by rounding.
     let mut out = vec![
-        ("model.embed_tokens.weight".to_string(), vec![v, HIDDEN], Some(1.0)),
+        (
+            "model.embed_tokens.weight".to_string(),
+            vec![v, HIDDEN],
+            Some(1.0),
+        ),
         ("model.norm.weight".to_string(), vec![HIDDEN], None),
         ("lm_head.weight".to_string(), vec![v, HIDDEN], Some(0.25)),
     ];
@@ -130,10 +131,18 @@ fn tensors() -> Vec<(String, Vec<usize>, Option<f32>)> {
         out.extend([
             (p("input_layernorm"), vec![HIDDEN], None),
             (p("post_attention_layernorm"), vec![HIDDEN], None),
-            (p("self_attn.q_proj"), vec![HEADS * HEAD_DIM, HIDDEN], Some(0.1)),
+            (
+                p("self_attn.q_proj"),
+                vec![HEADS * HEAD_DIM, HIDDEN],
+                Some(0.1),
+            ),
             (p("self_attn.k_proj"), vec![kv, HIDDEN], Some(0.1)),
             (p("self_attn.v_proj"), vec![kv, HIDDEN], Some(0.1)),
-            (p("self_attn.o_proj"), vec![HIDDEN, HEADS * HEAD_DIM], Some(0.1)),
+            (
+                p("self_attn.o_proj"),
+                vec![HIDDEN, HEADS * HEAD_DIM],
+                Some(0.1),
+            ),
             (p("mlp.gate_proj"), vec![INTERMEDIATE, HIDDEN], Some(0.1)),
             (p("mlp.up_proj"), vec![INTERMEDIATE, HIDDEN], Some(0.1)),
             (p("mlp.down_proj"), vec![HIDDEN, INTERMEDIATE], Some(0.1)),
