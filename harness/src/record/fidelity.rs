@@ -11,8 +11,9 @@ use mock_engine::LoadedFixture;
 
 use super::{RecordArgs, Recording, corpus_of};
 use crate::capture::Limits;
-use crate::diff::{self, Difference, Layer};
+use crate::diff::{self, Difference, Kind, Layer};
 use crate::divergence::Registry;
+use crate::normalize::{Body, StreamSummary, Transcript};
 use crate::run::{self, RunOptions};
 use crate::target::TargetSpec;
 use crate::vllm::Frontend;
@@ -56,10 +57,10 @@ pub fn judge(
     recorded_by: &str,
     replayed_by: &str,
     fixture: &LoadedFixture,
-    recorded: &crate::normalize::Transcript,
-    replayed: &crate::normalize::Transcript,
+    recorded: &Transcript,
+    replayed: &Transcript,
 ) -> Vec<(Difference, Option<String>)> {
-    diff::compare(recorded, replayed, true)
+    differences(recorded, replayed)
         .into_iter()
         .map(|d| {
             let known = registry
@@ -68,6 +69,70 @@ pub fn judge(
             (d, known)
         })
         .collect()
+}
+
+/// The differences between a recording and its replay, chunk boundaries
+/// included. When the streams differ only in where chunks begin (the same
+/// tokens, finish, usage and errors, split or interleaved otherwise), that
+/// is one difference, `stream.chunks`, not one per shifted event: a
+/// frontend that merges steps by timing shifts every event after the merge.
+pub fn differences(recorded: &Transcript, replayed: &Transcript) -> Vec<Difference> {
+    let strict = diff::compare(recorded, replayed, true);
+    let (Body::Events(a), Body::Events(b)) = (&recorded.body, &replayed.body) else {
+        return strict;
+    };
+    let per_event = |d: &Difference| {
+        d.path.starts_with("events")
+            || (d.layer == Layer::Stream && d.path.starts_with("stream.chunks"))
+    };
+    if !strict.iter().any(per_event) {
+        return strict;
+    }
+    let shape_a = chunk_shape(a, StreamSummary::of(a).chunks);
+    let shape_b = chunk_shape(b, StreamSummary::of(b).chunks);
+    // Chunks split alike: the events' differences are their content's.
+    if shape_a == shape_b {
+        return strict;
+    }
+    let mut out: Vec<Difference> = strict.into_iter().filter(|d| !per_event(d)).collect();
+    out.push(Difference {
+        layer: Layer::Stream,
+        path: "stream.chunks".into(),
+        kind: Kind::Changed,
+        baseline: Some(shape_a),
+        other: Some(shape_b),
+    });
+    out
+}
+
+/// A chunk count, or the tokens per chunk when the counts are equal and
+/// only the boundaries or the order of choices moved.
+fn chunk_shape(events: &[crate::normalize::EventData], count: usize) -> serde_json::Value {
+    use crate::normalize::EventData;
+    let shapes: Vec<serde_json::Value> = events
+        .iter()
+        .filter_map(|e| match e {
+            EventData::Json(v) => v.get("choices").and_then(|c| c.as_array()).map(|choices| {
+                choices
+                    .iter()
+                    .map(|c| {
+                        let n = c
+                            .get("token_ids")
+                            .and_then(|t| t.as_array())
+                            .map_or(0, Vec::len);
+                        format!(
+                            "{}:{n}",
+                            c.get("index").and_then(|i| i.as_u64()).unwrap_or(0)
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("+")
+                    .into()
+            }),
+            _ => None,
+        })
+        .collect();
+    serde_json::json!({"chunks": count, "choice:tokens per chunk": shapes})
 }
 
 /// Replays every recording behind `frontend` with the mock engine, prints
@@ -184,4 +249,100 @@ pub fn render(replays: &[Replay], recorded_by: &str, replayed_by: &str) -> Strin
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::normalize::{ClientValues, TranscriptBuilder};
+
+    fn stream(events: &[&str]) -> Transcript {
+        TranscriptBuilder::new(ClientValues::default()).build(
+            Some(200),
+            &[],
+            b"",
+            Some(events.iter().map(|s| s.to_string()).collect()),
+            vec![],
+            None,
+        )
+    }
+
+    const ONE: &str = r#"{"choices":[{"index":0,"token_ids":[1]}]}"#;
+    const TWO: &str = r#"{"choices":[{"index":0,"token_ids":[2],"finish_reason":"length"}]}"#;
+    const MERGED: &str = r#"{"choices":[{"index":0,"token_ids":[1,2],"finish_reason":"length"}]}"#;
+
+    #[test]
+    fn merged_steps_are_one_chunk_difference() {
+        let d = differences(&stream(&[ONE, TWO, "[DONE]"]), &stream(&[MERGED, "[DONE]"]));
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(
+            (d[0].layer, d[0].path.as_str()),
+            (Layer::Stream, "stream.chunks")
+        );
+        assert_eq!(d[0].baseline.as_ref().unwrap()["chunks"], 2);
+        assert_eq!(d[0].other.as_ref().unwrap()["chunks"], 1);
+    }
+
+    #[test]
+    fn a_content_difference_with_the_same_chunks_is_reported_as_itself() {
+        let other = r#"{"choices":[{"index":0,"token_ids":[2],"finish_reason":"length","weight_versions":[]}]}"#;
+        let d = differences(
+            &stream(&[ONE, TWO, "[DONE]"]),
+            &stream(&[ONE, other, "[DONE]"]),
+        );
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].path, "events[1].choices[0].weight_versions");
+    }
+
+    #[test]
+    fn other_tokens_are_reported_beside_the_chunks() {
+        let wrong = r#"{"choices":[{"index":0,"token_ids":[1,3],"finish_reason":"length"}]}"#;
+        let d = differences(&stream(&[ONE, TWO, "[DONE]"]), &stream(&[wrong, "[DONE]"]));
+        assert!(d.iter().any(|d| d.path == "stream.chunks"), "{d:?}");
+        assert!(
+            d.iter()
+                .any(|d| d.layer == Layer::Stream && d.path.starts_with("stream.tokens")),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn the_line_counts_identical_explained_and_unexplained() {
+        let chunks = differences(&stream(&[ONE, TWO, "[DONE]"]), &stream(&[MERGED, "[DONE]"]));
+        let replays = vec![
+            Replay {
+                fixture: "same".into(),
+                error: None,
+                differences: Vec::new(),
+            },
+            Replay {
+                fixture: "merged".into(),
+                error: None,
+                differences: chunks
+                    .into_iter()
+                    .map(|d| (d, Some("entry".into())))
+                    .collect(),
+            },
+            Replay {
+                fixture: "broken".into(),
+                error: Some("the frontend died\nmore".into()),
+                differences: Vec::new(),
+            },
+        ];
+        let text = render(&replays, "vllm-python+engine", "vllm-python");
+        assert!(
+            text.starts_with("fidelity: 1/3 replays identical"),
+            "{text}"
+        );
+        assert!(
+            text.contains("1 explained by the registry, 1 unexplained"),
+            "{text}"
+        );
+        assert!(
+            text.contains("known  merged: [stream] stream.chunks"),
+            "{text}"
+        );
+        assert!(text.contains("ERROR  broken: the frontend died"), "{text}");
+        assert!(replays[2].unexplained() && !replays[1].unexplained());
+    }
 }
