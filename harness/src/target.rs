@@ -729,5 +729,15 @@ mod tests {
         assert!(e.contains("unknown option `nmae=a`"), "{e}");
         let e = "vllm".parse::<TargetSpec>().unwrap_err();
         assert!(e.contains("unknown target `vllm`"), "{e}");
+        let real: TargetSpec = "vllm-python+engine".parse().unwrap();
+        assert_eq!(real, TargetSpec::RealEngine(Frontend::Python));
+        assert_eq!(real.name(), "vllm-python+engine");
+        assert_eq!(real.frontend(), Some(Frontend::Python));
+        assert!(!real.has_snapshots(), "a real engine's answers are recordings");
+        assert_eq!(
+            "vllm-rs+engine".parse::<TargetSpec>().unwrap().name(),
+            "vllm-rs+engine"
+        );
+        assert!(e.contains("vllm-rs+engine"), "{e}");
     }
 }
