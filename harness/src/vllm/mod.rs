@@ -126,23 +126,11 @@ pub fn setup(version: &str) -> Result<Install, InstallError> {
         return Err(InstallError::Unsupported(version.to_string()));
     }
     let venv = Install::dir_for(version);
-    let python = std::env::var("GENCONFORM_PYTHON").unwrap_or_else(|_| "python3".into());
     eprintln!(
         "installing vLLM {version} into {} (about 8 GiB)",
         venv.display()
     );
-    step(
-        "create the venv",
-        std::process::Command::new(&python)
-            .arg("-m")
-            .arg("venv")
-            .arg(&venv),
-    )?;
-    step(
-        "install uv",
-        std::process::Command::new(venv.join("bin/python"))
-            .args(["-m", "pip", "install", "--quiet", "uv"]),
-    )?;
+    venv_with_uv(&venv)?;
     let mut install = std::process::Command::new(venv.join("bin/uv"));
     install
         .args(["pip", "install", "--python"])
@@ -159,6 +147,24 @@ pub fn setup(version: &str) -> Result<Install, InstallError> {
     }
     step(&format!("install vllm=={version}"), &mut install)?;
     Install::find(version)
+}
+
+/// A new venv at `venv` (from `$GENCONFORM_PYTHON`, else `python3`) with
+/// uv in it, which installs the rest several times faster than pip.
+pub(crate) fn venv_with_uv(venv: &Path) -> Result<(), InstallError> {
+    let python = std::env::var("GENCONFORM_PYTHON").unwrap_or_else(|_| "python3".into());
+    step(
+        "create the venv",
+        std::process::Command::new(&python)
+            .arg("-m")
+            .arg("venv")
+            .arg(venv),
+    )?;
+    step(
+        "install uv",
+        std::process::Command::new(venv.join("bin/python"))
+            .args(["-m", "pip", "install", "--quiet", "uv"]),
+    )
 }
 
 pub(crate) fn step(what: &str, command: &mut std::process::Command) -> Result<(), InstallError> {
