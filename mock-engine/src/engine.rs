@@ -41,6 +41,7 @@ use crate::clock;
 use crate::fixture::Corpus;
 use crate::generator::{Generator, GeneratorConfig};
 use crate::script::{FinishReason, LogprobEntry, Script, Step, StopReason};
+use crate::wire::DEFAULT_WEIGHT_VERSION;
 
 /// What the engine needs to know of a request.
 #[derive(Debug, Clone, PartialEq)]
@@ -83,6 +84,10 @@ pub struct EngineOutput {
     /// One entry list per prompt position after the first.
     pub prompt_logprobs: Option<Vec<Vec<LogprobEntry>>>,
     pub kv_transfer_params: Option<Value>,
+    /// The weights that sampled this step's tokens: a real engine core stamps
+    /// every step's message with its version; ours is always
+    /// [`DEFAULT_WEIGHT_VERSION`].
+    pub weight_version: Option<&'static str>,
 }
 
 /// What the engine stream yields.
@@ -559,6 +564,7 @@ fn output(prompt: &mut Prompt, request: &EngineRequest, step: &Step) -> EngineOu
         logprobs,
         prompt_logprobs,
         kv_transfer_params: step.kv_transfer_params.clone(),
+        weight_version: Some(DEFAULT_WEIGHT_VERSION),
     }
 }
 

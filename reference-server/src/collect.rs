@@ -11,10 +11,9 @@ use serde_json::Value;
 use crate::error::ApiError;
 use crate::logprobs::{PromptLogprobs, output_logprobs};
 use crate::request::ResponseOptions;
-use crate::response::{
-    ENGINE_DEAD_MESSAGE, GenerateResponse, GenerateResponseChoice, weight_versions,
-};
+use crate::response::{ENGINE_DEAD_MESSAGE, GenerateResponse, GenerateResponseChoice};
 use crate::stream::no_candidates;
+use crate::weight_versions::WeightVersions;
 
 /// Everything the engine said about one request.
 #[derive(Debug, Default)]
@@ -26,6 +25,7 @@ struct Collected {
     logprobs: Option<Vec<Vec<LogprobEntry>>>,
     prompt_logprobs: Option<Vec<Vec<LogprobEntry>>>,
     kv_transfer_params: Option<Value>,
+    weight_versions: WeightVersions,
 }
 
 async fn collect(events: impl Stream<Item = EngineEvent>) -> Result<Collected, ApiError> {
@@ -45,6 +45,8 @@ async fn collect(events: impl Stream<Item = EngineEvent>) -> Result<Collected, A
             c.prompt_token_ids = output.prompt_token_ids.as_deref().map(<[u32]>::to_vec);
         }
         c.token_ids.extend_from_slice(&output.new_token_ids);
+        c.weight_versions
+            .observe(output.weight_version, output.new_token_ids.len());
         if let Some(positions) = output.logprobs {
             c.logprobs.get_or_insert_with(Vec::new).extend(positions);
         }
@@ -105,7 +107,7 @@ pub async fn generate_response(
             logprobs,
             finish_reason: Some(finish_reason.as_str()),
             stop_reason: c.stop_reason,
-            weight_versions: weight_versions(true, c.token_ids.len()).map(Value::Array),
+            weight_versions: c.weight_versions.spans(),
             token_ids: c.token_ids,
             sampling_mask: None,
         }],

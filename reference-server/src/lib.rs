@@ -25,6 +25,7 @@ pub mod response;
 pub mod routes;
 pub mod server;
 pub mod stream;
+pub mod weight_versions;
 
 pub use config::Config;
 pub use error::ApiError;

@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::logprobs::{GenerateLogProbs, PromptLogprobs};
+use crate::weight_versions::WeightVersionSpan;
 
 /// The non-streaming body.
 #[derive(Debug, Clone, Serialize)]
@@ -32,7 +33,8 @@ pub struct GenerateResponseChoice {
     pub stop_reason: Option<StopReason>,
     pub token_ids: Vec<u32>,
     pub sampling_mask: Option<Value>,
-    pub weight_versions: Option<Value>,
+    /// Spans over `token_ids` (see [`crate::weight_versions`]).
+    pub weight_versions: Option<Vec<WeightVersionSpan>>,
 }
 
 /// One `data:` event of a stream (a token chunk or the usage-only event).
@@ -56,15 +58,9 @@ pub struct GenerateResponseStreamChoice {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_reason: Option<StopReason>,
     pub token_ids: Vec<u32>,
+    /// On the finish chunk only, over every output token of the request.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub weight_versions: Option<Vec<Value>>,
-}
-
-/// vllm-rs reports weight-version spans over the output tokens once a request
-/// finishes; our engine sends no versions, so a request with tokens has none
-/// (`null`), while one that finished with no tokens has an empty list of spans.
-pub fn weight_versions(finished: bool, completion_tokens: usize) -> Option<Vec<Value>> {
-    (finished && completion_tokens == 0).then(Vec::new)
+    pub weight_versions: Option<Vec<WeightVersionSpan>>,
 }
 
 /// What vllm-rs says when its engine core dies: the engine's own words never

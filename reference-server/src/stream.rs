@@ -15,8 +15,8 @@ use crate::logprobs::output_logprobs;
 use crate::request::ResponseOptions;
 use crate::response::{
     ENGINE_DEAD_MESSAGE, GenerateResponseStreamChoice, GenerateStreamResponse, UsageCounter,
-    weight_versions,
 };
+use crate::weight_versions::WeightVersions;
 
 /// What the stream sends, before it becomes SSE.
 #[derive(Debug, Clone)]
@@ -48,6 +48,7 @@ pub struct ChunkStream {
     options: ResponseOptions,
     enable_prompt_tokens_details: bool,
     usage: UsageCounter,
+    weight_versions: WeightVersions,
     /// The prompt, waiting for the next chunk that is sent (`return_token_ids`).
     pending_prompt: Option<Vec<u32>>,
     finished: bool,
@@ -66,6 +67,7 @@ impl ChunkStream {
             options,
             enable_prompt_tokens_details,
             usage: UsageCounter::default(),
+            weight_versions: WeightVersions::default(),
             pending_prompt: None,
             finished: false,
         }
@@ -129,6 +131,8 @@ impl ChunkStream {
         }
         self.usage.cached_tokens = self.usage.cached_tokens.max(output.num_cached_tokens);
         self.usage.completion_tokens += output.new_token_ids.len();
+        self.weight_versions
+            .observe(output.weight_version, output.new_token_ids.len());
 
         if output.finish_reason == Some(FinishReason::Error) {
             return Err(ApiError::server_error("Internal server error"));
@@ -154,10 +158,9 @@ impl ChunkStream {
                 logprobs,
                 finish_reason: output.finish_reason.map(FinishReason::as_str),
                 stop_reason: output.stop_reason,
-                weight_versions: weight_versions(
-                    output.finish_reason.is_some(),
-                    self.usage.completion_tokens,
-                ),
+                weight_versions: output
+                    .finish_reason
+                    .and_then(|_| self.weight_versions.spans()),
                 token_ids: output.new_token_ids,
             }],
             usage: self

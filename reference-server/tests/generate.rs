@@ -23,7 +23,7 @@ async fn non_stream_body_spells_out_every_field() {
     assert_eq!(response.headers()["content-type"], "application/json");
     assert_eq!(
         response.text().await.unwrap(),
-        r#"{"request_id":"r1","choices":[{"index":0,"logprobs":null,"finish_reason":"stop","stop_reason":null,"token_ids":[33,44],"sampling_mask":null,"weight_versions":null}],"prompt_logprobs":null,"prompt_token_id_logprobs":null,"prompt_token_ids":null,"mm_placeholders":null,"kv_transfer_params":null,"ec_transfer_params":null,"metrics":null}"#
+        r#"{"request_id":"r1","choices":[{"index":0,"logprobs":null,"finish_reason":"stop","stop_reason":null,"token_ids":[33,44],"sampling_mask":null,"weight_versions":[{"version":"default","start":0,"end":2}]}],"prompt_logprobs":null,"prompt_token_id_logprobs":null,"prompt_token_ids":null,"mm_placeholders":null,"kv_transfer_params":null,"ec_transfer_params":null,"metrics":null}"#
     );
     s.shutdown().await;
 }
@@ -35,8 +35,7 @@ async fn stream_modes() {
     let base =
         json!({"token_ids": [1, 2], "sampling_params": {}, "request_id": "r", "stream": true});
     let chunk1 = r#"{"request_id":"r","choices":[{"index":0,"token_ids":[33]}]}"#;
-    let chunk2 =
-        r#"{"request_id":"r","choices":[{"index":0,"finish_reason":"stop","token_ids":[44]}]}"#;
+    let chunk2 = r#"{"request_id":"r","choices":[{"index":0,"finish_reason":"stop","token_ids":[44],"weight_versions":[{"version":"default","start":0,"end":2}]}]}"#;
     let usage_event = format!(r#"{{"request_id":"r","choices":[],"usage":{USAGE_2_2}}}"#);
 
     assert_eq!(
@@ -108,7 +107,7 @@ async fn late_prompt_info_empty_steps_and_finish_only_chunk() {
     assert_eq!(second["usage"]["prompt_tokens"], 3);
     assert_eq!(
         got[2],
-        r#"{"request_id":"late","choices":[{"index":0,"finish_reason":"stop","token_ids":[]}],"usage":{"prompt_tokens":3,"total_tokens":5,"completion_tokens":2,"prompt_tokens_details":null,"completion_tokens_details":{"reasoning_tokens":0}}}"#
+        r#"{"request_id":"late","choices":[{"index":0,"finish_reason":"stop","token_ids":[],"weight_versions":[{"version":"default","start":0,"end":2}]}],"usage":{"prompt_tokens":3,"total_tokens":5,"completion_tokens":2,"prompt_tokens_details":null,"completion_tokens_details":{"reasoning_tokens":0}}}"#
     );
     assert_eq!(json(&got[3])["usage"]["total_tokens"], 5);
     assert_eq!(got[4], "[DONE]");
@@ -201,7 +200,7 @@ async fn finish_reasons_and_stop_reason() {
         .await;
     assert_eq!(
         got[1],
-        r#"{"request_id":"s","choices":[{"index":0,"finish_reason":"stop","stop_reason":44,"token_ids":[44]}]}"#
+        r#"{"request_id":"s","choices":[{"index":0,"finish_reason":"stop","stop_reason":44,"token_ids":[44],"weight_versions":[{"version":"default","start":0,"end":2}]}]}"#
     );
     let (_, body) = s
         .post_json(json!({"token_ids": [8, 2], "sampling_params": {}}))
@@ -219,7 +218,7 @@ async fn finish_reasons_and_stop_reason() {
         .await;
     assert_eq!(
         got[1],
-        r#"{"request_id":"a","choices":[{"index":0,"finish_reason":"abort","token_ids":[]}]}"#
+        r#"{"request_id":"a","choices":[{"index":0,"finish_reason":"abort","token_ids":[],"weight_versions":[{"version":"default","start":0,"end":1}]}]}"#
     );
     assert_eq!(json(&got[2])["usage"]["completion_tokens"], 1);
     s.shutdown().await;
@@ -293,7 +292,7 @@ async fn logprobs_in_stream_and_body() {
         got,
         [
             r#"{"request_id":"l","choices":[{"index":0,"logprobs":{"content":[{"token_id":33,"logprob":-0.5,"rank":1,"top_logprobs":[{"token_id":33,"logprob":-0.5,"rank":1}]}]},"token_ids":[33]}]}"#,
-            r#"{"request_id":"l","choices":[{"index":0,"finish_reason":"stop","token_ids":[]}]}"#,
+            r#"{"request_id":"l","choices":[{"index":0,"finish_reason":"stop","token_ids":[],"weight_versions":[{"version":"default","start":0,"end":1}]}]}"#,
             "[DONE]"
         ]
     );
