@@ -257,7 +257,7 @@ pub fn json_diff(path: &str, a: Option<&Value>, b: Option<&Value>, out: &mut Vec
                 json_diff(&format!("{path}[{i}]"), Some(p), Some(q), out);
             }
         }
-        (Some(Value::Number(x)), Some(Value::Number(y))) if x.as_f64() == y.as_f64() => {}
+        (Some(Value::Number(x)), Some(Value::Number(y))) if same_number(x, y) => {}
         (Some(x), Some(y)) if x == y => {}
         (None, None) => {}
         (x, y) => {
@@ -274,6 +274,24 @@ pub fn json_diff(path: &str, a: Option<&Value>, b: Option<&Value>, out: &mut Vec
             });
         }
     }
+}
+
+/// Numbers are equal by value, and so are two writings of one float32: the
+/// engine's logprobs are float32, which vllm-rs writes in the shortest form
+/// that reads back as that float32 (`-3.7324631`), while Python works in
+/// float64 and writes more digits (`-3.732463121414185`). One side must be
+/// written as a float32 (its text is that float32's shortest form) and the
+/// other must round to the same float32; a difference a float32 can hold
+/// still shows.
+fn same_number(x: &serde_json::Number, y: &serde_json::Number) -> bool {
+    let (Some(a), Some(b)) = (x.as_f64(), y.as_f64()) else {
+        return x == y;
+    };
+    if a == b {
+        return true;
+    }
+    let written_as_f32 = |v: f64| (v as f32).to_string().parse::<f64>() == Ok(v);
+    (a as f32) == (b as f32) && (written_as_f32(a) || written_as_f32(b))
 }
 
 /// A unified diff of two snapshot texts, for people.
@@ -306,6 +324,33 @@ mod tests {
             vec![],
             None,
         )
+    }
+
+    #[test]
+    fn one_float32_written_at_two_precisions_is_equal_and_other_values_are_not() {
+        let rust = json!({"logprob": -3.7324631});
+        let mut out = Vec::new();
+        for python in [-3.732463121414185, -3.7324631214141846] {
+            json_diff("", Some(&rust), Some(&json!({"logprob": python})), &mut out);
+        }
+        assert!(out.is_empty(), "{out:?}");
+        // A float32 step or two away is another value.
+        json_diff(
+            "",
+            Some(&rust),
+            Some(&json!({"logprob": -3.7324636})),
+            &mut out,
+        );
+        assert_eq!(out.len(), 1, "{out:?}");
+        // Neither side written as a float32: compared as float64.
+        let mut out = Vec::new();
+        json_diff(
+            "",
+            Some(&json!(0.30000001)),
+            Some(&json!(0.300000012)),
+            &mut out,
+        );
+        assert_eq!(out.len(), 1, "{out:?}");
     }
 
     #[test]

@@ -143,10 +143,16 @@ impl Normalizer {
     pub fn value(&mut self, path: &str, value: &Value) -> Value {
         match value {
             Value::Object(map) => {
-                let order: Vec<String> = map.keys().cloned().collect();
-                let seen = self.shapes.entry(path.to_string()).or_default();
-                if !seen.contains(&order) {
-                    seen.push(order);
+                // A map keyed by token ids (prompt logprobs) is data, not a
+                // shape: vllm-rs writes it in hash order, which changes from
+                // one process to the next.
+                let keyed_by_ids = !map.is_empty() && map.keys().all(|k| k.parse::<u64>().is_ok());
+                if !keyed_by_ids {
+                    let order: Vec<String> = map.keys().cloned().collect();
+                    let seen = self.shapes.entry(path.to_string()).or_default();
+                    if !seen.contains(&order) {
+                        seen.push(order);
+                    }
                 }
                 let mut keys: Vec<&String> = map.keys().collect();
                 keys.sort();
@@ -415,6 +421,19 @@ mod tests {
         assert_eq!(first["n"], events[1].json().unwrap()["n"]);
         assert_eq!(first["f"], json!(-0.5));
         assert!(events[1].json().unwrap().get("a").is_none());
+    }
+
+    #[test]
+    fn maps_keyed_by_token_ids_have_no_key_order() {
+        let mut n = Normalizer::new(ClientValues::default());
+        n.value(
+            "body",
+            &serde_json::json!({"p": [{"17": {"rank": 1}, "3": {"rank": 2}}]}),
+        );
+        assert_eq!(
+            n.key_order(),
+            ["body: p", "body.p[].17: rank", "body.p[].3: rank"]
+        );
     }
 
     #[test]
