@@ -313,17 +313,9 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::normalize::{ClientValues, TranscriptBuilder};
 
     fn stream(events: &[&str]) -> Transcript {
-        TranscriptBuilder::new(ClientValues::default()).build(
-            Some(200),
-            &[],
-            b"",
-            Some(events.iter().map(|s| s.to_string()).collect()),
-            vec![],
-            None,
-        )
+        crate::normalize::stream_of(events)
     }
 
     #[test]

@@ -344,6 +344,20 @@ impl StreamSummary {
     }
 }
 
+/// A 200 event stream of these `data:` payloads, for tests that compare
+/// transcripts.
+#[cfg(test)]
+pub(crate) fn stream_of(events: &[&str]) -> Transcript {
+    TranscriptBuilder::new(ClientValues::default()).build(
+        Some(200),
+        &[],
+        b"",
+        Some(events.iter().map(|s| s.to_string()).collect()),
+        vec![],
+        None,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

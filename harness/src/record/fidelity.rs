@@ -254,17 +254,9 @@ pub fn render(replays: &[Replay], recorded_by: &str, replayed_by: &str) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::normalize::{ClientValues, TranscriptBuilder};
 
     fn stream(events: &[&str]) -> Transcript {
-        TranscriptBuilder::new(ClientValues::default()).build(
-            Some(200),
-            &[],
-            b"",
-            Some(events.iter().map(|s| s.to_string()).collect()),
-            vec![],
-            None,
-        )
+        crate::normalize::stream_of(events)
     }
 
     const ONE: &str = r#"{"choices":[{"index":0,"token_ids":[1]}]}"#;
