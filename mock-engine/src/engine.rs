@@ -298,6 +298,14 @@ impl Engine {
     /// request since the registration follows sample k of the script.
     pub fn submit(&self, request: EngineRequest) -> EngineStream {
         self.inner.submitted.fetch_add(1, Ordering::Relaxed);
+        // A real engine stops a request when prompt plus output fill the
+        // context (the scheduler's check_stop), whatever `max_tokens` says;
+        // it always samples at least one token.
+        let room = u32::try_from(request.prompt_token_ids.len())
+            .map_or(0, |prompt| {
+                self.inner.config.max_model_len.saturating_sub(prompt)
+            })
+            .max(1);
         let steps = match self.arrive(&request.prompt_token_ids) {
             Some((script, arrival)) => Steps::Scripted {
                 script,
@@ -307,13 +315,7 @@ impl Engine {
             None => Steps::Generated(Generator::new(
                 self.inner.config.generator,
                 &request.prompt_token_ids,
-                request.max_tokens.unwrap_or_else(|| {
-                    self.inner
-                        .config
-                        .max_model_len
-                        .saturating_sub(request.prompt_token_ids.len() as u32)
-                        .max(1)
-                }),
+                request.max_tokens.map_or(room, |max| max.min(room)),
             )),
         };
         EngineStream {
@@ -329,6 +331,7 @@ impl Engine {
             },
             request,
             steps,
+            room,
             deadline: Instant::now(),
             reached: false,
             due: None,
@@ -413,6 +416,8 @@ pub struct EngineStream {
     request: EngineRequest,
     prompt: Prompt,
     steps: Steps,
+    /// Output tokens the context still has room for.
+    room: u32,
     deadline: Instant,
     /// `deadline` has passed.
     reached: bool,
@@ -509,7 +514,13 @@ impl Stream for EngineStream {
             this.end();
             return Poll::Ready(Some(EngineEvent::Failed(message)));
         }
-        let output = output(&mut this.prompt, &this.request, step);
+        let output = match context_cut(step, this.room) {
+            Some(cut) => output(&mut this.prompt, &this.request, &cut),
+            None => output(&mut this.prompt, &this.request, step),
+        };
+        this.room = this
+            .room
+            .saturating_sub(u32::try_from(output.new_token_ids.len()).unwrap_or(u32::MAX));
         if output.finish_reason.is_some() {
             this.end();
         }
@@ -522,6 +533,26 @@ impl EngineStream {
         self.state = State::Ended;
         self.guard.finish();
     }
+}
+
+/// The step as a real engine would emit it when the context fills during it:
+/// the tokens that fit, finished with `length` (a stop token that lands
+/// exactly on the last slot still finishes with `stop`, as `check_stop` looks
+/// for stop tokens first). `None` when the step fits as scripted.
+fn context_cut(step: &Step, room: u32) -> Option<Step> {
+    let fits = room as usize;
+    let tokens = step.tokens.len();
+    if tokens < fits || (tokens == fits && step.finish.is_some()) {
+        return None;
+    }
+    let mut cut = step.clone();
+    cut.tokens.truncate(fits);
+    if let Some(logprobs) = &mut cut.logprobs {
+        logprobs.truncate(fits);
+    }
+    cut.finish = Some(FinishReason::Length);
+    cut.stop_reason = None;
+    Some(cut)
 }
 
 fn output(prompt: &mut Prompt, request: &EngineRequest, step: &Step) -> EngineOutput {
@@ -782,6 +813,82 @@ mod tests {
         );
         let again = outputs(engine.submit(request).collect().await);
         assert_eq!(out, again, "the generator is deterministic");
+    }
+
+    /// An engine whose context holds 8 tokens.
+    fn small_context_engine() -> Engine {
+        Engine::new(EngineConfig {
+            timer: Timer::Tokio,
+            max_model_len: 8,
+            ..EngineConfig::default()
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn generation_stops_when_the_context_is_full_whatever_max_tokens_says() {
+        let engine = small_context_engine();
+        let mut request = EngineRequest::new("g", vec![1, 2, 3]);
+        request.max_tokens = Some(u32::MAX);
+        let out = outputs(engine.submit(request).collect().await);
+        assert_eq!(tokens_of(&out).len(), 5, "3 prompt + 5 output = 8");
+        assert_eq!(
+            out.last().unwrap().finish_reason,
+            Some(FinishReason::Length)
+        );
+        // A prompt that fills the context still samples one token, as vLLM does.
+        let full = outputs(
+            engine
+                .submit(EngineRequest::new("f", vec![1; 8]))
+                .collect()
+                .await,
+        );
+        assert_eq!(tokens_of(&full).len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_script_that_overruns_the_context_is_cut_with_length() {
+        let engine = small_context_engine();
+        let mut last = step(&[13, 14, 15]);
+        last.finish = Some(FinishReason::Stop);
+        last.stop_reason = Some(StopReason::Token(15));
+        engine.register(
+            vec![1, 2, 3],
+            Script {
+                steps: vec![step(&[10, 11, 12]), last],
+                ..Script::default()
+            },
+        );
+        let out = outputs(
+            engine
+                .submit(EngineRequest::new("s", vec![1, 2, 3]))
+                .collect()
+                .await,
+        );
+        assert_eq!(tokens_of(&out), [10, 11, 12, 13, 14]);
+        assert_eq!(out[1].finish_reason, Some(FinishReason::Length));
+        assert_eq!(out[1].stop_reason, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_token_on_the_last_slot_still_stops() {
+        let engine = small_context_engine();
+        let mut last = step(&[10, 11, 12, 13, 14]);
+        last.finish = Some(FinishReason::Stop);
+        engine.register(
+            vec![1, 2, 3],
+            Script {
+                steps: vec![last],
+                ..Script::default()
+            },
+        );
+        let out = outputs(
+            engine
+                .submit(EngineRequest::new("s", vec![1, 2, 3]))
+                .collect()
+                .await,
+        );
+        assert_eq!(tokens_of(&out).len(), 5);
+        assert_eq!(out[0].finish_reason, Some(FinishReason::Stop));
     }
 
     #[tokio::test(start_paused = true)]
