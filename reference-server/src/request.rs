@@ -92,6 +92,24 @@ pub struct Limits {
     pub max_model_len: u32,
 }
 
+impl Limits {
+    /// The output budget vllm-rs gives a request: its `max_tokens` clamped to
+    /// the room its prompt leaves in the context, or that room when absent.
+    /// `None` leaves the request's own value alone: the prompt does not fit,
+    /// and the context-length check answers that.
+    pub fn max_tokens(&self, prompt_len: usize, requested: Option<u32>) -> Option<u32> {
+        let room = u32::try_from(prompt_len)
+            .ok()
+            .and_then(|prompt| self.max_model_len.checked_sub(prompt))
+            .filter(|&room| room > 0);
+        match (room, requested) {
+            (Some(room), Some(max)) => Some(max.min(room)),
+            (Some(room), None) => Some(room),
+            (None, requested) => requested,
+        }
+    }
+}
+
 impl GenerateRequest {
     /// Checks the request in vllm-rs's order; the first failure wins.
     pub fn validate(&self, served: impl Fn(&str) -> bool, limits: Limits) -> Result<(), ApiError> {
@@ -165,7 +183,8 @@ impl GenerateRequest {
                 None,
             ));
         }
-        if let (Some(min), Some(max)) = (params.min_tokens, params.max_tokens)
+        if let Some(min) = params.min_tokens
+            && let Some(max) = limits.max_tokens(self.token_ids.len(), params.max_tokens)
             && min > max
         {
             return Err(ApiError::invalid_request(
@@ -218,11 +237,15 @@ impl GenerateRequest {
     }
 
     /// What the engine is asked, under the id the engine knows the request by.
-    pub fn engine_request(&self, engine_request_id: String) -> mock_engine::EngineRequest {
+    pub fn engine_request(
+        &self,
+        engine_request_id: String,
+        limits: Limits,
+    ) -> mock_engine::EngineRequest {
         let params = &self.sampling_params.inner;
         let mut request =
             mock_engine::EngineRequest::new(engine_request_id, self.token_ids.clone());
-        request.max_tokens = params.max_tokens;
+        request.max_tokens = limits.max_tokens(self.token_ids.len(), params.max_tokens);
         request.logprobs = params.logprobs.map(|k| resolve_count(k) as u32);
         request.prompt_logprobs = params.prompt_logprobs.map(i64::from);
         request
@@ -275,6 +298,27 @@ mod tests {
             parse(r#"{"token_ids":[],"sampling_params":{"n":2},"model":"x","stream_options":{}}"#);
         let e = r.validate(|m| m == "tiny", LIMITS).unwrap_err();
         assert_eq!(e.code, "model_not_found");
+    }
+
+    #[test]
+    fn max_tokens_is_clamped_to_the_room_the_prompt_leaves() {
+        let r = parse(r#"{"token_ids":[1,2,3],"sampling_params":{"max_tokens":4294967295}}"#);
+        r.validate(|_| true, LIMITS).unwrap();
+        assert_eq!(r.engine_request("e".into(), LIMITS).max_tokens, Some(2045));
+        let r = parse(r#"{"token_ids":[1,2,3],"sampling_params":{}}"#);
+        assert_eq!(r.engine_request("e".into(), LIMITS).max_tokens, Some(2045));
+        let r = parse(r#"{"token_ids":[1,2,3],"sampling_params":{"max_tokens":7}}"#);
+        assert_eq!(r.engine_request("e".into(), LIMITS).max_tokens, Some(7));
+    }
+
+    #[test]
+    fn min_tokens_is_checked_against_the_clamped_max_tokens() {
+        let r = parse(r#"{"token_ids":[1,2,3],"sampling_params":{"min_tokens":3000}}"#);
+        let e = r.validate(|_| true, LIMITS).unwrap_err();
+        assert_eq!(
+            e.message,
+            "`min_tokens` must be less than or equal to `max_tokens`, got min_tokens=3000, max_tokens=2045"
+        );
     }
 
     #[test]

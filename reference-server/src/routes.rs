@@ -139,7 +139,7 @@ async fn generate(
     let options = body.response_options();
     let events = state
         .engine
-        .submit(body.engine_request(request_id::engine_id(&request_id)));
+        .submit(body.engine_request(request_id::engine_id(&request_id), limits));
     if options.stream {
         let chunks = ChunkStream::new(
             events,
