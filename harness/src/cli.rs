@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use mock_engine::Corpus;
+use mock_engine::fixture::Limits as FixtureLimits;
 
 use crate::capture::Limits;
 use crate::divergence::Registry;
@@ -29,8 +30,9 @@ pub struct Cli {
 pub enum Command {
     /// Replay fixtures against targets; diff them and check snapshots.
     Run(RunArgs),
-    /// Check the fixtures (schema, unique names) without running.
-    Validate(CorpusArgs),
+    /// Check the fixtures (schema, unique names, sizes, durations) and the
+    /// divergence registry without running.
+    Validate(ValidateArgs),
     /// List the fixtures.
     List(CorpusArgs),
     /// Property-based testing: generated requests and engine scripts, checked
@@ -77,6 +79,22 @@ pub struct CorpusArgs {
     pub filter: Option<String>,
 }
 
+/// The per-request timeout `run` and `validate` default to.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub corpus: CorpusArgs,
+    /// Registry of known divergences, checked as `run` loads it.
+    #[arg(long, default_value = "fixtures/divergences.toml")]
+    pub divergences: PathBuf,
+    /// The per-request timeout of the run to validate for: a script whose
+    /// delays add up to it or more is refused.
+    #[arg(long, default_value_t = DEFAULT_TIMEOUT_SECS)]
+    pub timeout_secs: u64,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Color {
     Auto,
@@ -104,8 +122,9 @@ pub struct RunArgs {
     /// Write JUnit XML for CI systems.
     #[arg(long)]
     pub report_junit: Option<PathBuf>,
-    /// Per-request timeout.
-    #[arg(long, default_value_t = 30)]
+    /// Per-request timeout. Fixtures whose scripts take this long or longer
+    /// are refused before the run starts, as `validate` refuses them.
+    #[arg(long, default_value_t = DEFAULT_TIMEOUT_SECS)]
     pub timeout_secs: u64,
     /// Budget for the whole run; cases not started by then are errors.
     #[arg(long, default_value_t = 1800)]
@@ -131,18 +150,8 @@ pub fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
-        Command::Validate(args) => match load(&args) {
-            Ok(corpus) => {
-                println!(
-                    "{} fixtures in {} are valid",
-                    corpus.fixtures.len(),
-                    args.fixtures.display()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(code) => code,
-        },
-        Command::List(args) => match load(&args) {
+        Command::Validate(args) => validate_command(&args),
+        Command::List(args) => match load(&args, &FixtureLimits::default()) {
             Ok(corpus) => {
                 for f in run::select(&corpus, args.filter.as_deref()) {
                     let scope = match f.fixture.in_process_reason() {
@@ -194,15 +203,45 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn load(args: &CorpusArgs) -> Result<Corpus, ExitCode> {
-    Corpus::load_dir(&args.fixtures).map_err(|e| {
+/// What `run` and `validate` hold every fixture to.
+fn run_limits(timeout_secs: u64) -> FixtureLimits {
+    FixtureLimits {
+        request_timeout: Some(Duration::from_secs(timeout_secs)),
+        ..FixtureLimits::default()
+    }
+}
+
+fn load(args: &CorpusArgs, limits: &FixtureLimits) -> Result<Corpus, ExitCode> {
+    Corpus::load_dir_with(&args.fixtures, limits).map_err(|e| {
         eprintln!("error: invalid fixtures:\n{e}");
         ExitCode::from(2)
     })
 }
 
+/// The fixtures and the registry, each with the loader `run` uses, so what
+/// passes here loads there; every problem of both is reported.
+fn validate_command(args: &ValidateArgs) -> ExitCode {
+    let corpus = load(&args.corpus, &run_limits(args.timeout_secs));
+    let registry = Registry::load(&args.divergences).map_err(|e| {
+        eprintln!("error: invalid divergence registry: {e}");
+    });
+    match (corpus, registry) {
+        (Ok(corpus), Ok(registry)) => {
+            println!(
+                "{} fixtures in {} and {} divergences in {} are valid",
+                corpus.fixtures.len(),
+                args.corpus.fixtures.display(),
+                registry.entries.len(),
+                args.divergences.display()
+            );
+            ExitCode::SUCCESS
+        }
+        _ => ExitCode::from(2),
+    }
+}
+
 fn run_command(args: RunArgs) -> ExitCode {
-    let corpus = match load(&args.corpus) {
+    let corpus = match load(&args.corpus, &run_limits(args.timeout_secs)) {
         Ok(c) => c,
         Err(code) => return code,
     };

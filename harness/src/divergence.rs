@@ -91,13 +91,23 @@ pub enum RegistryError {
         path: String,
         source: std::io::Error,
     },
-    #[error("{path}: {source}")]
+    /// `at` is the entry and field (`divergence[3].kinds[0]`), or empty
+    /// when the TOML itself is malformed; the source names line and column.
+    #[error("{path}: {}{source}", if at.is_empty() { String::new() } else { format!("at `{at}`: ") })]
     Parse {
         path: String,
+        at: String,
         source: Box<toml::de::Error>,
     },
-    #[error("{path}: divergence id `{id}` appears twice")]
-    DuplicateId { path: String, id: String },
+    #[error(
+        "{path}: divergence id `{id}` appears twice (entries {first} and {again}, counted from 0)"
+    )]
+    DuplicateId {
+        path: String,
+        id: String,
+        first: usize,
+        again: usize,
+    },
 }
 
 impl Registry {
@@ -114,16 +124,20 @@ impl Registry {
                 });
             }
         };
-        let registry: Self = toml::from_str(&text).map_err(|e| RegistryError::Parse {
-            path: shown.clone(),
-            source: Box::new(e),
-        })?;
-        let mut seen = std::collections::BTreeSet::new();
-        for e in &registry.entries {
-            if !seen.insert(&e.id) {
+        let registry: Self = serde_path_to_error::deserialize(toml::Deserializer::new(&text))
+            .map_err(|e| RegistryError::Parse {
+                path: shown.clone(),
+                at: e.path().to_string().trim_start_matches('.').to_string(),
+                source: Box::new(e.into_inner()),
+            })?;
+        let mut seen = std::collections::BTreeMap::new();
+        for (again, e) in registry.entries.iter().enumerate() {
+            if let Some(first) = seen.insert(&e.id, again) {
                 return Err(RegistryError::DuplicateId {
                     path: shown,
                     id: e.id.clone(),
+                    first,
+                    again,
                 });
             }
         }
@@ -233,7 +247,7 @@ mod tests {
         )
         .unwrap();
         let e = Registry::load(&path).unwrap_err().to_string();
-        assert!(e.contains("reasn"), "{e}");
+        assert!(e.contains("at `divergence[0].reasn`"), "{e}");
         std::fs::write(&path, "[[divergence]]\nid='a'\nclass='bug'\nreason='r'\n[[divergence]]\nid='a'\nclass='bug'\nreason='r'\n").unwrap();
         let e = Registry::load(&path).unwrap_err().to_string();
         assert!(e.contains("`a` appears twice"), "{e}");

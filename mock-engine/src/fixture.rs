@@ -8,10 +8,17 @@
 //! }
 //! ```
 
-use std::collections::BTreeMap;
+mod limits;
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeSeed as _;
+
+pub use self::limits::{CONTEXT_TOKENS, Limits};
 use crate::script::{FinishReason, Fixture, Step};
 
 /// Everything that can be wrong with one fixture file or with the corpus.
@@ -67,17 +74,38 @@ pub struct LoadedFixture {
     pub fixture: Fixture,
 }
 
-/// Parses one fixture from text; `file` is only used in errors.
+/// Parses one fixture from text, within the default [`Limits`]; `file` is
+/// only used in errors.
 pub fn parse(file: &Path, text: &str) -> Result<Fixture, FixtureErrors> {
-    let de = &mut serde_json::Deserializer::from_str(text);
-    let fixture: Fixture = serde_path_to_error::deserialize(de).map_err(|e| {
+    parse_with(file, text, &Limits::default())
+}
+
+/// Parses one fixture from text and checks it against `limits`. The values
+/// are counted before the fixture is built, so a file of a million empty
+/// steps is refused without the memory they would take.
+pub fn parse_with(file: &Path, text: &str, limits: &Limits) -> Result<Fixture, FixtureErrors> {
+    let at = |e: serde_path_to_error::Error<serde_json::Error>| {
         FixtureErrors(vec![FixtureError {
             file: file.to_path_buf(),
             json_path: e.path().to_string(),
             message: e.into_inner().to_string(),
         }])
-    })?;
-    let problems = check(&fixture);
+    };
+    let left = Cell::new(limits.max_json_values);
+    let counter = limits::ValueCounter {
+        left: &left,
+        limit: limits.max_json_values,
+    };
+    let mut track = serde_path_to_error::Track::new();
+    let mut de = serde_json::Deserializer::from_str(text);
+    counter
+        .deserialize(serde_path_to_error::Deserializer::new(&mut de, &mut track))
+        .and_then(|()| de.end())
+        .map_err(|e| at(serde_path_to_error::Error::new(track.path(), e)))?;
+    let de = &mut serde_json::Deserializer::from_str(text);
+    let fixture: Fixture = serde_path_to_error::deserialize(de).map_err(at)?;
+    let mut problems = check(&fixture);
+    problems.extend(limits::check(&fixture, limits));
     if problems.is_empty() {
         Ok(fixture)
     } else {
@@ -94,16 +122,47 @@ pub fn parse(file: &Path, text: &str) -> Result<Fixture, FixtureErrors> {
     }
 }
 
-/// Reads and parses one fixture file.
+/// Reads and parses one fixture file, within the default [`Limits`].
 pub fn load_file(path: &Path) -> Result<Fixture, FixtureErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    load_file_with(path, &Limits::default())
+}
+
+/// Reads and parses one fixture file. A file over `limits.max_file_bytes`
+/// is refused before it is read, and so is anything but a regular file (a
+/// FIFO would block the read forever).
+pub fn load_file_with(path: &Path, limits: &Limits) -> Result<Fixture, FixtureErrors> {
+    let error = |message: String| {
         FixtureErrors(vec![FixtureError {
             file: path.to_path_buf(),
             json_path: String::new(),
-            message: format!("cannot read: {e}"),
+            message,
         }])
-    })?;
-    parse(path, &text)
+    };
+    let too_large = |bytes: u64| {
+        error(format!(
+            "is {}; a fixture file may be at most {} (not read)",
+            limits::Bytes(bytes),
+            limits::Bytes(limits.max_file_bytes)
+        ))
+    };
+    let metadata = std::fs::metadata(path).map_err(|e| error(format!("cannot read: {e}")))?;
+    if !metadata.is_file() {
+        return Err(error("is not a regular file".into()));
+    }
+    if metadata.len() > limits.max_file_bytes {
+        return Err(too_large(metadata.len()));
+    }
+    let file = std::fs::File::open(path).map_err(|e| error(format!("cannot read: {e}")))?;
+    // The file may have grown since it was measured: read one byte past the
+    // limit at most, to tell.
+    let mut text = String::new();
+    file.take(limits.max_file_bytes + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| error(format!("cannot read: {e}")))?;
+    if text.len() as u64 > limits.max_file_bytes {
+        return Err(too_large(text.len() as u64));
+    }
+    parse_with(path, &text, limits)
 }
 
 /// What serde cannot say about a fixture: rules between fields.
@@ -284,6 +343,35 @@ fn check_steps(
     }
 }
 
+/// What walking a fixture folder hit, said of the path that hit it: a link
+/// loop or a dangling link would otherwise lose cases without a word.
+fn listing_error(dir: &Path, e: &walkdir::Error) -> FixtureError {
+    let file = e.path().unwrap_or(dir).to_path_buf();
+    let message = if let Some(ancestor) = e.loop_ancestor() {
+        format!(
+            "is a symbolic link loop: it leads back to {}, a folder that contains it",
+            ancestor.display()
+        )
+    } else if let Ok(target) = std::fs::read_link(&file)
+        && !file.exists()
+    {
+        format!(
+            "is a dangling symbolic link: its target {} does not exist",
+            target.display()
+        )
+    } else {
+        match e.io_error() {
+            Some(io) => format!("cannot list: {io}"),
+            None => format!("cannot list: {e}"),
+        }
+    };
+    FixtureError {
+        file,
+        json_path: String::new(),
+        message,
+    }
+}
+
 /// A directory of fixtures, checked as a whole.
 #[derive(Debug, Clone, Default)]
 pub struct Corpus {
@@ -291,8 +379,21 @@ pub struct Corpus {
 }
 
 impl Corpus {
+    /// Loads every `*.json` file below `dir` within the default [`Limits`];
+    /// see [`Corpus::load_dir_with`].
+    pub fn load_dir(dir: &Path) -> Result<Self, FixtureErrors> {
+        Self::load_dir_with(dir, &Limits::default())
+    }
+
     /// Loads every `*.json` file below `dir` (sorted by path), and checks that
     /// names are unique. Reports every problem at once.
+    ///
+    /// Symbolic links are followed, to files and folders alike, wherever
+    /// they point. A link whose target is missing, and a link to a folder
+    /// that contains it (a loop), are errors naming the link. A file reached
+    /// by several paths (two links to it, or a link and the file itself) is
+    /// one case, loaded once under the first of its paths in sorted order:
+    /// so a folder of links to chosen cases can sit beside the cases.
     ///
     /// Prompts may repeat (real traffic repeats them, and a recorded repeat
     /// hits the prefix cache): each case's script is registered for its
@@ -300,7 +401,7 @@ impl Corpus {
     /// fixture replays its own script. An engine that serves the whole corpus
     /// at once ([`crate::Engine::with_corpus`]) answers a repeated prompt with
     /// the first of its scripts.
-    pub fn load_dir(dir: &Path) -> Result<Self, FixtureErrors> {
+    pub fn load_dir_with(dir: &Path, limits: &Limits) -> Result<Self, FixtureErrors> {
         if !dir.is_dir() {
             return Err(FixtureErrors(vec![FixtureError {
                 file: dir.to_path_buf(),
@@ -310,24 +411,49 @@ impl Corpus {
         }
         let mut paths = Vec::new();
         let mut errors = Vec::new();
-        for entry in walkdir::WalkDir::new(dir).sort_by_file_name() {
-            match entry {
-                Ok(e)
-                    if e.file_type().is_file() && e.path().extension() == Some("json".as_ref()) =>
-                {
-                    paths.push(e.into_path())
+        // The real path of every file taken, so a file reached twice is one case.
+        let mut seen: HashMap<PathBuf, PathBuf> = HashMap::new();
+        for entry in walkdir::WalkDir::new(dir)
+            .follow_links(true)
+            .sort_by_file_name()
+        {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    errors.push(listing_error(dir, &e));
+                    continue;
                 }
-                Ok(_) => {}
-                Err(e) => errors.push(FixtureError {
-                    file: e.path().unwrap_or(dir).to_path_buf(),
-                    json_path: String::new(),
-                    message: format!("cannot list: {e}"),
-                }),
+            };
+            if entry.file_type().is_dir() || entry.path().extension() != Some("json".as_ref()) {
+                continue;
             }
+            let path = entry.into_path();
+            match std::fs::canonicalize(&path) {
+                Ok(real) => {
+                    if let Some(first) = seen.get(&real) {
+                        tracing::debug!(
+                            path = %path.display(),
+                            first = %first.display(),
+                            "the same fixture file again; loaded once"
+                        );
+                        continue;
+                    }
+                    seen.insert(real, path.clone());
+                }
+                Err(e) => {
+                    errors.push(FixtureError {
+                        file: path,
+                        json_path: String::new(),
+                        message: format!("cannot resolve: {e}"),
+                    });
+                    continue;
+                }
+            }
+            paths.push(path);
         }
         let mut fixtures = Vec::new();
         for path in paths {
-            match load_file(&path) {
+            match load_file_with(&path, limits) {
                 Ok(fixture) => fixtures.push(LoadedFixture { path, fixture }),
                 Err(FixtureErrors(mut e)) => errors.append(&mut e),
             }
@@ -445,6 +571,183 @@ mod tests {
         let msg = Corpus::load_dir(dir.path()).unwrap_err().to_string();
         assert!(msg.contains("c.json: at `name`"), "{msg}");
         assert!(msg.contains("a.json"), "{msg}");
+    }
+
+    fn write_fixture(path: &Path, name: &str) {
+        std::fs::write(
+            path,
+            format!(
+                r#"{{"name": "{name}", "request": {{"body": {{"token_ids": [7, 8]}}}},
+                "engine": {{"steps": [{{"tokens": [1], "finish": "stop"}}]}}}}"#
+            ),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn links_to_files_and_folders_are_followed_and_a_file_counts_once() {
+        let outside = tempfile::tempdir().unwrap();
+        write_fixture(&outside.path().join("linked.json"), "linked");
+        std::fs::create_dir(outside.path().join("more")).unwrap();
+        write_fixture(&outside.path().join("more/deep.json"), "deep");
+        let dir = tempfile::tempdir().unwrap();
+        write_fixture(&dir.path().join("own.json"), "own");
+        let link = |target: &Path, name: &str| {
+            std::os::unix::fs::symlink(target, dir.path().join(name)).unwrap()
+        };
+        link(&outside.path().join("linked.json"), "linked.json");
+        link(&outside.path().join("linked.json"), "again.json");
+        link(&dir.path().join("own.json"), "z_own.json");
+        link(&outside.path().join("more"), "more");
+        let corpus = Corpus::load_dir(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let found: Vec<(&str, String)> = corpus
+            .fixtures
+            .iter()
+            .map(|f| {
+                let rel = f.path.strip_prefix(dir.path()).unwrap();
+                (f.fixture.name.as_str(), rel.display().to_string())
+            })
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("linked", "again.json".to_string()),
+                ("deep", "more/deep.json".to_string()),
+                ("own", "own.json".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_dangling_link_and_a_link_loop_are_errors_naming_them() {
+        let dir = tempfile::tempdir().unwrap();
+        write_fixture(&dir.path().join("ok.json"), "ok");
+        std::os::unix::fs::symlink(dir.path().join("gone.json"), dir.path().join("x.json"))
+            .unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::os::unix::fs::symlink(dir.path(), dir.path().join("sub/up")).unwrap();
+        let msg = Corpus::load_dir(dir.path()).unwrap_err().to_string();
+        let x = dir.path().join("x.json");
+        assert!(
+            msg.contains(&format!("{}: is a dangling symbolic link", x.display())),
+            "{msg}"
+        );
+        let up = dir.path().join("sub/up");
+        assert!(
+            msg.contains(&format!("{}: is a symbolic link loop", up.display())),
+            "{msg}"
+        );
+    }
+
+    fn timed(steps: &str) -> String {
+        let limits = Limits {
+            request_timeout: Some(std::time::Duration::from_secs(30)),
+            ..Limits::default()
+        };
+        let text = format!(
+            r#"{{"name": "x", "request": {{"body": {{"token_ids": [1]}}}},
+            "engine": {{"steps": [{steps}]}}}}"#
+        );
+        parse_with(Path::new("x.json"), &text, &limits)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn a_script_longer_than_the_request_timeout_is_refused() {
+        let max = u64::MAX;
+        let msg = timed(&format!(
+            r#"{{"delay_ms": {max}, "tokens": [1]}}, {{"delay_ms": {max}, "finish": "stop"}}"#
+        ));
+        assert!(
+            msg.contains("at `engine.steps[0].delay_ms`: 18446744073709551615 ms"),
+            "{msg}"
+        );
+        let many = vec![r#"{"delay_ms": 20, "tokens": [1]}"#; 100_000].join(",");
+        let msg = timed(&format!(r#"{many}, {{"finish": "stop"}}"#));
+        assert!(
+            msg.contains(
+                "at `engine.steps`: its 100001 steps take 2000 s in all (the sum of their \
+                 `delay_ms`), at or over the per-request timeout of 30 s"
+            ),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("at `engine`: has 100001 steps in all"),
+            "{msg}"
+        );
+        // Delays that add up past u64::MAX saturate instead of wrapping.
+        let half = u64::MAX / 2 + 1;
+        let msg = timed(&format!(
+            r#"{{"delay_ms": 29000}}, {{"delay_ms": {half}}}, {{"delay_ms": {half}, "finish": "stop"}}"#
+        ));
+        assert!(msg.contains("at `engine.steps[1].delay_ms`"), "{msg}");
+        // Without a timeout (the engine binaries), only the sizes count.
+        let text = r#"{"name": "x", "request": {"body": {"token_ids": [1]}},
+            "engine": {"steps": [{"delay_ms": 40000, "finish": "stop"}]}}"#;
+        parse(Path::new("x.json"), text).unwrap();
+    }
+
+    #[test]
+    fn samples_are_timed_each_on_their_own() {
+        let limits = Limits {
+            request_timeout: Some(std::time::Duration::from_secs(30)),
+            ..Limits::default()
+        };
+        let text = r#"{"name": "x", "request": {"body": {"token_ids": [1]}},
+            "engine": {"steps": [{"delay_ms": 20000, "finish": "stop"}],
+            "samples": [[{"delay_ms": 20000}, {"delay_ms": 20000, "finish": "stop"}]]}}"#;
+        let msg = parse_with(Path::new("x.json"), text, &limits)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("at `engine.samples[0]`: its 2 steps take 40 s"),
+            "{msg}"
+        );
+        assert!(!msg.contains("engine.steps"), "{msg}");
+    }
+
+    #[test]
+    fn a_prompt_past_the_limit_is_refused_with_what_it_would_cost() {
+        let ids = vec!["1234"; 600_000].join(",");
+        let msg = err(&format!(
+            r#"{{"name": "x", "request": {{"body": {{"token_ids": [{ids}]}}}}}}"#
+        ));
+        assert!(
+            msg.contains("at `request.body.token_ids`: has 600000 token ids; a prompt may have at most 524288"),
+            "{msg}"
+        );
+        assert!(msg.contains("needs ~46 MiB in memory"), "{msg}");
+    }
+
+    #[test]
+    fn values_are_counted_before_anything_is_built() {
+        // 2 Mi empty steps: ~450 MB once built, 6 MiB of text.
+        let steps = "{},".repeat(2 << 20);
+        let msg = err(&format!(
+            r#"{{"name": "x", "request": {{"body": {{"token_ids": [1]}}}},
+            "engine": {{"steps": [{steps}{{"finish": "stop"}}]}}}}"#
+        ));
+        assert!(
+            msg.contains(
+                "at `engine.steps[1048568]`: the fixture holds more than 1048576 JSON values"
+            ),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_file_over_the_size_limit_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.json");
+        let file = std::fs::File::create(&path).unwrap();
+        // Sparse: 200 MB on paper, nothing on disk.
+        file.set_len(200_000_000).unwrap();
+        let msg = load_file(&path).unwrap_err().to_string();
+        assert!(
+            msg.contains("big.json: is 191 MiB; a fixture file may be at most 64 MiB (not read)"),
+            "{msg}"
+        );
     }
 
     #[test]
