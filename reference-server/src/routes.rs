@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, header};
@@ -12,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use mock_engine::Engine;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -53,10 +55,13 @@ pub fn router_with_cut_off(config: &Config, engine: Engine, cut_off: Cancellatio
     if config.enable_script_control {
         protected = protected.merge(crate::control::router(state.engine.clone()));
     }
-    let protected = protected.route_layer(middleware::from_fn_with_state(
-        state.clone(),
-        require_api_key,
-    ));
+    // Layers run outside in: the key is checked before any body is read.
+    let protected = protected
+        .route_layer(middleware::from_fn_with_state(state.clone(), read_body))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_api_key,
+        ));
     Router::new()
         .route("/health", get(health))
         .merge(protected)
@@ -79,6 +84,36 @@ async fn require_api_key(State(state): Shared, request: Request, next: Next) -> 
         }
     }
     next.run(request).await
+}
+
+/// Reads the whole request body before the handler sees it, within
+/// `max_body_bytes` (413 beyond, refused unread when `Content-Length` says so)
+/// and `body_read_timeout` (408: a stalled or dripping body cannot hold a
+/// connection). The handlers then parse bytes that are already here.
+async fn read_body(State(state): Shared, request: Request, next: Next) -> Response {
+    let config = &state.config;
+    let too_large = || ApiError::payload_too_large().into_response();
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > config.max_body_bytes as u64) {
+        return too_large();
+    }
+    let (parts, body) = request.into_parts();
+    let limited = Limited::new(body, config.max_body_bytes);
+    let bytes = match tokio::time::timeout(config.body_read_timeout, limited.collect()).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => return too_large(),
+        Ok(Err(e)) => {
+            return ApiError::json_parse(format!("Failed to buffer the request body: {e}"))
+                .into_response();
+        }
+        Err(_) => return ApiError::body_timeout(config.body_read_timeout).into_response(),
+    };
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 async fn health() {}
