@@ -1,5 +1,6 @@
 //! HTTP handlers and the router.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -8,11 +9,11 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::{self, Next};
-use axum::response::sse::Sse;
+use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures::StreamExt;
+use futures::{StreamExt, stream};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use mock_engine::Engine;
 use serde::Serialize;
@@ -23,7 +24,7 @@ use crate::config::Config;
 use crate::error::{ApiError, Unauthorized};
 use crate::request::{GenerateRequest, Limits};
 use crate::request_id;
-use crate::stream::ChunkStream;
+use crate::stream::{ChunkStream, StreamItem};
 
 pub const GENERATE_PATH: &str = "/inference/v1/generate";
 
@@ -116,6 +117,17 @@ async fn read_body(State(state): Shared, request: Request, next: Next) -> Respon
         .await
 }
 
+/// How a stream cut off by a shutdown ends: an in-band error, then `[DONE]`.
+fn cut_off_ending() -> [Result<Event, Infallible>; 2] {
+    [
+        StreamItem::Error(ApiError::server_error(SHUTTING_DOWN)),
+        StreamItem::Done,
+    ]
+    .map(|item| Ok(item.to_event()))
+}
+
+const SHUTTING_DOWN: &str = "the server is shutting down";
+
 async fn health() {}
 
 #[derive(Serialize)]
@@ -182,15 +194,22 @@ async fn generate(
             options,
             state.config.enable_prompt_tokens_details,
         );
+        let cut_off = state.cut_off.clone();
         let events = chunks
             .into_events()
-            .take_until(state.cut_off.clone().cancelled_owned());
+            .take_until(cut_off.clone().cancelled_owned())
+            .chain(
+                stream::once(async move { cut_off.is_cancelled() }).flat_map(
+                    // Cut off by a shutdown: say so, as for an engine failure mid-stream.
+                    |cut| stream::iter(cut.then(cut_off_ending).into_iter().flatten()),
+                ),
+            );
         return Ok(Sse::new(events).into_response());
     }
     let response = tokio::select! {
         response = generate_response(events, request_id, &body.token_ids, options) => response?,
         () = state.cut_off.cancelled() => {
-            return Err(ApiError::server_error("the server is shutting down"));
+            return Err(ApiError::server_error(SHUTTING_DOWN));
         }
     };
     Ok(Json(response).into_response())

@@ -222,6 +222,18 @@ async fn shutdown_ends_stalled_streams_and_frees_the_port() {
         "the stalled request was aborted"
     );
     assert!(reqwest::get(format!("http://{addr}/health")).await.is_err());
+    // The cut stream says why it ends, then ends properly.
+    let mut rest = Vec::new();
+    while let Some(Ok(bytes)) = body.next().await {
+        rest.extend_from_slice(&bytes);
+    }
+    let rest = String::from_utf8(rest).unwrap();
+    assert!(
+        rest.ends_with(
+            "data: {\"error\":{\"message\":\"the server is shutting down\",\"type\":\"server_error\",\"param\":null,\"code\":\"server_error\"}}\n\ndata: [DONE]\n\n"
+        ),
+        "{rest:?}"
+    );
 }
 
 #[tokio::test]
