@@ -1,11 +1,20 @@
 //! What a running server needs to know besides its engine.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
 
 use mock_engine::script::ServerOptions;
 
 /// vllm-rs refuses bodies above 32 MiB (axum's `DefaultBodyLimit` as it sets it).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// How long a connection may take to send a request head, counted from when the
+/// server starts waiting for one: a new connection, or a kept-alive one after its
+/// last response. So it is also how long an idle connection is kept.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a request body may take to arrive, whole (32 MiB at ~0.5 MiB/s).
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Server settings, named after the vLLM flags they stand for.
 ///
@@ -25,8 +34,14 @@ pub struct Config {
     pub api_key: Option<String>,
     /// `--enable-prompt-tokens-details`: usage reports `prompt_tokens_details.cached_tokens`.
     pub enable_prompt_tokens_details: bool,
-    /// Bodies larger than this are refused like vllm-rs refuses them.
+    /// Bodies larger than this are refused with 413 (vllm-rs answers 400).
     pub max_body_bytes: usize,
+    /// `--header-read-timeout`: see [`DEFAULT_HEADER_READ_TIMEOUT`]; the
+    /// connection is closed when it passes.
+    pub header_read_timeout: Duration,
+    /// `--body-read-timeout`: see [`DEFAULT_BODY_READ_TIMEOUT`]; answered with 408.
+    /// Responses, streamed or not, have no time limit.
+    pub body_read_timeout: Duration,
     /// `--enable-script-control`: `POST /genconform/v1/scripts` scripts the
     /// engine (see [`crate::control`]); off, the path is a 404.
     pub enable_script_control: bool,
@@ -41,6 +56,8 @@ impl Default for Config {
             api_key: None,
             enable_prompt_tokens_details: false,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             enable_script_control: false,
         }
     }

@@ -1,11 +1,55 @@
 //! Errors as vllm-rs puts them on the wire: `{"error": {message, type, param, code}}`
 //! with an HTTP status before the stream starts, or as an in-band SSE event after.
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+
+/// Longest error message sent. Messages echo the request (a model name, a serde
+/// message quoting a string, ids): past this, the middle is cut out, keeping the
+/// start and the end, where serde puts the line and column.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
+
+/// `message`, its middle replaced by a note of how much was cut if it is too long.
+///
+/// ```
+/// use reference_server::error::{MAX_ERROR_MESSAGE_BYTES, capped};
+/// assert_eq!(capped("short".into()), "short");
+/// let long = format!("The model `{}` does not exist.", "m".repeat(20_000));
+/// let cut = capped(long);
+/// assert!(cut.len() <= MAX_ERROR_MESSAGE_BYTES);
+/// assert!(cut.starts_with("The model `mmm") && cut.ends_with("mmm` does not exist."));
+/// assert!(cut.contains(" bytes elided] "));
+/// ```
+pub fn capped(message: String) -> String {
+    if message.len() <= MAX_ERROR_MESSAGE_BYTES {
+        return message;
+    }
+    let head = floor_char_boundary(&message, MAX_ERROR_MESSAGE_BYTES / 2);
+    // Room for the note, whose digits vary; 48 bytes is more than enough.
+    let tail_len = MAX_ERROR_MESSAGE_BYTES - head - 48;
+    let mut tail = message.len() - tail_len;
+    while !message.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!(
+        "{} [… {} bytes elided] {}",
+        &message[..head],
+        tail - head,
+        &message[tail..]
+    )
+}
+
+fn floor_char_boundary(s: &str, mut at: usize) -> usize {
+    while !s.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
 
 /// One error the API reports.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,7 +82,7 @@ impl ApiError {
     pub fn invalid_request(message: impl Into<String>, param: Option<&'static str>) -> Self {
         Self {
             status: StatusCode::BAD_REQUEST,
-            message: message.into(),
+            message: capped(message.into()),
             kind: "invalid_request_error",
             param,
             code: "invalid_request_error",
@@ -50,6 +94,29 @@ impl ApiError {
         Self {
             code: "json_parse_error",
             ..Self::invalid_request(message, None)
+        }
+    }
+
+    /// A body over `--max-body-bytes`: vllm-rs's words, but 413 where it says 400.
+    pub fn payload_too_large() -> Self {
+        Self {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            ..Self::json_parse("Failed to buffer the request body: length limit exceeded")
+        }
+    }
+
+    /// A body that did not arrive within `--body-read-timeout`.
+    pub fn body_timeout(limit: Duration) -> Self {
+        Self {
+            status: StatusCode::REQUEST_TIMEOUT,
+            code: "request_timeout",
+            ..Self::invalid_request(
+                format!(
+                    "Failed to buffer the request body: not received within {} s",
+                    limit.as_secs_f64()
+                ),
+                None,
+            )
         }
     }
 
@@ -67,7 +134,7 @@ impl ApiError {
     pub fn server_error(message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::INTERNAL_SERVER_ERROR,
-            message: message.into(),
+            message: capped(message.into()),
             kind: "server_error",
             param: None,
             code: "server_error",

@@ -1,17 +1,20 @@
 //! HTTP handlers and the router.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::{self, Next};
-use axum::response::sse::Sse;
+use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures::StreamExt;
+use futures::{StreamExt, stream};
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use mock_engine::Engine;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -21,7 +24,7 @@ use crate::config::Config;
 use crate::error::{ApiError, Unauthorized};
 use crate::request::{GenerateRequest, Limits};
 use crate::request_id;
-use crate::stream::ChunkStream;
+use crate::stream::{ChunkStream, StreamItem};
 
 pub const GENERATE_PATH: &str = "/inference/v1/generate";
 
@@ -53,10 +56,13 @@ pub fn router_with_cut_off(config: &Config, engine: Engine, cut_off: Cancellatio
     if config.enable_script_control {
         protected = protected.merge(crate::control::router(state.engine.clone()));
     }
-    let protected = protected.route_layer(middleware::from_fn_with_state(
-        state.clone(),
-        require_api_key,
-    ));
+    // Layers run outside in: the key is checked before any body is read.
+    let protected = protected
+        .route_layer(middleware::from_fn_with_state(state.clone(), read_body))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_api_key,
+        ));
     Router::new()
         .route("/health", get(health))
         .merge(protected)
@@ -80,6 +86,47 @@ async fn require_api_key(State(state): Shared, request: Request, next: Next) -> 
     }
     next.run(request).await
 }
+
+/// Reads the whole request body before the handler sees it, within
+/// `max_body_bytes` (413 beyond, refused unread when `Content-Length` says so)
+/// and `body_read_timeout` (408: a stalled or dripping body cannot hold a
+/// connection). The handlers then parse bytes that are already here.
+async fn read_body(State(state): Shared, request: Request, next: Next) -> Response {
+    let config = &state.config;
+    let too_large = || ApiError::payload_too_large().into_response();
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > config.max_body_bytes as u64) {
+        return too_large();
+    }
+    let (parts, body) = request.into_parts();
+    let limited = Limited::new(body, config.max_body_bytes);
+    let bytes = match tokio::time::timeout(config.body_read_timeout, limited.collect()).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => return too_large(),
+        Ok(Err(e)) => {
+            return ApiError::json_parse(format!("Failed to buffer the request body: {e}"))
+                .into_response();
+        }
+        Err(_) => return ApiError::body_timeout(config.body_read_timeout).into_response(),
+    };
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
+/// How a stream cut off by a shutdown ends: an in-band error, then `[DONE]`.
+fn cut_off_ending() -> [Result<Event, Infallible>; 2] {
+    [
+        StreamItem::Error(ApiError::server_error(SHUTTING_DOWN)),
+        StreamItem::Done,
+    ]
+    .map(|item| Ok(item.to_event()))
+}
+
+const SHUTTING_DOWN: &str = "the server is shutting down";
 
 async fn health() {}
 
@@ -147,15 +194,22 @@ async fn generate(
             options,
             state.config.enable_prompt_tokens_details,
         );
+        let cut_off = state.cut_off.clone();
         let events = chunks
             .into_events()
-            .take_until(state.cut_off.clone().cancelled_owned());
+            .take_until(cut_off.clone().cancelled_owned())
+            .chain(
+                stream::once(async move { cut_off.is_cancelled() }).flat_map(
+                    // Cut off by a shutdown: say so, as for an engine failure mid-stream.
+                    |cut| stream::iter(cut.then(cut_off_ending).into_iter().flatten()),
+                ),
+            );
         return Ok(Sse::new(events).into_response());
     }
     let response = tokio::select! {
         response = generate_response(events, request_id, &body.token_ids, options) => response?,
         () = state.cut_off.cancelled() => {
-            return Err(ApiError::server_error("the server is shutting down"));
+            return Err(ApiError::server_error(SHUTTING_DOWN));
         }
     };
     Ok(Json(response).into_response())

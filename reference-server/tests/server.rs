@@ -90,7 +90,9 @@ async fn api_key_guards_v1_and_inference_but_not_health() {
 }
 
 #[tokio::test]
-async fn bodies_over_the_limit_are_refused_like_vllm_rs() {
+/// vllm-rs answers 400 with these words; we answer 413 (the status that says
+/// what is wrong) with the same words.
+async fn bodies_over_the_limit_get_413_in_vllm_rs_words() {
     let s = TestServer::with_config(Config {
         max_body_bytes: 1024,
         ..Config::default()
@@ -120,7 +122,7 @@ async fn bodies_over_the_limit_are_refused_like_vllm_rs() {
         .send()
         .await
         .unwrap();
-    assert_eq!(refused.status(), 400);
+    assert_eq!(refused.status(), 413);
     let body: Value = refused.json().await.unwrap();
     assert_eq!(
         body,
@@ -220,6 +222,18 @@ async fn shutdown_ends_stalled_streams_and_frees_the_port() {
         "the stalled request was aborted"
     );
     assert!(reqwest::get(format!("http://{addr}/health")).await.is_err());
+    // The cut stream says why it ends, then ends properly.
+    let mut rest = Vec::new();
+    while let Some(Ok(bytes)) = body.next().await {
+        rest.extend_from_slice(&bytes);
+    }
+    let rest = String::from_utf8(rest).unwrap();
+    assert!(
+        rest.ends_with(
+            "data: {\"error\":{\"message\":\"the server is shutting down\",\"type\":\"server_error\",\"param\":null,\"code\":\"server_error\"}}\n\ndata: [DONE]\n\n"
+        ),
+        "{rest:?}"
+    );
 }
 
 #[tokio::test]
