@@ -457,6 +457,18 @@ impl GenerateRequest {
         }
         check_logprob_count("logprobs", params.logprobs)?;
         check_logprob_count("prompt_logprobs", params.prompt_logprobs)?;
+        // vllm-rs checks the token budget before the sampling ranges.
+        if let Some(min) = params.min_tokens
+            && let Some(max) = limits.max_tokens(self.token_ids.len(), params.max_tokens)
+            && min > max
+        {
+            return Err(ApiError::invalid_request(
+                format!(
+                    "`min_tokens` must be less than or equal to `max_tokens`, got min_tokens={min}, max_tokens={max}"
+                ),
+                None,
+            ));
+        }
         if let Some(t) = params.temperature
             && !(0.0..=2.0).contains(&t)
         {
@@ -470,17 +482,6 @@ impl GenerateRequest {
         {
             return Err(ApiError::invalid_request(
                 format!("top_p must be in (0, 1], got {p}"),
-                None,
-            ));
-        }
-        if let Some(min) = params.min_tokens
-            && let Some(max) = limits.max_tokens(self.token_ids.len(), params.max_tokens)
-            && min > max
-        {
-            return Err(ApiError::invalid_request(
-                format!(
-                    "`min_tokens` must be less than or equal to `max_tokens`, got min_tokens={min}, max_tokens={max}"
-                ),
                 None,
             ));
         }
