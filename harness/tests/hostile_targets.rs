@@ -147,6 +147,7 @@ async fn a_hung_target_costs_a_few_timeouts_not_one_per_fixture() {
         &["--timeout-secs", "2"],
     )
     .stdout(Stdio::null())
+    .stderr(Stdio::null())
     .spawn()
     .expect("genconform starts");
     let started = Instant::now();
