@@ -138,7 +138,7 @@ async fn a_flooding_target_leaves_small_reports_and_output() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_target_costs_a_few_timeouts_not_one_per_fixture() {
     // Accepts every request and never answers, /health included.
-    let app = axum::Router::new().fallback(|| std::future::pending::<Response>());
+    let app = axum::Router::new().fallback(std::future::pending::<Response>);
     let hung = serve(app).await;
     let dir = tempfile::tempdir().expect("a temp dir");
     let mut child = genconform(
