@@ -316,16 +316,20 @@ pub async fn run_until(
 }
 
 /// Whether a target still answers: after [`Limits::give_up_after`] transport
-/// failures in a row at one base URL, its health endpoint is probed; when
-/// that does not answer either, the base URL's remaining cases are errors at
-/// once instead of costing a timeout each.
+/// failures in a row at one server, its health endpoint is probed; when that
+/// does not answer either, the server's remaining cases are errors at once
+/// instead of costing a timeout each.
 #[derive(Debug, Default)]
 struct Liveness {
-    /// Transport failures in a row, per base URL.
-    failures: BTreeMap<String, u32>,
-    /// Base URLs given up on, with the reason.
-    gone: BTreeMap<String, String>,
+    /// Transport failures in a row, per server.
+    failures: BTreeMap<Server, u32>,
+    /// Servers given up on, with the reason.
+    gone: BTreeMap<Server, String>,
 }
+
+/// One server of a target: its base URL and the target's generation when it
+/// answered there (see [`Target::generation`]).
+type Server = (String, u32);
 
 impl Liveness {
     async fn run_case(
@@ -336,14 +340,14 @@ impl Liveness {
         limits: Limits,
     ) -> CaseResult {
         let (case, exchange) = run_case(client, loaded, target, limits, &self.gone).await;
-        let Some((base, failure)) = exchange else {
+        let Some((server, failure)) = exchange else {
             return case;
         };
         let Some(error) = failure.filter(CaptureError::is_transport) else {
-            self.failures.remove(&base);
+            self.failures.remove(&server);
             return case;
         };
-        let count = self.failures.entry(base.clone()).or_default();
+        let count = self.failures.entry(server.clone()).or_default();
         *count += 1;
         if limits.give_up_after == 0 || *count < limits.give_up_after {
             return case;
@@ -351,10 +355,11 @@ impl Liveness {
         let failed = *count;
         // A target that answers anything at all is alive: it may just be
         // slow for these cases, so it gets another round.
-        self.failures.remove(&base);
-        if let Err(probe) = probe(client, &base, limits.probe_timeout).await {
+        self.failures.remove(&server);
+        let base = &server.0;
+        if let Err(probe) = probe(client, base, limits.probe_timeout).await {
             self.gone.insert(
-                base.clone(),
+                server.clone(),
                 format!(
                     "the target stopped answering after case {}: {failed} requests in a row failed \
                      (the last: {error}), and {base}/health gave no answer within {} ms ({probe})",
@@ -400,8 +405,8 @@ async fn run_case(
     loaded: &LoadedFixture,
     target: &mut Target,
     limits: Limits,
-    gone: &BTreeMap<String, String>,
-) -> (CaseResult, Option<(String, Option<CaptureError>)>) {
+    gone: &BTreeMap<Server, String>,
+) -> (CaseResult, Option<(Server, Option<CaptureError>)>) {
     let name = target.name();
     let base = match target.endpoint(&loaded.fixture).await {
         Ok(base) => base,
@@ -414,7 +419,8 @@ async fn run_case(
         }
         Err(Unavailable::Error(reason)) => return (error_case(loaded, &name, reason), None),
     };
-    if let Some(reason) = gone.get(&base) {
+    let server = (base.clone(), target.generation());
+    if let Some(reason) = gone.get(&server) {
         return (
             error_case(loaded, &name, format!("not sent: {reason}")),
             None,
@@ -450,7 +456,7 @@ async fn run_case(
         elapsed_ms: capture.elapsed_ms,
         truncated: Vec::new(),
     };
-    (case, Some((base, capture.error)))
+    (case, Some((server, capture.error)))
 }
 
 /// Makes `engine` answer `fixture`'s prompt with `fixture`'s script (which
