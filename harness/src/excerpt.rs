@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use crate::normalize::{Body, EventData, Transcript};
 
-/// What a case keeps of its transcript (JSON report, memory).
+/// What a failing case keeps of its transcript (JSON report, memory).
 pub const KEPT_TRANSCRIPT_BYTES: usize = 128 << 10;
 /// What a case keeps of each text: its diff, its snapshot diff.
 pub const KEPT_TEXT_BYTES: usize = 64 << 10;

@@ -99,7 +99,11 @@ impl CaseResult {
                 excerpt::truncate(reason, excerpt::KEPT_REASON_BYTES),
             );
         }
-        if let Some(transcript) = &mut self.transcript {
+        // A case that passes equals its baseline or its snapshot: that is a
+        // real answer (a long recorded stream is hundreds of KiB), kept
+        // whole. A failing one may hold anything a broken target sent.
+        let fails = self.outcome.fails();
+        if let Some(transcript) = self.transcript.as_mut().filter(|_| fails) {
             cut(
                 "transcript",
                 excerpt::truncate_transcript(transcript, excerpt::KEPT_TRANSCRIPT_BYTES),
