@@ -39,6 +39,14 @@ pub enum CaptureError {
     TooLarge(usize),
 }
 
+impl CaptureError {
+    /// Whether the target failed to answer at all (refused, reset, silent),
+    /// as opposed to answering too much.
+    pub fn is_transport(&self) -> bool {
+        matches!(self, Self::Send(_) | Self::Timeout(_) | Self::Body(_))
+    }
+}
+
 /// What one request got back.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Capture {
@@ -77,6 +85,12 @@ impl Capture {
 pub struct Limits {
     pub timeout: Duration,
     pub max_body_bytes: usize,
+    /// After this many transport failures in a row at one target, `run`
+    /// probes its health endpoint and gives up on it when that does not
+    /// answer either (0: never).
+    pub give_up_after: u32,
+    /// How long that probe waits for an answer.
+    pub probe_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -84,6 +98,8 @@ impl Default for Limits {
         Self {
             timeout: Duration::from_secs(30),
             max_body_bytes: 16 << 20,
+            give_up_after: 3,
+            probe_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -175,7 +191,7 @@ fn ms_since(started: Instant) -> f64 {
 }
 
 /// reqwest's top-level message rarely says what happened; its sources do.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut message = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -12,6 +12,7 @@ use mock_engine::fixture::Limits as FixtureLimits;
 
 use crate::capture::Limits;
 use crate::divergence::Registry;
+use crate::interrupt::Interrupts;
 use crate::report;
 use crate::run::{self, CaseResult, Progress, RunOptions};
 use crate::target::TargetSpec;
@@ -126,6 +127,12 @@ pub struct RunArgs {
     /// are refused before the run starts, as `validate` refuses them.
     #[arg(long, default_value_t = DEFAULT_TIMEOUT_SECS)]
     pub timeout_secs: u64,
+    /// After this many requests in a row to a target fail to get an answer
+    /// (refused, reset, timed out), probe its `/health`; when that does not
+    /// answer within 5 s, the target's remaining cases are errors at once.
+    /// 0: never give up.
+    #[arg(long, default_value_t = 3)]
+    pub give_up_after: u32,
     /// Budget for the whole run; cases not started by then are errors.
     #[arg(long, default_value_t = 1800)]
     pub budget_secs: u64,
@@ -257,6 +264,7 @@ fn run_command(args: RunArgs) -> ExitCode {
         filter: args.corpus.filter.clone(),
         limits: Limits {
             timeout: Duration::from_secs(args.timeout_secs),
+            give_up_after: args.give_up_after,
             ..Limits::default()
         },
         budget: Duration::from_secs(args.budget_secs),
@@ -279,23 +287,33 @@ fn run_command(args: RunArgs) -> ExitCode {
         }
     };
     let progress = Bar::new();
-    // Ctrl-C drops the run, and with it every target: the processes they
-    // started are killed on drop.
+    // The first SIGINT or SIGTERM stops the run: the case in flight is
+    // dropped, the targets are stopped, and what was done is reported. A
+    // second one drops the run at once (the processes it started are killed
+    // on drop).
     let outcome = runtime.block_on(async {
+        let interrupts = match Interrupts::listen() {
+            Ok(i) => i,
+            Err(e) => return Some(Err(anyhow::anyhow!("cannot listen for signals: {e}"))),
+        };
+        let first = async { interrupts.nth(1).await.to_string() };
         tokio::select! {
-            report = run::run(&corpus, &options, &progress) => Some(report),
-            _ = tokio::signal::ctrl_c() => None,
+            report = run::run_until(&corpus, &options, &progress, first) => Some(report),
+            _ = interrupts.nth(2) => None,
         }
+        .map(|r| r.map(|report| (report, interrupts.first())))
     });
     progress.finish();
-    let report = match outcome {
+    let (report, interrupted) = match outcome {
         Some(Ok(r)) => r,
         Some(Err(e)) => {
             eprintln!("error: {e:#}");
             return ExitCode::from(2);
         }
         None => {
-            eprintln!("interrupted: every process the run started was stopped");
+            eprintln!(
+                "interrupted twice: stopped without a report; every process the run started was stopped"
+            );
             return ExitCode::from(130);
         }
     };
@@ -315,6 +333,13 @@ fn run_command(args: RunArgs) -> ExitCode {
             eprintln!("error: {e:#}");
             return ExitCode::from(2);
         }
+    }
+    if let (Some(signal), Some(_)) = (interrupted, &report.interrupted) {
+        eprintln!(
+            "interrupted by {signal}: the cases done are reported, the rest are `not run`; \
+             every process the run started was stopped"
+        );
+        return ExitCode::from(signal.exit_code());
     }
     if report.failed() {
         ExitCode::FAILURE

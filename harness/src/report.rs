@@ -3,11 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::Path;
 
 use console::Style;
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
+use crate::excerpt;
 use crate::run::{CaseResult, Outcome, RunReport};
 use crate::snapshot;
 
@@ -15,7 +17,7 @@ fn style(outcome: Outcome, color: bool) -> Style {
     let s = Style::new().force_styling(color);
     match outcome {
         Outcome::Pass => s.green(),
-        Outcome::Skipped => s.dim(),
+        Outcome::Skipped | Outcome::NotRun => s.dim(),
         Outcome::Known => s.cyan(),
         Outcome::SnapshotChanged => s.yellow(),
         Outcome::New | Outcome::Error => s.red().bold(),
@@ -69,38 +71,56 @@ pub fn terminal(report: &RunReport, color: bool) -> String {
             case.target
         ));
         let _ = writeln!(out, "{head}");
-        if let Some(reason) = &case.reason {
-            let _ = writeln!(out, "  reason: {reason}");
+        let mut details = case_details(case);
+        // Each case's share of the terminal is bounded, so a flooding
+        // target cannot bury the grid's closing lines.
+        if excerpt::truncate(&mut details, excerpt::PRINTED_CASE_BYTES) > 0 {
+            details.push_str(" (the JSON report keeps more)\n");
         }
-        for d in &case.differences {
-            match &d.known {
-                Some(id) => {
-                    let _ = writeln!(out, "  known ({id}): {}", d.difference);
-                }
-                None => {
-                    let _ = writeln!(out, "  {}", d.difference);
-                }
-            }
-        }
-        if case.outcome.fails()
-            && let Some(diff) = &case.text_diff
-        {
-            out.push_str(&indent(diff));
-        }
-        match &case.snapshot {
-            Some(snapshot::Status::New) => {
-                out.push_str("  no reviewed snapshot yet: review with `cargo insta review` or rerun with --accept\n")
-            }
-            Some(snapshot::Status::Changed(diff)) => {
-                out.push_str("  snapshot changed (review with `cargo insta review` or rerun with --accept):\n");
-                out.push_str(&indent(diff));
-            }
-            _ => {}
-        }
+        out.push_str(&details);
     }
     out.push('\n');
     out.push_str(&summary(report));
     out.push('\n');
+    out
+}
+
+/// What the terminal shows under a failing or known case's head line.
+fn case_details(case: &CaseResult) -> String {
+    let mut out = String::new();
+    if let Some(reason) = &case.reason {
+        let _ = writeln!(out, "  reason: {reason}");
+    }
+    for d in &case.differences {
+        match &d.known {
+            Some(id) => {
+                let _ = writeln!(out, "  known ({id}): {}", d.difference);
+            }
+            None => {
+                let _ = writeln!(out, "  {}", d.difference);
+            }
+        }
+    }
+    if case.outcome.fails()
+        && let Some(diff) = &case.text_diff
+    {
+        out.push_str(&indent(diff));
+    }
+    match &case.snapshot {
+        Some(snapshot::Status::New) => out.push_str(
+            "  no reviewed snapshot yet: review with `cargo insta review` or rerun with --accept\n",
+        ),
+        Some(snapshot::Status::Changed(diff)) => {
+            out.push_str(
+                "  snapshot changed (review with `cargo insta review` or rerun with --accept):\n",
+            );
+            out.push_str(&indent(diff));
+        }
+        _ => {}
+    }
+    for cut in &case.truncated {
+        let _ = writeln!(out, "  truncated {cut}");
+    }
     out
 }
 
@@ -113,6 +133,13 @@ pub fn summary(report: &RunReport) -> String {
     let count = |o: Outcome| report.cases.iter().filter(|c| c.outcome == o).count();
     let failed = report.cases.iter().filter(|c| c.outcome.fails()).count();
     let passed = count(Outcome::Pass) + count(Outcome::Known);
+    let interrupted = match &report.interrupted {
+        Some(signal) => format!(
+            "\ninterrupted by {signal}: {} cases not run",
+            count(Outcome::NotRun)
+        ),
+        None => String::new(),
+    };
     format!(
         "{passed} passed, {failed} failed, {} skipped\n({} known divergences, {} new divergences, {} snapshot changes, {} errors; {} fixtures x {} targets in {:.1} s)",
         count(Outcome::Skipped),
@@ -123,12 +150,17 @@ pub fn summary(report: &RunReport) -> String {
         report.fixtures.len(),
         report.targets.len(),
         report.elapsed_ms / 1000.0
-    )
+    ) + &interrupted
 }
 
+/// Streams the report to `path` (no second copy of it in memory).
 pub fn write_json(report: &RunReport, path: &Path) -> anyhow::Result<()> {
-    let text = serde_json::to_string_pretty(report)?;
-    std::fs::write(path, text).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+    let cannot =
+        |e: &dyn std::fmt::Display| anyhow::anyhow!("cannot write {}: {e}", path.display());
+    let file = std::fs::File::create(path).map_err(|e| cannot(&e))?;
+    let mut writer = std::io::BufWriter::new(file);
+    serde_json::to_writer_pretty(&mut writer, report).map_err(|e| cannot(&e))?;
+    writer.flush().map_err(|e| cannot(&e))
 }
 
 /// One test suite per target, one test case per fixture.
@@ -139,7 +171,7 @@ pub fn junit(report: &RunReport) -> anyhow::Result<String> {
         for case in report.cases.iter().filter(|c| &c.target == target) {
             let status = match case.outcome {
                 Outcome::Pass | Outcome::Known => TestCaseStatus::success(),
-                Outcome::Skipped => {
+                Outcome::Skipped | Outcome::NotRun => {
                     let mut s = TestCaseStatus::skipped();
                     if let Some(r) = &case.reason {
                         s.set_message(r.as_str());
@@ -153,8 +185,14 @@ pub fn junit(report: &RunReport) -> anyhow::Result<String> {
                         NonSuccessKind::Failure
                     };
                     let mut s = TestCaseStatus::non_success(kind);
-                    s.set_message(failure_message(case));
-                    s.set_description(failure_detail(case));
+                    s.set_message(excerpt::cut(
+                        &failure_message(case),
+                        excerpt::KEPT_REASON_BYTES,
+                    ));
+                    s.set_description(excerpt::cut(
+                        &failure_detail(case),
+                        excerpt::PRINTED_CASE_BYTES,
+                    ));
                     s
                 }
             };

@@ -4,15 +4,17 @@
 //! the target does: a crash, a hang or an exhausted budget is an `error`
 //! outcome with its reason, and the run goes on.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use mock_engine::{Corpus, Engine, Fixture, LoadedFixture};
 use serde::Serialize;
 
-use crate::capture::{self, Capture, Limits};
+use crate::capture::{self, Capture, CaptureError, Limits};
 use crate::diff::{self, Difference, Layer};
 use crate::divergence::Registry;
+use crate::excerpt;
 use crate::normalize::{ClientValues, Transcript, TranscriptBuilder};
 use crate::snapshot::{self, Store};
 use crate::sse;
@@ -24,6 +26,8 @@ use crate::target::{Target, TargetSpec, Unavailable, VllmOptions};
 pub enum Outcome {
     Pass,
     Skipped,
+    /// The run was interrupted before this case finished.
+    NotRun,
     /// Differs from the baseline only in registered ways.
     Known,
     /// The transcript is not the reviewed snapshot.
@@ -42,6 +46,7 @@ impl Outcome {
         match self {
             Self::Pass => "pass",
             Self::Skipped => "skip",
+            Self::NotRun => "not run",
             Self::Known => "known",
             Self::SnapshotChanged => "snapshot",
             Self::New => "NEW",
@@ -73,6 +78,76 @@ pub struct CaseResult {
     pub text_diff: Option<String>,
     pub snapshot: Option<snapshot::Status>,
     pub elapsed_ms: f64,
+    /// What was cut from this case to keep it within its budget (see
+    /// [`crate::excerpt`]); empty when nothing was.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub truncated: Vec<String>,
+}
+
+impl CaseResult {
+    /// Cuts what this case keeps to the budgets of [`crate::excerpt`], once
+    /// it has been judged on the whole of it, and says what was cut.
+    pub fn bound(&mut self) {
+        let mut cut = |what: &str, more: usize| {
+            if more > 0 {
+                self.truncated.push(format!("{what}: {more} bytes more"));
+            }
+        };
+        if let Some(reason) = &mut self.reason {
+            cut(
+                "reason",
+                excerpt::truncate(reason, excerpt::KEPT_REASON_BYTES),
+            );
+        }
+        // A case that passes equals its baseline or its snapshot: that is a
+        // real answer (a long recorded stream is hundreds of KiB), kept
+        // whole. A failing one may hold anything a broken target sent.
+        let fails = self.outcome.fails();
+        if let Some(transcript) = self.transcript.as_mut().filter(|_| fails) {
+            cut(
+                "transcript",
+                excerpt::truncate_transcript(transcript, excerpt::KEPT_TRANSCRIPT_BYTES),
+            );
+        }
+        if let Some(diff) = &mut self.text_diff {
+            cut(
+                "text_diff",
+                excerpt::truncate(diff, excerpt::KEPT_TEXT_BYTES),
+            );
+        }
+        if let Some(snapshot::Status::Changed(diff)) = &mut self.snapshot {
+            cut(
+                "snapshot diff",
+                excerpt::truncate(diff, excerpt::KEPT_TEXT_BYTES),
+            );
+        }
+        let mut values = 0;
+        let mut used = 0;
+        let mut keep = self.differences.len();
+        for (i, judged) in self.differences.iter_mut().enumerate() {
+            let d = &mut judged.difference;
+            for v in [&mut d.baseline, &mut d.other].into_iter().flatten() {
+                values += excerpt::value(v, excerpt::KEPT_VALUE_BYTES);
+            }
+            used += d.path.len()
+                + [&d.baseline, &d.other]
+                    .into_iter()
+                    .flatten()
+                    .map(|v| v.to_string().len())
+                    .sum::<usize>();
+            if used > excerpt::KEPT_DIFFERENCES_BYTES {
+                keep = i;
+                break;
+            }
+        }
+        let dropped = self.differences.len() - keep;
+        self.differences.truncate(keep);
+        cut("difference values", values);
+        if dropped > 0 {
+            self.truncated
+                .push(format!("differences: {dropped} more not kept"));
+        }
+    }
 }
 
 /// What a run needs.
@@ -99,6 +174,8 @@ pub struct RunReport {
     pub fixtures: Vec<String>,
     pub cases: Vec<CaseResult>,
     pub elapsed_ms: f64,
+    /// The signal that stopped the run early (its other cases are `not_run`).
+    pub interrupted: Option<String>,
 }
 
 impl RunReport {
@@ -140,6 +217,18 @@ pub async fn run(
     options: &RunOptions,
     progress: &dyn Progress,
 ) -> anyhow::Result<RunReport> {
+    run_until(corpus, options, progress, std::future::pending::<String>()).await
+}
+
+/// [`run`], until `stop` resolves (with what stopped it, e.g. `SIGTERM`):
+/// then the case in flight is abandoned, the targets are stopped, and every
+/// case that did not finish is `not_run`. The report is complete either way.
+pub async fn run_until(
+    corpus: &Corpus,
+    options: &RunOptions,
+    progress: &dyn Progress,
+    stop: impl Future<Output = String>,
+) -> anyhow::Result<RunReport> {
     let started = Instant::now();
     let fixtures = select(corpus, options.filter.as_deref());
     let mut targets = Vec::new();
@@ -151,10 +240,13 @@ pub async fn run(
         .pool_max_idle_per_host(0)
         .build()?;
     progress.start((fixtures.len() * targets.len()) as u64);
+    let mut liveness: Vec<Liveness> = targets.iter().map(|_| Liveness::default()).collect();
+    let mut stop = std::pin::pin!(stop);
+    let mut interrupted = None;
     let mut cases = Vec::new();
     for loaded in &fixtures {
         let mut row: Vec<(CaseResult, Option<String>)> = Vec::new();
-        for target in &mut targets {
+        for (target, live) in targets.iter_mut().zip(&mut liveness) {
             let case = if started.elapsed() > options.budget {
                 error_case(
                     loaded,
@@ -165,7 +257,14 @@ pub async fn run(
                     ),
                 )
             } else {
-                run_case(&client, loaded, target, options.limits).await
+                tokio::select! {
+                    // A case in flight is dropped with its request.
+                    why = &mut stop => {
+                        interrupted = Some(why);
+                        break;
+                    }
+                    case = live.run_case(&client, loaded, target, options.limits) => case,
+                }
             };
             let text = case.transcript.as_ref().map(|t| {
                 snapshot::render(
@@ -177,22 +276,115 @@ pub async fn run(
             });
             row.push((case, text));
         }
-        judge_row(loaded, &mut row, &names, options);
-        for (case, _) in row {
+        if !row.is_empty() {
+            judge_row(loaded, &mut row, &names, options);
+        }
+        for (mut case, _) in row {
+            case.bound();
             progress.case_done(&case);
             cases.push(case);
+        }
+        if interrupted.is_some() {
+            break;
         }
     }
     progress.finish();
     for target in targets {
         target.stop().await;
     }
+    if let Some(why) = &interrupted {
+        // The grid and the reports name every case, run or not, in order.
+        let done = cases.len();
+        for (i, loaded) in fixtures.iter().enumerate() {
+            for (j, name) in names.iter().enumerate() {
+                if i * names.len() + j >= done {
+                    cases.push(CaseResult {
+                        outcome: Outcome::NotRun,
+                        ..error_case(
+                            loaded,
+                            name,
+                            format!("not run: the run was interrupted by {why}"),
+                        )
+                    });
+                }
+            }
+        }
+    }
     Ok(RunReport {
         targets: names,
         fixtures: fixtures.iter().map(|f| f.fixture.name.clone()).collect(),
         cases,
         elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
+        interrupted,
     })
+}
+
+/// Whether a target still answers: after [`Limits::give_up_after`] transport
+/// failures in a row at one server, its health endpoint is probed; when that
+/// does not answer either, the server's remaining cases are errors at once
+/// instead of costing a timeout each.
+#[derive(Debug, Default)]
+struct Liveness {
+    /// Transport failures in a row, per server.
+    failures: BTreeMap<Server, u32>,
+    /// Servers given up on, with the reason.
+    gone: BTreeMap<Server, String>,
+}
+
+/// One server of a target: its base URL and the target's generation when it
+/// answered there (see [`Target::generation`]).
+type Server = (String, u32);
+
+impl Liveness {
+    async fn run_case(
+        &mut self,
+        client: &reqwest::Client,
+        loaded: &LoadedFixture,
+        target: &mut Target,
+        limits: Limits,
+    ) -> CaseResult {
+        let (case, exchange) = run_case(client, loaded, target, limits, &self.gone).await;
+        let Some((server, failure)) = exchange else {
+            return case;
+        };
+        let Some(error) = failure.filter(CaptureError::is_transport) else {
+            self.failures.remove(&server);
+            return case;
+        };
+        let count = self.failures.entry(server.clone()).or_default();
+        *count += 1;
+        if limits.give_up_after == 0 || *count < limits.give_up_after {
+            return case;
+        }
+        let failed = *count;
+        // A target that answers anything at all is alive: it may just be
+        // slow for these cases, so it gets another round.
+        self.failures.remove(&server);
+        let base = &server.0;
+        if let Err(probe) = probe(client, base, limits.probe_timeout).await {
+            self.gone.insert(
+                server.clone(),
+                format!(
+                    "the target stopped answering after case {}: {failed} requests in a row failed \
+                     (the last: {error}), and {base}/health gave no answer within {} ms ({probe})",
+                    loaded.fixture.name,
+                    limits.probe_timeout.as_millis()
+                ),
+            );
+        }
+        case
+    }
+}
+
+/// Whether anything answers HTTP at `base` (any status will do).
+async fn probe(client: &reqwest::Client, base: &str, timeout: Duration) -> Result<(), String> {
+    client
+        .get(format!("{}/health", base.trim_end_matches('/')))
+        .timeout(timeout)
+        .send()
+        .await
+        .map(drop)
+        .map_err(|e| capture::error_chain(&e))
 }
 
 fn error_case(loaded: &LoadedFixture, target: &str, reason: String) -> CaseResult {
@@ -206,26 +398,38 @@ fn error_case(loaded: &LoadedFixture, target: &str, reason: String) -> CaseResul
         text_diff: None,
         snapshot: None,
         elapsed_ms: 0.0,
+        truncated: Vec::new(),
     }
 }
 
+/// One case, and where it was sent with what went wrong (nothing, when it
+/// was not sent).
 async fn run_case(
     client: &reqwest::Client,
     loaded: &LoadedFixture,
     target: &mut Target,
     limits: Limits,
-) -> CaseResult {
+    gone: &BTreeMap<Server, String>,
+) -> (CaseResult, Option<(Server, Option<CaptureError>)>) {
     let name = target.name();
     let base = match target.endpoint(&loaded.fixture).await {
         Ok(base) => base,
         Err(Unavailable::Skip(reason)) => {
-            return CaseResult {
+            let case = CaseResult {
                 outcome: Outcome::Skipped,
                 ..error_case(loaded, &name, reason)
             };
+            return (case, None);
         }
-        Err(Unavailable::Error(reason)) => return error_case(loaded, &name, reason),
+        Err(Unavailable::Error(reason)) => return (error_case(loaded, &name, reason), None),
     };
+    let server = (base.clone(), target.generation());
+    if let Some(reason) = gone.get(&server) {
+        return (
+            error_case(loaded, &name, format!("not sent: {reason}")),
+            None,
+        );
+    }
     // Cases run one at a time per target, so the script registered now is
     // the one this case's requests meet, even when other fixtures share
     // its prompt.
@@ -244,7 +448,7 @@ async fn run_case(
         }
         None => (Outcome::Pass, None),
     };
-    CaseResult {
+    let case = CaseResult {
         fixture: loaded.fixture.name.clone(),
         target: name,
         outcome,
@@ -254,7 +458,9 @@ async fn run_case(
         text_diff: None,
         snapshot: None,
         elapsed_ms: capture.elapsed_ms,
-    }
+        truncated: Vec::new(),
+    };
+    (case, Some((server, capture.error)))
 }
 
 /// Makes `engine` answer `fixture`'s prompt with `fixture`'s script (which

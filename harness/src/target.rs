@@ -409,6 +409,17 @@ impl Target {
         }
     }
 
+    /// How many servers this target has started so far: a restarted
+    /// frontend may come back at a port an earlier one had, and is a new
+    /// server all the same.
+    pub fn generation(&self) -> u32 {
+        match &self.backend {
+            Backend::Vllm(b) => b.started,
+            Backend::Reference { servers, .. } => servers.len() as u32,
+            Backend::Url { .. } => 0,
+        }
+    }
+
     /// The log of the frontend serving `fixture`, for failure reports.
     pub fn log_tail(&self, fixture: &Fixture, lines: usize) -> Option<String> {
         match &self.backend {

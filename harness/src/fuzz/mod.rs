@@ -27,8 +27,6 @@ use std::cell::{Cell, RefCell};
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -43,6 +41,7 @@ use reference_server::control::SCRIPTS_PATH;
 use crate::capture::{self, Limits};
 use crate::diff::{self, Layer};
 use crate::divergence::Registry;
+use crate::interrupt::{Interrupt, Interrupts};
 use crate::normalize::Transcript;
 use crate::run::transcribe;
 use crate::target::{Target, TargetSpec, Unavailable, VllmOptions};
@@ -176,13 +175,13 @@ pub struct FuzzReport {
     pub found: Option<Found>,
     /// proptest gave up (too many rejects), with its reason.
     pub aborted: Option<String>,
-    /// Ctrl-C ended the run early.
-    pub interrupted: bool,
+    /// SIGINT (Ctrl-C) or SIGTERM ended the run early.
+    pub interrupted: Option<Interrupt>,
 }
 
 impl FuzzReport {
     pub fn failed(&self) -> bool {
-        self.found.is_some() || self.aborted.is_some() || self.interrupted
+        self.found.is_some() || self.aborted.is_some() || self.interrupted.is_some()
     }
 
     /// A few lines for people.
@@ -201,8 +200,10 @@ impl FuzzReport {
         if !self.scope.scripts {
             s.push_str("  (no engine scripts: a target's engine cannot be scripted)\n");
         }
-        if self.interrupted {
-            s.push_str("INTERRUPTED: the cases after Ctrl-C were not run\n");
+        if let Some(signal) = self.interrupted {
+            s.push_str(&format!(
+                "INTERRUPTED by {signal}: the cases after it were not run\n"
+            ));
         }
         if let Some(reason) = &self.aborted {
             s.push_str(&format!("ABORTED: {reason}\n"));
@@ -269,8 +270,8 @@ pub fn fuzz_command(args: FuzzArgs) -> ExitCode {
     match fuzz(&options) {
         Ok(report) => {
             print!("{}", report.summary());
-            if report.interrupted {
-                ExitCode::from(130)
+            if let Some(signal) = report.interrupted {
+                ExitCode::from(signal.exit_code())
             } else if report.failed() {
                 ExitCode::FAILURE
             } else {
@@ -323,21 +324,20 @@ pub fn fuzz(options: &FuzzOptions) -> anyhow::Result<FuzzReport> {
     let exchanged = Cell::new(0u64);
     let bar = Bar::new(options.progress, u64::from(options.cases));
     let started = Instant::now();
-    // Ctrl-C lets the current case finish, then every later one is rejected
-    // unsent: proptest gives up after its limit of rejects (and a shrink stops
-    // where it is), so the run ends and the targets stop.
-    let interrupted = Arc::new(AtomicBool::new(false));
-    if options.progress {
-        let flag = interrupted.clone();
-        runtime.spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                flag.store(true, Ordering::Relaxed);
-            }
-        });
-    }
+    // SIGINT or SIGTERM lets the current case finish, then every later one
+    // is rejected unsent: proptest gives up after its limit of rejects (and a
+    // shrink stops where it is), so the run ends, the targets stop, and a
+    // minimal case found so far is still written.
+    let interrupts = if options.progress {
+        let _entered = runtime.enter();
+        Some(Interrupts::listen().map_err(|e| anyhow::anyhow!("cannot listen for signals: {e}"))?)
+    } else {
+        None
+    };
+    let interrupted = || interrupts.as_ref().and_then(Interrupts::first);
     let mut runner = TestRunner::new_with_rng(config(options), rng(options.seed));
     let result = runner.run(&cases::case(scope), |case| {
-        if interrupted.load(Ordering::Relaxed) {
+        if interrupted().is_some() {
             return Err(TestCaseError::reject("interrupted"));
         }
         exchanged.set(exchanged.get() + 1);
@@ -383,8 +383,8 @@ pub fn fuzz(options: &FuzzOptions) -> anyhow::Result<FuzzReport> {
         elapsed,
         found,
         // The rejects that ended an interrupted run are ours, not a finding.
-        aborted: aborted.filter(|_| !interrupted.load(Ordering::Relaxed)),
-        interrupted: interrupted.load(Ordering::Relaxed),
+        aborted: aborted.filter(|_| interrupted().is_none()),
+        interrupted: interrupted(),
     })
 }
 

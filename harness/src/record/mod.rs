@@ -28,6 +28,7 @@ use mock_engine::{Corpus, LoadedFixture};
 
 use crate::capture::{self, Limits};
 use crate::divergence::Registry;
+use crate::interrupt::Interrupts;
 use crate::normalize::Transcript;
 use crate::snapshot::{self, Store};
 use crate::target::VllmArgs;
@@ -85,27 +86,31 @@ pub fn record_command(args: RecordArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Ctrl-C drops the recording and with it the target: its processes are
-    // killed on drop. Fixtures already written stay.
+    // SIGINT or SIGTERM drops the recording and with it the target: its
+    // processes are killed on drop. Fixtures already written stay.
     let outcome = runtime.block_on(async {
+        let interrupts = match Interrupts::listen() {
+            Ok(i) => i,
+            Err(e) => return Ok(Err(anyhow::anyhow!("cannot listen for signals: {e}"))),
+        };
         tokio::select! {
-            done = record(&args) => Some(done),
-            _ = tokio::signal::ctrl_c() => None,
+            done = record(&args) => Ok(done),
+            signal = interrupts.nth(1) => Err(signal),
         }
     });
     match outcome {
-        Some(Ok(true)) => ExitCode::SUCCESS,
-        Some(Ok(false)) => ExitCode::FAILURE,
-        Some(Err(e)) => {
+        Ok(Ok(true)) => ExitCode::SUCCESS,
+        Ok(Ok(false)) => ExitCode::FAILURE,
+        Ok(Err(e)) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
-        None => {
+        Err(signal) => {
             eprintln!(
-                "interrupted: the fixtures recorded so far are in {}; every process was stopped",
+                "interrupted by {signal}: the fixtures recorded so far are in {}; every process was stopped",
                 args.out.display()
             );
-            ExitCode::from(130)
+            ExitCode::from(signal.exit_code())
         }
     }
 }
