@@ -19,6 +19,7 @@ pub mod config;
 pub mod control;
 pub mod error;
 pub mod logprobs;
+pub mod metrics;
 pub mod request;
 pub mod request_id;
 pub mod response;

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::collect::generate_response;
 use crate::config::Config;
 use crate::error::{ApiError, Unauthorized};
+use crate::metrics::{METRICS_PATH, Metrics};
 use crate::request::{GenerateRequest, Limits};
 use crate::request_id;
 use crate::stream::{ChunkStream, StreamItem};
@@ -31,13 +32,15 @@ pub const GENERATE_PATH: &str = "/inference/v1/generate";
 struct AppState {
     config: Config,
     engine: Engine,
+    metrics: Arc<Metrics>,
     /// Cancelled when a shutdown's grace period is over: open responses end then.
     cut_off: CancellationToken,
 }
 
 type Shared = State<Arc<AppState>>;
 
-/// The whole HTTP surface: `POST /inference/v1/generate`, `GET /v1/models`, `GET /health`.
+/// The whole HTTP surface: `POST /inference/v1/generate`, `GET /v1/models`,
+/// `GET /health`, `GET /metrics`.
 pub fn router(config: &Config, engine: Engine) -> Router {
     router_with_cut_off(config, engine, CancellationToken::new())
 }
@@ -45,8 +48,10 @@ pub fn router(config: &Config, engine: Engine) -> Router {
 /// [`router`] whose open responses end (aborting their engine requests) when
 /// `cut_off` is cancelled, so that a stalled stream cannot hold a shutdown forever.
 pub fn router_with_cut_off(config: &Config, engine: Engine, cut_off: CancellationToken) -> Router {
+    let model_name = config.served_model_names.first().map_or("", String::as_str);
     let state = Arc::new(AppState {
         config: config.clone(),
+        metrics: Arc::new(Metrics::new(model_name, engine.clone())),
         engine,
         cut_off,
     });
@@ -65,6 +70,8 @@ pub fn router_with_cut_off(config: &Config, engine: Engine, cut_off: Cancellatio
         ));
     Router::new()
         .route("/health", get(health))
+        // Open, as in vllm-rs: a scraper holds no API key.
+        .route(METRICS_PATH, get(metrics))
         .merge(protected)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .with_state(state)
@@ -130,6 +137,10 @@ const SHUTTING_DOWN: &str = "the server is shutting down";
 
 async fn health() {}
 
+async fn metrics(State(state): Shared) -> Response {
+    crate::metrics::respond(&state.metrics)
+}
+
 #[derive(Serialize)]
 struct ModelList {
     object: &'static str,
@@ -184,9 +195,11 @@ async fn generate(
     body.validate(|m| state.config.serves(m), limits)?;
     let request_id = request_id::resolve(&headers, body.request_id.as_deref());
     let options = body.response_options();
-    let events = state
-        .engine
-        .submit(body.engine_request(request_id::engine_id(&request_id), limits));
+    let events = state.metrics.meter(
+        state
+            .engine
+            .submit(body.engine_request(request_id::engine_id(&request_id), limits)),
+    );
     if options.stream {
         let chunks = ChunkStream::new(
             events,

@@ -392,3 +392,46 @@ fn idle_connections_cannot_lock_everyone_out() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
     drop(idle);
 }
+
+/// POSTs `body` with `Transfer-Encoding: gzip, chunked`, in one chunk.
+fn post_gzip_chunked(server: &Server, body: &[u8]) -> String {
+    let mut tcp = server.connect();
+    let head = format!(
+        "POST /inference/v1/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n{:x}\r\n",
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).unwrap();
+    tcp.write_all(body).unwrap();
+    tcp.write_all(b"\r\n0\r\n\r\n").unwrap();
+    read_answer(&mut tcp)
+}
+
+/// vllm-rs 0.32.0 reads `Transfer-Encoding: gzip, chunked` as chunked and
+/// never inflates the gzip coding: a plain JSON body is answered (200), a
+/// gzipped one is a JSON parse error (400). Probed by raw socket, both alike.
+#[test]
+fn transfer_encoding_gzip_chunked_is_dechunked_but_not_inflated() {
+    let server = Server::start(&[]);
+    let plain = br#"{"token_ids":[1,2],"sampling_params":{"max_tokens":2}}"#;
+    let answer = post_gzip_chunked(&server, plain);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(
+        body_of(&answer).contains(r#""finish_reason":"length""#),
+        "{answer}"
+    );
+    // `plain`, gzipped (mtime 0).
+    let gzipped: [u8; 68] = [
+        0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0x03, 0xab, 0x56, 0x2a, 0xc9, 0xcf,
+        0x4e, 0xcd, 0x8b, 0xcf, 0x4c, 0x29, 0x56, 0xb2, 0x8a, 0x36, 0xd4, 0x31, 0x8a, 0xd5, 0x51,
+        0x2a, 0x4e, 0xcc, 0x2d, 0xc8, 0xc9, 0xcc, 0x4b, 0x8f, 0x2f, 0x48, 0x2c, 0x4a, 0xcc, 0x05,
+        0x8a, 0x57, 0x2b, 0xe5, 0x26, 0x56, 0xc4, 0x83, 0x15, 0x02, 0x79, 0x46, 0xb5, 0xb5, 0x00,
+        0x8d, 0x90, 0x2b, 0x13, 0x36, 0x00, 0x00, 0x00,
+    ];
+    let answer = post_gzip_chunked(&server, &gzipped);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+    assert!(
+        body_of(&answer).contains(r#""code":"json_parse_error""#),
+        "{answer}"
+    );
+}
