@@ -144,14 +144,16 @@ async fn a_hung_target_costs_a_few_timeouts_not_one_per_fixture() {
     let mut child = genconform(
         dir.path(),
         &[format!("url={hung},name=hung")],
-        &["--timeout-secs", "2"],
+        // The longest recorded fixture takes 5.1 s; `run` refuses a timeout
+        // its fixtures cannot finish within.
+        &["--timeout-secs", "6"],
     )
     .stdout(Stdio::null())
     .stderr(Stdio::null())
     .spawn()
     .expect("genconform starts");
     let started = Instant::now();
-    // Before: ~146 cases x 2 s = ~5 minutes. After: 3 timeouts and a probe.
+    // Before: ~164 cases x 6 s = ~16 minutes. After: 3 timeouts and a probe.
     let status = tokio::time::timeout(Duration::from_secs(90), child.wait())
         .await
         .unwrap_or_else(|_| panic!("still running after {:?}", started.elapsed()))
