@@ -4,10 +4,8 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use common::{TestServer, register_two_tokens, script, step};
-use futures::StreamExt;
+use common::{TestServer, first_chunk, next_record, register_two_tokens, script, step};
 use mock_engine::engine::Outcome;
 use reference_server::Config;
 use serde_json::json;
@@ -152,18 +150,11 @@ async fn metrics_count_finished_aborted_requests_and_tokens() {
         .await
         .unwrap();
     let mut body = response.bytes_stream();
-    tokio::time::timeout(Duration::from_secs(30), body.next())
-        .await
-        .expect("the first chunk arrives")
-        .expect("the body has a first chunk")
-        .unwrap();
+    first_chunk(&mut body).await;
     let page = scrape(&s).await;
     assert_eq!(page.get("vllm:num_requests_running", &[]), Some(1.0));
     drop(body);
-    let record = tokio::time::timeout(Duration::from_secs(30), records.recv())
-        .await
-        .expect("the engine hears of the disconnect")
-        .unwrap();
+    let record = next_record(&mut records).await;
     assert_eq!(record.outcome, Outcome::Aborted);
 
     let page = scrape(&s).await;

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestServer, register_two_tokens, script, step};
+use common::{TestServer, first_chunk, next_record, register_two_tokens, script, step};
 use futures::StreamExt;
 use mock_engine::engine::Outcome;
 use reference_server::Config;
@@ -152,18 +152,11 @@ async fn a_client_that_disconnects_mid_stream_aborts_the_engine_request() {
         .await
         .unwrap();
     let mut body = response.bytes_stream();
-    let first = tokio::time::timeout(Duration::from_secs(30), body.next())
-        .await
-        .expect("the first chunk arrives")
-        .expect("the body has a first chunk")
-        .unwrap();
+    let first = first_chunk(&mut body).await;
     assert!(String::from_utf8_lossy(&first).contains(r#""token_ids":[33]"#));
     assert_eq!(s.engine.stats().active(), 1);
     drop(body);
-    let record = tokio::time::timeout(Duration::from_secs(30), records.recv())
-        .await
-        .expect("the engine hears of the disconnect")
-        .unwrap();
+    let record = next_record(&mut records).await;
     assert_eq!(record.outcome, Outcome::Aborted);
     assert!(
         record.request_id.starts_with("gone-"),
@@ -188,10 +181,7 @@ async fn a_non_streaming_client_that_disconnects_aborts_too() {
         .timeout(Duration::from_millis(300))
         .send();
     assert!(request.await.is_err(), "a stalled request never answers");
-    let record = tokio::time::timeout(Duration::from_secs(30), records.recv())
-        .await
-        .expect("the engine hears of the disconnect")
-        .unwrap();
+    let record = next_record(&mut records).await;
     assert_eq!(record.outcome, Outcome::Aborted);
     s.shutdown().await;
 }

@@ -1,5 +1,7 @@
 //! A deliberately broken server for tests: a proxy in front of a healthy one
-//! that damages the event stream in one way a real implementation might.
+//! that damages the event stream in one way a real implementation might,
+//! and a way to serve any app for a test.
+#![allow(dead_code)] // each test binary uses a different part
 
 use std::sync::Arc;
 
@@ -49,7 +51,11 @@ pub async fn spawn_broken_proxy(upstream: String, damage: Damage) -> String {
         damage,
         client: reqwest::Client::new(),
     });
-    let app = axum::Router::new().fallback(forward).with_state(proxy);
+    serve(axum::Router::new().fallback(forward).with_state(proxy)).await
+}
+
+/// Serves `app` on an ephemeral port; returns its base URL.
+pub async fn serve(app: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("a free port");

@@ -1,7 +1,12 @@
 //! Shared by the integration tests: a server on an ephemeral port, and requests to it.
 #![allow(dead_code)] // each test binary uses a different part
 
+use std::time::Duration;
+
+use axum::body::Bytes;
+use futures::{Stream, StreamExt};
 use mock_engine::Engine;
+use mock_engine::engine::RequestRecord;
 use mock_engine::script::{FinishReason, Script, Step};
 use reference_server::{Config, GENERATE_PATH, RunningServer};
 use serde_json::Value;
@@ -120,4 +125,23 @@ pub fn register_two_tokens(engine: &Engine, prompt: &[u32]) {
         prompt.to_vec(),
         script(vec![step(&[33]), finish(&[44], FinishReason::Stop)]),
     );
+}
+
+/// The first chunk of a streamed response body: 30 s, or the test fails.
+pub async fn first_chunk(body: &mut (impl Stream<Item = reqwest::Result<Bytes>> + Unpin)) -> Bytes {
+    tokio::time::timeout(Duration::from_secs(30), body.next())
+        .await
+        .expect("the first chunk arrives")
+        .expect("the body has a first chunk")
+        .unwrap()
+}
+
+/// The next request the engine finishes or aborts: 30 s, or the test fails.
+pub async fn next_record(
+    records: &mut tokio::sync::broadcast::Receiver<RequestRecord>,
+) -> RequestRecord {
+    tokio::time::timeout(Duration::from_secs(30), records.recv())
+        .await
+        .expect("the engine hears of the disconnect")
+        .unwrap()
 }
