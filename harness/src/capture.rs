@@ -144,7 +144,7 @@ async fn receive(
 ) -> Result<(), CaptureError> {
     let method = reqwest::Method::from_bytes(request.method.as_bytes())
         .map_err(|e| CaptureError::Send(format!("method `{}`: {e}", request.method)))?;
-    let url = format!("{}{}", base_url.trim_end_matches('/'), request.path);
+    let url = format!("{}{}", base_url.trim_end_matches('/'), request.path());
     let mut builder = client.request(method, &url);
     let has_body = request.body.is_some() || request.raw_body.is_some();
     if has_body {

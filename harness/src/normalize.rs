@@ -298,6 +298,13 @@ fn event_shape_path(_index: usize, v: &Value) -> String {
 pub struct StreamSummary {
     /// Token ids per choice index, concatenated over all chunks.
     pub tokens: BTreeMap<u64, Vec<Value>>,
+    /// Text per choice index, concatenated over all chunks: a completion's
+    /// `text`, a chat delta's `content`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub text: BTreeMap<u64, String>,
+    /// The chat roles each choice's deltas announced, in order.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub roles: BTreeMap<u64, Vec<Value>>,
     pub finish_reasons: BTreeMap<u64, Value>,
     /// The usage of the last event that had one.
     pub usage: Option<Value>,
@@ -332,6 +339,17 @@ impl StreamSummary {
                                 .entry(index)
                                 .or_default()
                                 .extend(ids.iter().cloned());
+                        }
+                        let delta = choice.get("delta");
+                        let text = choice
+                            .get("text")
+                            .or_else(|| delta.and_then(|d| d.get("content")))
+                            .and_then(Value::as_str);
+                        if let Some(text) = text {
+                            summary.text.entry(index).or_default().push_str(text);
+                        }
+                        if let Some(role) = delta.and_then(|d| d.get("role")) {
+                            summary.roles.entry(index).or_default().push(role.clone());
                         }
                         if let Some(f) = choice.get("finish_reason").filter(|f| !f.is_null()) {
                             summary.finish_reasons.insert(index, f.clone());
@@ -481,7 +499,27 @@ mod tests {
         let s = StreamSummary::of(&events);
         assert_eq!(s.tokens[&0], [json!(1), json!(2), json!(3)]);
         assert_eq!(s.finish_reasons[&0], json!("stop"));
+        assert!(s.text.is_empty(), "generate chunks carry no text");
         assert_eq!(s.usage, Some(json!({"prompt_tokens": 2})));
         assert_eq!((s.done_events, s.chunks), (1, 2));
+    }
+
+    #[test]
+    fn summary_concatenates_completion_text_and_chat_deltas() {
+        let events = |data: &[&str]| -> Vec<EventData> {
+            data.iter().map(|d| EventData::parse(d)).collect()
+        };
+        let s = StreamSummary::of(&events(&[
+            r#"{"choices":[{"index":0,"text":"t5"}]}"#,
+            r#"{"choices":[{"index":0,"text":" é","finish_reason":"length"}]}"#,
+        ]));
+        assert_eq!(s.text[&0], "t5 é");
+        let s = StreamSummary::of(&events(&[
+            r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"t5"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":" t6"},"finish_reason":"stop"}]}"#,
+        ]));
+        assert_eq!(s.text[&0], "t5 t6");
+        assert_eq!(s.roles[&0], vec![json!("assistant")]);
     }
 }

@@ -52,6 +52,13 @@ pub fn render(
                 let tokens = serde_json::Value::from(tokens.clone());
                 let _ = writeln!(out, "  choice {index} tokens: {tokens}");
             }
+            for (index, text) in &summary.text {
+                let _ = writeln!(out, "  choice {index} text: {text:?}");
+            }
+            for (index, roles) in &summary.roles {
+                let roles = serde_json::Value::from(roles.clone());
+                let _ = writeln!(out, "  choice {index} roles: {roles}");
+            }
             for (index, reason) in &summary.finish_reasons {
                 let _ = writeln!(out, "  choice {index} finish: {reason}");
             }

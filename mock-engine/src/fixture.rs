@@ -212,7 +212,16 @@ fn check(fixture: &Fixture) -> Vec<(String, String)> {
     if !steps.is_empty() && prompt.is_none() {
         problems.push((
             "engine".into(),
-            "a script needs `request.body.token_ids` (a list of token ids) to be chosen by".into(),
+            format!(
+                "a script needs a prompt to be chosen by: `{}` ({})",
+                fixture.request.endpoint.prompt_field(),
+                match fixture.request.endpoint {
+                    crate::script::Endpoint::Generate => "a list of token ids",
+                    crate::script::Endpoint::Completions => "token ids or one text",
+                    crate::script::Endpoint::Chat =>
+                        "a list of `{role, content}` the chat template renders",
+                }
+            ),
         ));
     }
     problems

@@ -68,14 +68,14 @@ pub struct Recorded {
 impl Fixture {
     /// The prompt the engine will see, when the body carries a well-formed one.
     /// Scripts are keyed on it because both real frontends rewrite request ids.
+    /// Text prompts and chat messages become ids through the tiny model's
+    /// tokenizer and chat template, as a frontend turns them.
     pub fn prompt_token_ids(&self) -> Option<Vec<u32>> {
         if self.request.raw_body.is_some() {
             return None;
         }
-        let ids = self.request.body.as_ref()?.get("token_ids")?.as_array()?;
-        ids.iter()
-            .map(|v| v.as_u64().and_then(|n| u32::try_from(n).ok()))
-            .collect()
+        let body = self.request.body.as_ref()?;
+        self.request.endpoint.prompt_token_ids(body)
     }
 
     /// Whether every server must send one chunk per engine step, so chunk
@@ -165,8 +165,13 @@ impl Default for ServerOptions {
 pub struct RequestSpec {
     #[serde(default = "default_method")]
     pub method: String,
-    #[serde(default = "default_path")]
-    pub path: String,
+    /// Which token endpoint the request is for: it decides the default
+    /// path, what the body's prompt is, and how the answer is read.
+    #[serde(default, skip_serializing_if = "Endpoint::is_generate")]
+    pub endpoint: Endpoint,
+    /// Overrides the endpoint's path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// Any JSON value, so that invalid requests are cases too.
@@ -181,16 +186,149 @@ pub struct RequestSpec {
 }
 
 pub const GENERATE_PATH: &str = "/inference/v1/generate";
+pub const COMPLETIONS_PATH: &str = "/v1/completions";
+pub const CHAT_PATH: &str = "/v1/chat/completions";
 
 fn default_method() -> String {
     "POST".to_string()
 }
 
-fn default_path() -> String {
-    GENERATE_PATH.to_string()
+/// The token endpoints both real frontends serve from the same engine
+/// outputs. A script is written once and replays on each.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Endpoint {
+    /// `/inference/v1/generate`: token ids in, token ids out.
+    #[default]
+    Generate,
+    /// `/v1/completions`: a prompt as ids or text, text out.
+    Completions,
+    /// `/v1/chat/completions`: messages through the chat template, deltas out.
+    Chat,
+}
+
+impl Endpoint {
+    pub const ALL: [Endpoint; 3] = [Endpoint::Generate, Endpoint::Completions, Endpoint::Chat];
+
+    /// The path a request for this endpoint goes to.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Generate => GENERATE_PATH,
+            Endpoint::Completions => COMPLETIONS_PATH,
+            Endpoint::Chat => CHAT_PATH,
+        }
+    }
+
+    /// The name fixtures and the command line use: `generate`,
+    /// `completions`, `chat`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::Generate => "generate",
+            Endpoint::Completions => "completions",
+            Endpoint::Chat => "chat",
+        }
+    }
+
+    pub fn is_generate(&self) -> bool {
+        *self == Endpoint::Generate
+    }
+
+    /// Where the prompt is in a body for this endpoint, as a JSON path.
+    pub fn prompt_field(self) -> &'static str {
+        match self {
+            Endpoint::Generate => "request.body.token_ids",
+            Endpoint::Completions => "request.body.prompt",
+            Endpoint::Chat => "request.body.messages",
+        }
+    }
+
+    /// The prompt token ids the engine sees for this body, when it holds
+    /// one well-formed prompt: `token_ids` (generate); `prompt` as ids or
+    /// as text (completions, tokenized with special tokens unless
+    /// `add_special_tokens` is false); `messages` rendered by the chat
+    /// template (chat, with the generation prompt unless
+    /// `add_generation_prompt` is false, tokenized without special tokens
+    /// unless `add_special_tokens` is true), all with the tiny model's
+    /// tokenizer.
+    pub fn prompt_token_ids(self, body: &Value) -> Option<Vec<u32>> {
+        let flag =
+            |key: &str, default: bool| body.get(key).and_then(Value::as_bool).unwrap_or(default);
+        match self {
+            Endpoint::Generate => ids_of(body.get("token_ids")?),
+            Endpoint::Completions => match body.get("prompt")? {
+                Value::String(text) => model::Tokenizer::shared_built_in()
+                    .encode(text, flag("add_special_tokens", true))
+                    .ok(),
+                // One prompt as a list of strings is a batch, not ids.
+                ids @ Value::Array(list) if list.iter().all(Value::is_number) => ids_of(ids),
+                _ => None,
+            },
+            Endpoint::Chat => {
+                let messages = chat_messages_as_text(body.get("messages")?)?;
+                let tokenizer = model::Tokenizer::shared_built_in();
+                let text = tokenizer
+                    .render_chat(&messages, flag("add_generation_prompt", true))
+                    .ok()?;
+                tokenizer
+                    .encode(&text, flag("add_special_tokens", false))
+                    .ok()
+            }
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Endpoint {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Endpoint::ALL
+            .into_iter()
+            .find(|e| e.name() == s)
+            .ok_or_else(|| format!("`{s}` is not an endpoint (generate, completions, chat)"))
+    }
+}
+
+fn ids_of(value: &Value) -> Option<Vec<u32>> {
+    value
+        .as_array()?
+        .iter()
+        .map(|v| v.as_u64().and_then(|n| u32::try_from(n).ok()))
+        .collect()
+}
+
+/// Messages whose `content` is a list of text parts, with the parts joined by
+/// newlines, as vLLM hands a template that reads `content` as a string.
+fn chat_messages_as_text(messages: &Value) -> Option<Value> {
+    let list = messages.as_array()?;
+    let mut out = Vec::with_capacity(list.len());
+    for message in list {
+        let mut message = message.as_object()?.clone();
+        if let Some(Value::Array(parts)) = message.get("content") {
+            let texts: Option<Vec<&str>> = parts
+                .iter()
+                .map(|p| p.get("text").and_then(Value::as_str))
+                .collect();
+            message.insert("content".into(), Value::String(texts?.join("\n")));
+        }
+        out.push(Value::Object(message));
+    }
+    Some(Value::Array(out))
 }
 
 impl RequestSpec {
+    /// The path the request goes to: `path` if given, else the endpoint's.
+    pub fn path(&self) -> &str {
+        self.path.as_deref().unwrap_or(self.endpoint.path())
+    }
+
     /// The bytes of the body as they go on the wire.
     pub fn body_bytes(&self) -> Vec<u8> {
         match (&self.raw_body, &self.body) {

@@ -13,13 +13,13 @@
 //! let mut runner = TestRunner::deterministic();
 //! let c: Case = case(Scope::default()).new_tree(&mut runner).unwrap().current();
 //! let request = c.request_spec("tiny");
-//! assert_eq!(request.path, "/inference/v1/generate");
+//! assert_eq!(request.path(), "/inference/v1/generate");
 //! ```
 
 use std::collections::BTreeMap;
 
 use mock_engine::script::{
-    FinishReason, GENERATE_PATH, LogprobEntry, RequestSpec, Script, Step, StopReason,
+    Endpoint, FinishReason, LogprobEntry, RequestSpec, Script, Step, StopReason,
 };
 use proptest::prelude::*;
 use serde::Serialize;
@@ -217,7 +217,8 @@ impl Case {
         }
         RequestSpec {
             method: "POST".into(),
-            path: GENERATE_PATH.into(),
+            endpoint: Endpoint::Generate,
+            path: None,
             headers,
             body: Some(Value::Object(body)),
             raw_body: None,

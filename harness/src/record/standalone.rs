@@ -188,7 +188,7 @@ pub fn rebuilt_request(request: &EngineCoreRequest) -> RequestSpec {
     }
     RequestSpec {
         method: "POST".into(),
-        path: mock_engine::script::GENERATE_PATH.into(),
+        path: Some(mock_engine::script::GENERATE_PATH.into()),
         body: Some(serde_json::json!({
             "token_ids": request.prompt_token_ids.clone().unwrap_or_default(),
             "sampling_params": params,

@@ -1,6 +1,6 @@
 //! The real vLLM frontends: where a pinned install lives, how to make one,
 //! and their command lines. The CPU engine core is in [`engine`], the model
-//! directory both load in [`model`].
+//! directory both load is the `model` crate's.
 //!
 //! Installs live outside the clone, keyed by version:
 //! `$GENCONFORM_CACHE` or `$XDG_CACHE_HOME/genconform` or
@@ -10,9 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 pub mod engine;
-pub mod model;
 
-pub use model::{VOCAB, write_model_dir};
+pub use model::{MAX_MODEL_LEN, VOCAB, write_model_dir};
 
 use mock_engine::script::ServerOptions;
 
@@ -21,9 +20,6 @@ pub const DEFAULT_VERSION: &str = "0.32.0";
 
 /// The versions whose engine-core wire layout the mock engine speaks.
 pub const SUPPORTED_VERSIONS: &[&str] = &["0.32.0", "0.33.0"];
-
-/// The context window the frontends are told (and the mock engine reports).
-pub const MAX_MODEL_LEN: u32 = 2048;
 
 pub fn cache_root() -> PathBuf {
     if let Some(dir) = std::env::var_os("GENCONFORM_CACHE") {

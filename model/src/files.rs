@@ -8,7 +8,7 @@
 //!
 //! ```no_run
 //! let dir = std::path::Path::new(".genconform/model");
-//! harness::vllm::model::write_model_dir(dir).unwrap();
+//! model::write_model_dir(dir).unwrap();
 //! assert!(dir.join("model.safetensors").is_file());
 //! ```
 
@@ -20,10 +20,9 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution as _, Normal};
 use safetensors::tensor::{Dtype, TensorView};
 
-use super::MAX_MODEL_LEN;
-
-/// Vocabulary of the test tokenizer: `t0` .. `t{N-1}`, then three specials.
-pub const VOCAB: u32 = 4096;
+#[cfg(test)]
+use crate::vocabulary::VOCAB;
+use crate::vocabulary::{self, MAX_MODEL_LEN};
 
 /// The seed of the weights; part of what a recording names as its model.
 pub const WEIGHT_SEED: u64 = 0;
@@ -42,24 +41,17 @@ const KV_HEADS: usize = 2;
 const HEAD_DIM: usize = HIDDEN / HEADS;
 const _: () = assert!(HEAD_DIM == 32);
 
-/// `t0..t{VOCAB-1}` then `<unk>`, `<s>`, `</s>`.
-const SPECIALS: [&str; 3] = ["<unk>", "<s>", "</s>"];
-
 fn vocab_size() -> usize {
-    VOCAB as usize + SPECIALS.len()
+    vocabulary::size()
 }
-
-/// The chat template joins the messages' contents, so a chat request whose
-/// contents are `t<i>` words becomes exactly those token ids.
-const CHAT_TEMPLATE: &str = "{% for m in messages %}{{ m['content'] }} {% endfor %}{% if add_generation_prompt %}t1 {% endif %}";
 
 /// Writes the tokenizer, its config, the model config and seeded random
 /// weights into `dir` (created if needed).
 pub fn write_model_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     for (name, value) in [
-        ("tokenizer.json", tokenizer()),
-        ("tokenizer_config.json", tokenizer_config()),
+        ("tokenizer.json", vocabulary::tokenizer_json()),
+        ("tokenizer_config.json", vocabulary::tokenizer_config_json()),
         ("config.json", config()),
     ] {
         std::fs::write(dir.join(name), serde_json::to_vec_pretty(&value)?)?;
@@ -67,44 +59,13 @@ pub fn write_model_dir(dir: &Path) -> std::io::Result<()> {
     write_weights(&dir.join("model.safetensors"))
 }
 
-fn tokenizer() -> serde_json::Value {
-    let mut vocab = serde_json::Map::new();
-    for i in 0..VOCAB {
-        vocab.insert(format!("t{i}"), i.into());
-    }
-    for (i, s) in SPECIALS.iter().enumerate() {
-        vocab.insert(s.to_string(), (VOCAB + i as u32).into());
-    }
-    let added: Vec<serde_json::Value> = SPECIALS
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            serde_json::json!({"id": VOCAB + i as u32, "content": s, "single_word": false,
-                "lstrip": false, "rstrip": false, "normalized": false, "special": true})
-        })
-        .collect();
-    serde_json::json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
-        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null,
-        "decoder": null, "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"}
-    })
-}
-
-fn tokenizer_config() -> serde_json::Value {
-    serde_json::json!({
-        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>",
-        "unk_token": "<unk>", "model_max_length": MAX_MODEL_LEN,
-        "chat_template": CHAT_TEMPLATE
-    })
-}
-
 fn config() -> serde_json::Value {
     serde_json::json!({
         "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": vocab_size(),
         "hidden_size": HIDDEN, "intermediate_size": INTERMEDIATE, "num_hidden_layers": LAYERS,
         "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS, "head_dim": HEAD_DIM,
-        "max_position_embeddings": MAX_MODEL_LEN, "bos_token_id": VOCAB + 1,
-        "eos_token_id": VOCAB + 2, "torch_dtype": "float32", "rms_norm_eps": 1e-5,
+        "max_position_embeddings": MAX_MODEL_LEN, "bos_token_id": vocabulary::BOS,
+        "eos_token_id": vocabulary::EOS, "torch_dtype": "float32", "rms_norm_eps": 1e-5,
         "tie_word_embeddings": false
     })
 }
@@ -206,7 +167,8 @@ mod tests {
         let tok: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.path().join("tokenizer.json")).unwrap())
                 .unwrap();
-        assert_eq!(tok["model"]["vocab"]["t4095"], 4095);
+        assert_eq!(tok["model"]["vocab"]["t3839"], 3839);
+        assert_eq!(tok["model"]["vocab"]["<0xFF>"], 4095);
         assert_eq!(tok["model"]["vocab"]["</s>"], VOCAB + 2);
         let config: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap())
