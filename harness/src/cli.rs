@@ -78,6 +78,9 @@ pub struct CorpusArgs {
     /// Only fixtures whose name contains this (or matches it, with `*`).
     #[arg(long)]
     pub filter: Option<String>,
+    /// Only the fixtures of this endpoint: generate, completions or chat.
+    #[arg(long)]
+    pub endpoint: Option<mock_engine::script::Endpoint>,
 }
 
 /// The per-request timeout `run` and `validate` default to.
@@ -160,14 +163,15 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate_command(&args),
         Command::List(args) => match load(&args, &FixtureLimits::default()) {
             Ok(corpus) => {
-                for f in run::select(&corpus, args.filter.as_deref()) {
+                for f in run::select(&corpus, args.filter.as_deref(), args.endpoint) {
                     let scope = match f.fixture.in_process_reason() {
                         Some(_) => " [in-process only]",
                         None => "",
                     };
                     println!(
-                        "{:44} {}{scope}{}",
+                        "{:44} {:11} {}{scope}{}",
                         f.fixture.name,
+                        f.fixture.request.endpoint,
                         f.fixture.description,
                         if f.fixture.recorded.is_some() {
                             " [recorded]"
@@ -262,6 +266,7 @@ fn run_command(args: RunArgs) -> ExitCode {
     let options = RunOptions {
         targets: args.targets.clone(),
         filter: args.corpus.filter.clone(),
+        endpoint: args.corpus.endpoint,
         limits: Limits {
             timeout: Duration::from_secs(args.timeout_secs),
             give_up_after: args.give_up_after,

@@ -5,6 +5,7 @@
 //! id = "python-null-fields"
 //! targets = ["vllm-python"]          # the non-baseline target(s) it applies to
 //! fixtures = ["*"]                   # fixture name patterns (`*` wildcard)
+//! endpoints = ["chat"]               # optional: generate, completions, chat
 //! layer = "json"                     # optional: http, framing, json, stream
 //! kinds = ["null-vs-absent"]         # optional
 //! paths = ["events[*].choices[*].logprobs"]
@@ -19,6 +20,7 @@
 
 use std::path::Path;
 
+use mock_engine::script::Endpoint;
 use serde::{Deserialize, Serialize};
 
 use crate::diff::{Difference, Kind, Layer};
@@ -47,6 +49,9 @@ pub struct Entry {
     pub baselines: Vec<String>,
     #[serde(default = "any")]
     pub fixtures: Vec<String>,
+    /// The endpoints whose fixtures this applies to; empty means any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<Endpoint>,
     #[serde(default)]
     pub layer: Option<Layer>,
     #[serde(default)]
@@ -61,15 +66,25 @@ pub struct Entry {
     pub link: Option<String>,
 }
 
+/// Which comparison a difference came from: what an entry is scoped by.
+#[derive(Debug, Clone, Copy)]
+pub struct Compared<'a> {
+    pub baseline: &'a str,
+    pub target: &'a str,
+    pub fixture: &'a str,
+    pub endpoint: Endpoint,
+}
+
 fn any() -> Vec<String> {
     vec!["*".to_string()]
 }
 
 impl Entry {
-    pub fn matches(&self, baseline: &str, target: &str, fixture: &str, d: &Difference) -> bool {
-        (self.targets.is_empty() || self.targets.iter().any(|t| t == target))
-            && (self.baselines.is_empty() || self.baselines.iter().any(|t| t == baseline))
-            && self.fixtures.iter().any(|p| wildcard(p, fixture))
+    pub fn matches(&self, case: &Compared<'_>, d: &Difference) -> bool {
+        (self.targets.is_empty() || self.targets.iter().any(|t| t == case.target))
+            && (self.baselines.is_empty() || self.baselines.iter().any(|t| t == case.baseline))
+            && self.fixtures.iter().any(|p| wildcard(p, case.fixture))
+            && (self.endpoints.is_empty() || self.endpoints.contains(&case.endpoint))
             && self.layer.is_none_or(|l| l == d.layer)
             && (self.kinds.is_empty() || self.kinds.contains(&d.kind))
             && self.paths.iter().any(|p| wildcard(p, &d.path))
@@ -145,16 +160,8 @@ impl Registry {
     }
 
     /// The entry that accepts this difference, if any.
-    pub fn find(
-        &self,
-        baseline: &str,
-        target: &str,
-        fixture: &str,
-        d: &Difference,
-    ) -> Option<&Entry> {
-        self.entries
-            .iter()
-            .find(|e| e.matches(baseline, target, fixture, d))
+    pub fn find(&self, case: &Compared<'_>, d: &Difference) -> Option<&Entry> {
+        self.entries.iter().find(|e| e.matches(case, d))
     }
 }
 
@@ -223,18 +230,65 @@ mod tests {
             baseline: None,
             other: Some(serde_json::Value::Null),
         };
-        assert!(registry.find("rs", "py", "stream_basic", &d).is_some());
-        assert!(registry.find("rs", "other", "stream_basic", &d).is_none());
-        assert!(registry.find("rs", "py", "nonstream", &d).is_none());
+        let at = |target, fixture, endpoint| Compared {
+            baseline: "rs",
+            target,
+            fixture,
+            endpoint,
+        };
+        let stream_basic = at("py", "stream_basic", Endpoint::Generate);
+        assert!(registry.find(&stream_basic, &d).is_some());
+        assert!(
+            registry
+                .find(&at("other", "stream_basic", Endpoint::Generate), &d)
+                .is_none()
+        );
+        assert!(
+            registry
+                .find(&at("py", "nonstream", Endpoint::Generate), &d)
+                .is_none()
+        );
         let changed = Difference {
             kind: Kind::Changed,
             ..d
         };
-        assert!(
-            registry
-                .find("rs", "py", "stream_basic", &changed)
-                .is_none()
-        );
+        assert!(registry.find(&stream_basic, &changed).is_none());
+    }
+
+    #[test]
+    fn an_entry_scoped_to_endpoints_matches_only_their_fixtures() {
+        let registry: Registry = toml::from_str(
+            r#"
+            [[divergence]]
+            id = "x"
+            endpoints = ["chat"]
+            class = "intended"
+            reason = "only chat"
+            "#,
+        )
+        .unwrap();
+        let d = Difference {
+            layer: Layer::Json,
+            path: "events[0].system_fingerprint".into(),
+            kind: Kind::Added,
+            baseline: None,
+            other: Some("fp".into()),
+        };
+        let at = |endpoint| Compared {
+            baseline: "rs",
+            target: "py",
+            fixture: "any",
+            endpoint,
+        };
+        assert!(registry.find(&at(Endpoint::Chat), &d).is_some());
+        assert!(registry.find(&at(Endpoint::Completions), &d).is_none());
+        assert!(registry.find(&at(Endpoint::Generate), &d).is_none());
+        let e = toml::from_str::<Registry>(
+            "[[divergence]]\nid='y'\nendpoints=['chats']\nclass='bug'\nreason='r'\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("chats"), "{e}");
     }
 
     #[test]

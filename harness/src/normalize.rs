@@ -162,6 +162,11 @@ impl Normalizer {
                     let child = format!("{path}.{key}");
                     let normalised = match (key.as_str(), v) {
                         ("request_id", Value::String(s)) => Value::String(self.request_id(s)),
+                        // A completion's or chat completion's id is made from
+                        // the request id each server generates.
+                        ("id", Value::String(s)) if is_completion_id(s) => {
+                            Value::String(self.request_id(s))
+                        }
                         (k, Value::Number(_)) if is_time_key(k) => Value::String("<time>".into()),
                         _ => self.value(&child, v),
                     };
@@ -199,6 +204,10 @@ impl Normalizer {
             })
             .collect()
     }
+}
+
+fn is_completion_id(id: &str) -> bool {
+    id.starts_with("cmpl-") || id.starts_with("chatcmpl-")
 }
 
 fn is_time_key(key: &str) -> bool {
@@ -422,6 +431,37 @@ mod tests {
             ]
         );
         assert_eq!(t.headers.len(), 1, "date is noise");
+    }
+
+    #[test]
+    fn completion_ids_become_placeholders_and_model_ids_stay() {
+        let t = build(
+            &[
+                r#"{"id":"chatcmpl-50cc6699","model":"tiny","choices":[]}"#,
+                r#"{"id":"chatcmpl-50cc6699","choices":[]}"#,
+                r#"{"id":"cmpl-fixed-1-0","choices":[]}"#,
+                r#"{"id":"tiny","choices":[]}"#,
+            ],
+            ClientValues {
+                request_ids: vec!["fixed-1".into()],
+            },
+        );
+        let Body::Events(events) = &t.body else {
+            panic!("an event stream")
+        };
+        let ids: Vec<&Value> = events
+            .iter()
+            .filter_map(|e| e.json().and_then(|v| v.get("id")))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                &json!("<request_id#1>"),
+                &json!("<request_id#1>"),
+                &json!("cmpl-fixed-1-0"),
+                &json!("tiny")
+            ]
+        );
     }
 
     #[test]

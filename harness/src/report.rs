@@ -7,6 +7,7 @@ use std::io::Write as _;
 use std::path::Path;
 
 use console::Style;
+use mock_engine::script::Endpoint;
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
 use crate::excerpt;
@@ -35,7 +36,7 @@ pub fn terminal(report: &RunReport, color: bool) -> String {
         .unwrap_or(7)
         .max(7);
     let widths: Vec<usize> = report.targets.iter().map(|t| t.len().max(8)).collect();
-    let _ = write!(out, "{:name_width$}", "fixture");
+    let _ = write!(out, "{:name_width$}  {:11}", "fixture", "endpoint");
     for (t, w) in report.targets.iter().zip(&widths) {
         let _ = write!(out, "  {t:w$}");
     }
@@ -45,8 +46,8 @@ pub fn terminal(report: &RunReport, color: bool) -> String {
         .iter()
         .map(|c| ((c.fixture.as_str(), c.target.as_str()), c))
         .collect();
-    for fixture in &report.fixtures {
-        let _ = write!(out, "{fixture:name_width$}");
+    for (fixture, endpoint) in report.fixtures.iter().zip(&report.endpoints) {
+        let _ = write!(out, "{fixture:name_width$}  {:11}", endpoint.name());
         for (t, w) in report.targets.iter().zip(&widths) {
             let label = match by_key.get(&(fixture.as_str(), t.as_str())) {
                 Some(c) => style(c.outcome, color)
@@ -65,9 +66,10 @@ pub fn terminal(report: &RunReport, color: bool) -> String {
     {
         out.push('\n');
         let head = style(case.outcome, color).apply_to(format!(
-            "{} {} @ {}",
+            "{} {} ({}) @ {}",
             case.outcome.label(),
             case.fixture,
+            case.endpoint,
             case.target
         ));
         let _ = writeln!(out, "{head}");
@@ -141,16 +143,33 @@ pub fn summary(report: &RunReport) -> String {
         None => String::new(),
     };
     format!(
-        "{passed} passed, {failed} failed, {} skipped\n({} known divergences, {} new divergences, {} snapshot changes, {} errors; {} fixtures x {} targets in {:.1} s)",
+        "{passed} passed, {failed} failed, {} skipped\n({} known divergences, {} new divergences, {} snapshot changes, {} errors; {} fixtures{} x {} targets in {:.1} s)",
         count(Outcome::Skipped),
         count(Outcome::Known),
         count(Outcome::New),
         count(Outcome::SnapshotChanged),
         count(Outcome::Error),
         report.fixtures.len(),
+        per_endpoint(report),
         report.targets.len(),
         report.elapsed_ms / 1000.0
     ) + &interrupted
+}
+
+/// ` (generate 175, completions 35, chat 30)` when the run had more than
+/// one endpoint.
+fn per_endpoint(report: &RunReport) -> String {
+    let counts: Vec<String> = Endpoint::ALL
+        .iter()
+        .map(|e| (e, report.endpoints.iter().filter(|x| *x == e).count()))
+        .filter(|(_, n)| *n > 0)
+        .map(|(e, n)| format!("{e} {n}"))
+        .collect();
+    if counts.len() > 1 {
+        format!(" ({})", counts.join(", "))
+    } else {
+        String::new()
+    }
 }
 
 /// Streams the report to `path` (no second copy of it in memory).
@@ -197,7 +216,7 @@ pub fn junit(report: &RunReport) -> anyhow::Result<String> {
                 }
             };
             let mut test = TestCase::new(case.fixture.as_str(), status);
-            test.set_classname(format!("genconform.{target}"));
+            test.set_classname(format!("genconform.{target}.{}", case.endpoint));
             test.set_time(std::time::Duration::from_secs_f64(case.elapsed_ms / 1000.0));
             suite.add_test_case(test);
         }

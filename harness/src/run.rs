@@ -8,12 +8,13 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use mock_engine::script::Endpoint;
 use mock_engine::{Corpus, Engine, Fixture, LoadedFixture};
 use serde::Serialize;
 
 use crate::capture::{self, Capture, CaptureError, Limits};
 use crate::diff::{self, Difference, Layer};
-use crate::divergence::Registry;
+use crate::divergence::{Compared, Registry};
 use crate::excerpt;
 use crate::normalize::{ClientValues, Transcript, TranscriptBuilder};
 use crate::snapshot::{self, Store};
@@ -68,6 +69,8 @@ pub struct Judged {
 #[derive(Debug, Clone, Serialize)]
 pub struct CaseResult {
     pub fixture: String,
+    /// The endpoint the fixture's request went to.
+    pub endpoint: Endpoint,
     pub target: String,
     pub outcome: Outcome,
     /// Why it was skipped or errored.
@@ -155,6 +158,8 @@ impl CaseResult {
 pub struct RunOptions {
     pub targets: Vec<TargetSpec>,
     pub filter: Option<String>,
+    /// Only the fixtures of this endpoint (all, when `None`).
+    pub endpoint: Option<Endpoint>,
     pub limits: Limits,
     /// Past this, the remaining cases are errors with that reason.
     pub budget: Duration,
@@ -172,6 +177,8 @@ pub struct RunOptions {
 pub struct RunReport {
     pub targets: Vec<String>,
     pub fixtures: Vec<String>,
+    /// The endpoint of each of `fixtures`, in the same order.
+    pub endpoints: Vec<Endpoint>,
     pub cases: Vec<CaseResult>,
     pub elapsed_ms: f64,
     /// The signal that stopped the run early (its other cases are `not_run`).
@@ -199,8 +206,13 @@ pub trait Progress {
 
 impl Progress for () {}
 
-/// Fixtures selected by `filter` (a substring or `*` pattern on the name).
-pub fn select<'a>(corpus: &'a Corpus, filter: Option<&str>) -> Vec<&'a LoadedFixture> {
+/// Fixtures selected by `filter` (a substring or `*` pattern on the name)
+/// and `endpoint`.
+pub fn select<'a>(
+    corpus: &'a Corpus,
+    filter: Option<&str>,
+    endpoint: Option<Endpoint>,
+) -> Vec<&'a LoadedFixture> {
     corpus
         .fixtures
         .iter()
@@ -209,6 +221,7 @@ pub fn select<'a>(corpus: &'a Corpus, filter: Option<&str>) -> Vec<&'a LoadedFix
             Some(p) if p.contains('*') => crate::divergence::wildcard(p, &f.fixture.name),
             Some(p) => f.fixture.name.contains(p),
         })
+        .filter(|f| endpoint.is_none_or(|e| f.fixture.request.endpoint == e))
         .collect()
 }
 
@@ -230,7 +243,7 @@ pub async fn run_until(
     stop: impl Future<Output = String>,
 ) -> anyhow::Result<RunReport> {
     let started = Instant::now();
-    let fixtures = select(corpus, options.filter.as_deref());
+    let fixtures = select(corpus, options.filter.as_deref(), options.endpoint);
     let mut targets = Vec::new();
     for spec in &options.targets {
         targets.push(Target::start(spec.clone(), corpus, &options.vllm).await?);
@@ -313,6 +326,10 @@ pub async fn run_until(
     Ok(RunReport {
         targets: names,
         fixtures: fixtures.iter().map(|f| f.fixture.name.clone()).collect(),
+        endpoints: fixtures
+            .iter()
+            .map(|f| f.fixture.request.endpoint)
+            .collect(),
         cases,
         elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
         interrupted,
@@ -390,6 +407,7 @@ async fn probe(client: &reqwest::Client, base: &str, timeout: Duration) -> Resul
 fn error_case(loaded: &LoadedFixture, target: &str, reason: String) -> CaseResult {
     CaseResult {
         fixture: loaded.fixture.name.clone(),
+        endpoint: loaded.fixture.request.endpoint,
         target: target.to_string(),
         outcome: Outcome::Error,
         reason: Some(reason),
@@ -450,6 +468,7 @@ async fn run_case(
     };
     let case = CaseResult {
         fixture: loaded.fixture.name.clone(),
+        endpoint: loaded.fixture.request.endpoint,
         target: name,
         outcome,
         reason,
@@ -544,7 +563,13 @@ fn judge_row(
         case.differences = differences
             .into_iter()
             .map(|d| {
-                let entry = options.registry.find(&names[0], &case.target, fixture, &d);
+                let compared = Compared {
+                    baseline: &names[0],
+                    target: &case.target,
+                    fixture,
+                    endpoint: loaded.fixture.request.endpoint,
+                };
+                let entry = options.registry.find(&compared, &d);
                 match (entry, d.layer) {
                     (Some(_), _) => known = true,
                     (None, Layer::KeyOrder) => {}

@@ -33,6 +33,7 @@ async fn run_broken(damage: Damage, filter: &str) -> RunReport {
             format!("url={proxy},name=broken").parse().unwrap(),
         ],
         filter: Some(filter.to_string()),
+        endpoint: None,
         limits: Default::default(),
         budget: std::time::Duration::from_secs(120),
         snapshots: Default::default(),

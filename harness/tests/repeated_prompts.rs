@@ -65,6 +65,7 @@ async fn each_case_replays_its_own_script_for_a_shared_prompt() {
     let options = RunOptions {
         targets: vec![TargetSpec::Reference],
         filter: None,
+        endpoint: None,
         limits: Default::default(),
         budget: std::time::Duration::from_secs(120),
         snapshots: Default::default(),

@@ -20,6 +20,7 @@ async fn reference_transcripts_match_reviewed_snapshots() {
     let options = RunOptions {
         targets: vec![TargetSpec::Reference],
         filter: None,
+        endpoint: None,
         limits: Default::default(),
         budget: std::time::Duration::from_secs(600),
         snapshots: workspace().join("snapshots"),

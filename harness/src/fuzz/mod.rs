@@ -40,7 +40,7 @@ use reference_server::control::SCRIPTS_PATH;
 
 use crate::capture::{self, Limits};
 use crate::diff::{self, Layer};
-use crate::divergence::Registry;
+use crate::divergence::{Compared, Registry};
 use crate::interrupt::{Interrupt, Interrupts};
 use crate::normalize::Transcript;
 use crate::run::transcribe;
@@ -707,10 +707,13 @@ fn differential(
             .into_iter()
             .filter(|d| d.layer != Layer::KeyOrder)
             .filter(|d| {
-                options
-                    .registry
-                    .find(&bench.names[0], &bench.names[i], fixture, d)
-                    .is_none()
+                let compared = Compared {
+                    baseline: &bench.names[0],
+                    target: &bench.names[i],
+                    fixture,
+                    endpoint: mock_engine::script::Endpoint::Generate,
+                };
+                options.registry.find(&compared, d).is_none()
             })
             .map(|d| d.to_string())
             .collect();

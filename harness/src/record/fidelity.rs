@@ -12,7 +12,7 @@ use mock_engine::LoadedFixture;
 use super::{RecordArgs, Recording, corpus_of};
 use crate::capture::Limits;
 use crate::diff::{self, Difference, Kind, Layer};
-use crate::divergence::Registry;
+use crate::divergence::{Compared, Registry};
 use crate::normalize::{Body, StreamSummary, Transcript};
 use crate::run::{self, RunOptions};
 use crate::target::TargetSpec;
@@ -63,9 +63,13 @@ pub fn judge(
     differences(recorded, replayed)
         .into_iter()
         .map(|d| {
-            let known = registry
-                .find(recorded_by, replayed_by, &fixture.fixture.name, &d)
-                .map(|e| e.id.clone());
+            let compared = Compared {
+                baseline: recorded_by,
+                target: replayed_by,
+                fixture: &fixture.fixture.name,
+                endpoint: fixture.fixture.request.endpoint,
+            };
+            let known = registry.find(&compared, &d).map(|e| e.id.clone());
             (d, known)
         })
         .collect()
@@ -157,6 +161,7 @@ pub async fn replay(
     let options = RunOptions {
         targets: vec![spec],
         filter: None,
+        endpoint: None,
         limits: Limits {
             timeout: std::time::Duration::from_secs(args.timeout_secs),
             ..Limits::default()
