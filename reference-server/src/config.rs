@@ -1,9 +1,11 @@
 //! What a running server needs to know besides its engine.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
 use std::time::Duration;
 
 use mock_engine::script::ServerOptions;
+use model::{Tokenizer, TokenizerError};
 
 /// vllm-rs refuses bodies above 32 MiB (axum's `DefaultBodyLimit` as it sets it).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -45,7 +47,46 @@ pub struct Config {
     /// `--enable-script-control`: `POST /genconform/v1/scripts` scripts the
     /// engine (see [`crate::control`]); off, the path is a 404.
     pub enable_script_control: bool,
+    /// `--model-dir`: the tokenizer and chat template the OpenAI endpoints use.
+    pub tokenizer: ModelTokenizer,
 }
+
+/// The tokenizer a server uses: the tiny model's built-in one, or one loaded
+/// from a model directory for the life of the process (streams borrow it).
+///
+/// ```
+/// use reference_server::config::ModelTokenizer;
+/// let t = ModelTokenizer::default();
+/// assert_eq!(t.get().encode("t5 t7", true).unwrap(), [5, 7]);
+/// assert!(ModelTokenizer::from_dir("/nonexistent".as_ref()).is_err());
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct ModelTokenizer(&'static Tokenizer);
+
+impl ModelTokenizer {
+    pub fn from_dir(dir: &Path) -> Result<Self, TokenizerError> {
+        Tokenizer::shared_from_dir(dir).map(Self)
+    }
+
+    pub fn get(&self) -> &'static Tokenizer {
+        self.0
+    }
+}
+
+impl Default for ModelTokenizer {
+    fn default() -> Self {
+        Self(Tokenizer::shared_built_in())
+    }
+}
+
+/// The same loaded tokenizer: each is loaded once per process.
+impl PartialEq for ModelTokenizer {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self.0, other.0)
+    }
+}
+
+impl Eq for ModelTokenizer {}
 
 impl Default for Config {
     fn default() -> Self {
@@ -59,6 +100,7 @@ impl Default for Config {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             enable_script_control: false,
+            tokenizer: ModelTokenizer::default(),
         }
     }
 }

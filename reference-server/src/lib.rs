@@ -1,4 +1,5 @@
-//! An axum implementation of vLLM's token-in/token-out `POST /inference/v1/generate`
+//! An axum implementation of vLLM's `POST /inference/v1/generate`, `/v1/completions`
+//! and `/v1/chat/completions`
 //! over the in-process [`mock_engine::Engine`], reproducing what the vllm-rs 0.32.0
 //! frontend puts on the wire.
 //!

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use clap::Parser;
 use mock_engine::cli::EngineArgs;
 use reference_server::Config;
 use reference_server::config::{
-    DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_BODY_BYTES, ModelTokenizer,
 };
 
 #[derive(Debug, Parser)]
@@ -45,6 +46,10 @@ struct Args {
     /// `genconform fuzz` against this server as a url= target).
     #[arg(long)]
     enable_script_control: bool,
+    /// A model directory whose `tokenizer.json` and `tokenizer_config.json`
+    /// (chat template) the OpenAI endpoints use instead of the built-in tiny model's.
+    #[arg(long, value_name = "DIR")]
+    model_dir: Option<PathBuf>,
 }
 
 /// A positive number of seconds on the command line, fractions allowed (`0.5`).
@@ -86,6 +91,16 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let tokenizer = match &args.model_dir {
+        None => ModelTokenizer::default(),
+        Some(dir) => match ModelTokenizer::from_dir(dir) {
+            Ok(tokenizer) => tokenizer,
+            Err(e) => {
+                eprintln!("error: --model-dir {}: {e}", dir.display());
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     let config = Config {
         host: args.host,
         port: args.port,
@@ -96,6 +111,7 @@ async fn main() -> ExitCode {
         header_read_timeout: args.header_read_timeout.0,
         body_read_timeout: args.body_read_timeout.0,
         enable_script_control: args.enable_script_control,
+        tokenizer,
     };
     match reference_server::serve_until_signal(config, engine).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -457,61 +457,8 @@ impl GenerateRequest {
         }
         check_logprob_count("logprobs", params.logprobs)?;
         check_logprob_count("prompt_logprobs", params.prompt_logprobs)?;
-        // vllm-rs checks the token budget before the sampling ranges.
-        if let Some(min) = params.min_tokens
-            && let Some(max) = limits.max_tokens(self.token_ids.len(), params.max_tokens)
-            && min > max
-        {
-            return Err(ApiError::invalid_request(
-                format!(
-                    "`min_tokens` must be less than or equal to `max_tokens`, got min_tokens={min}, max_tokens={max}"
-                ),
-                None,
-            ));
-        }
-        if let Some(t) = params.temperature
-            && !(0.0..=2.0).contains(&t)
-        {
-            return Err(ApiError::invalid_request(
-                format!("temperature must be in [0, 2], got {t}"),
-                None,
-            ));
-        }
-        if let Some(p) = params.top_p
-            && !(p > 0.0 && p <= 1.0)
-        {
-            return Err(ApiError::invalid_request(
-                format!("top_p must be in (0, 1], got {p}"),
-                None,
-            ));
-        }
-        check_sampling_ranges(params)?;
-        let out_of_vocab = self.token_ids.iter().filter(|&&t| t >= VOCAB_SIZE);
-        let count = out_of_vocab.clone().count();
-        if count > 0 {
-            // vllm-rs lists them all; a 6 M-id prompt made that a 36 MB answer.
-            let listed: Vec<u32> = out_of_vocab.take(MAX_LISTED_TOKEN_IDS).copied().collect();
-            let ids = match count - listed.len() {
-                0 => format!("{listed:?}"),
-                more => format!("{:?} and {more} more", listed),
-            };
-            return Err(ApiError::invalid_request(
-                format!(
-                    "token_id(s) {ids} in prompt are out of vocabulary. Vocabulary size: {VOCAB_SIZE}"
-                ),
-                None,
-            ));
-        }
-        if self.token_ids.len() >= limits.max_model_len as usize {
-            return Err(ApiError::invalid_request(
-                format!(
-                    "this model's maximum context length is {} tokens, but the prompt contains {} input tokens",
-                    limits.max_model_len,
-                    self.token_ids.len()
-                ),
-                None,
-            ));
-        }
+        check_sampling(params, self.token_ids.len(), limits)?;
+        check_prompt(&self.token_ids, limits)?;
         Ok(())
     }
 
@@ -544,6 +491,75 @@ impl GenerateRequest {
         request.prompt_logprobs = params.prompt_logprobs.map(i64::from);
         request
     }
+}
+
+/// The token budget and the sampling ranges, in vllm-rs's order (shared by every endpoint).
+pub(crate) fn check_sampling(
+    params: &SamplingParams,
+    prompt_len: usize,
+    limits: Limits,
+) -> Result<(), ApiError> {
+    // vllm-rs checks the token budget before the sampling ranges.
+    if let Some(min) = params.min_tokens
+        && let Some(max) = limits.max_tokens(prompt_len, params.max_tokens)
+        && min > max
+    {
+        return Err(ApiError::invalid_request(
+            format!(
+                "`min_tokens` must be less than or equal to `max_tokens`, got min_tokens={min}, max_tokens={max}"
+            ),
+            None,
+        ));
+    }
+    if let Some(t) = params.temperature
+        && !(0.0..=2.0).contains(&t)
+    {
+        return Err(ApiError::invalid_request(
+            format!("temperature must be in [0, 2], got {t}"),
+            None,
+        ));
+    }
+    if let Some(p) = params.top_p
+        && !(p > 0.0 && p <= 1.0)
+    {
+        return Err(ApiError::invalid_request(
+            format!("top_p must be in (0, 1], got {p}"),
+            None,
+        ));
+    }
+    check_sampling_ranges(params)?;
+    Ok(())
+}
+
+/// The prompt's ids against the vocabulary and the context window.
+pub(crate) fn check_prompt(token_ids: &[u32], limits: Limits) -> Result<(), ApiError> {
+    let out_of_vocab = token_ids.iter().filter(|&&t| t >= VOCAB_SIZE);
+    let count = out_of_vocab.clone().count();
+    if count > 0 {
+        // vllm-rs lists them all; a 6 M-id prompt made that a 36 MB answer.
+        let listed: Vec<u32> = out_of_vocab.take(MAX_LISTED_TOKEN_IDS).copied().collect();
+        let ids = match count - listed.len() {
+            0 => format!("{listed:?}"),
+            more => format!("{:?} and {more} more", listed),
+        };
+        return Err(ApiError::invalid_request(
+            format!(
+                "token_id(s) {ids} in prompt are out of vocabulary. Vocabulary size: {VOCAB_SIZE}"
+            ),
+            None,
+        ));
+    }
+    if token_ids.len() >= limits.max_model_len as usize {
+        return Err(ApiError::invalid_request(
+            format!(
+                "this model's maximum context length is {} tokens, but the prompt contains {} input tokens",
+                limits.max_model_len,
+                token_ids.len()
+            ),
+            None,
+        ));
+    }
+    Ok(())
 }
 
 /// `-1` asks for the whole vocabulary.
@@ -592,7 +608,7 @@ fn check_sampling_ranges(params: &SamplingParams) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn check_logprob_count(name: &str, requested: Option<i32>) -> Result<(), ApiError> {
+pub(crate) fn check_logprob_count(name: &str, requested: Option<i32>) -> Result<(), ApiError> {
     match requested.map(resolve_count) {
         Some(k) if k > MAX_LOGPROBS => Err(ApiError::invalid_request(
             format!("requested {name} of {k}, which is greater than max allowed: {MAX_LOGPROBS}"),

@@ -1,4 +1,9 @@
-//! HTTP handlers and the router.
+//! HTTP handlers and the router: generate here, the OpenAI routes one
+//! folder each ([`completions`], [`chat`]) over what they share ([`openai`]).
+
+pub mod chat;
+pub mod completions;
+pub mod openai;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -39,7 +44,31 @@ struct AppState {
 
 type Shared = State<Arc<AppState>>;
 
-/// The whole HTTP surface: `POST /inference/v1/generate`, `GET /v1/models`,
+impl AppState {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_model_len: self.engine.config().max_model_len,
+        }
+    }
+
+    /// The name a response carries: the one asked for, else the first served.
+    fn model_name(&self, requested: Option<&str>) -> String {
+        requested
+            .filter(|m| !m.is_empty())
+            .or(self.config.served_model_names.first().map(String::as_str))
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The whole HTTP surface: `POST /inference/v1/generate`, `POST /v1/completions`,
+/// `POST /v1/chat/completions`, `GET /v1/models`,
 /// `GET /health`, `GET /metrics`.
 pub fn router(config: &Config, engine: Engine) -> Router {
     router_with_cut_off(config, engine, CancellationToken::new())
@@ -57,6 +86,11 @@ pub fn router_with_cut_off(config: &Config, engine: Engine, cut_off: Cancellatio
     });
     let mut protected = Router::new()
         .route(GENERATE_PATH, post(generate))
+        .route(
+            completions::COMPLETIONS_PATH,
+            post(completions::completions),
+        )
+        .route(chat::CHAT_PATH, post(chat::chat_completions))
         .route("/v1/models", get(models));
     if config.enable_script_control {
         protected = protected.merge(crate::control::router(state.engine.clone()));
@@ -159,9 +193,7 @@ struct ModelCard {
 }
 
 async fn models(State(state): Shared) -> Json<ModelList> {
-    let created = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let created = unix_now();
     let data = state
         .config
         .served_model_names
@@ -189,9 +221,7 @@ async fn generate(
     body: Result<Json<GenerateRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body?;
-    let limits = Limits {
-        max_model_len: state.engine.config().max_model_len,
-    };
+    let limits = state.limits();
     body.validate(|m| state.config.serves(m), limits)?;
     let request_id = request_id::resolve(&headers, body.request_id.as_deref());
     let options = body.response_options();

@@ -44,8 +44,14 @@ impl TestServer {
 
     /// POSTs `body` and returns the status and the parsed JSON answer.
     pub async fn post_json(&self, body: Value) -> (u16, Value) {
+        self.post_json_to(GENERATE_PATH, body).await
+    }
+
+    /// [`TestServer::post_json`] to another path.
+    pub async fn post_json_to(&self, path: &str, body: Value) -> (u16, Value) {
         let response = self
-            .generate()
+            .client
+            .post(self.url(path))
             .json(&body)
             .send()
             .await
@@ -59,8 +65,14 @@ impl TestServer {
 
     /// POSTs a streaming request; returns the `data:` payloads in order.
     pub async fn post_stream(&self, body: Value) -> Vec<String> {
+        self.post_stream_to(GENERATE_PATH, body).await
+    }
+
+    /// [`TestServer::post_stream`] to another path.
+    pub async fn post_stream_to(&self, path: &str, body: Value) -> Vec<String> {
         let response = self
-            .generate()
+            .client
+            .post(self.url(path))
             .json(&body)
             .send()
             .await

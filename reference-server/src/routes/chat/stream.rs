@@ -1,0 +1,244 @@
+//! Text events to chat chunks (streamed: the role first, then content
+//! deltas, then the finish) or to one body (collected).
+
+use futures::{Stream, StreamExt, stream};
+use mock_engine::script::LogprobEntry;
+use model::Tokenizer;
+
+use super::convert::ResponseOptions;
+use super::types::{
+    ChatCompletionChoice, ChatCompletionMessage, ChatCompletionResponse,
+    ChatCompletionStreamChoice, ChatCompletionStreamResponse, ChatLogProbs, ChatLogProbsContent,
+    ChatMessageDelta, TopLogProb,
+};
+use crate::error::ApiError;
+use crate::routes::openai::events::{TextDelta, TextEvent, TextEvents};
+use crate::routes::openai::logprobs::{candidates, clamp, token_text};
+use crate::routes::openai::usage::TokenCounts;
+
+const ASSISTANT: &str = "assistant";
+
+/// What every message of one response repeats.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub id: String,
+    pub created: u64,
+    pub model: String,
+    pub enable_prompt_tokens_details: bool,
+}
+
+impl Envelope {
+    fn chunk(&self, choice: Option<ChatCompletionStreamChoice>) -> ChatCompletionStreamResponse {
+        ChatCompletionStreamResponse {
+            id: self.id.clone(),
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: self.model.clone(),
+            choices: choice.into_iter().collect(),
+            usage: None,
+            prompt_token_ids: None,
+        }
+    }
+}
+
+/// The stream's chunks, an error ending them.
+pub fn chunks(
+    events: TextEvents,
+    envelope: Envelope,
+    options: ResponseOptions,
+    tokenizer: &'static Tokenizer,
+) -> impl Stream<Item = Result<ChatCompletionStreamResponse, ApiError>> + Send {
+    let state = ChunkState {
+        events,
+        envelope,
+        options,
+        tokenizer,
+    };
+    stream::unfold(state, |mut s| async move {
+        let event = s.events.next().await?;
+        let chunks = match event {
+            Ok(event) => s.on_event(event).into_iter().map(Ok).collect(),
+            Err(e) => vec![Err(e)],
+        };
+        Some((stream::iter(chunks), s))
+    })
+    .flatten()
+}
+
+struct ChunkState {
+    events: TextEvents,
+    envelope: Envelope,
+    options: ResponseOptions,
+    tokenizer: &'static Tokenizer,
+}
+
+impl ChunkState {
+    fn on_event(&mut self, event: TextEvent) -> Vec<ChatCompletionStreamResponse> {
+        let continuous = self.options.usage.continuous;
+        let enable_details = self.envelope.enable_prompt_tokens_details;
+        let with_usage = |mut chunk: ChatCompletionStreamResponse, counts: TokenCounts| {
+            if continuous {
+                chunk.usage = Some(counts.usage(enable_details));
+            }
+            chunk
+        };
+        match event {
+            TextEvent::Start { prompt_token_ids } => {
+                let counts = TokenCounts {
+                    prompt_tokens: prompt_token_ids.len(),
+                    ..TokenCounts::default()
+                };
+                let role = ChatCompletionStreamChoice {
+                    delta: ChatMessageDelta {
+                        role: Some(ASSISTANT),
+                        content: None,
+                    },
+                    ..ChatCompletionStreamChoice::default()
+                };
+                let mut chunk = self.envelope.chunk(Some(role));
+                chunk.prompt_token_ids = self.options.return_token_ids.then_some(prompt_token_ids);
+                vec![with_usage(chunk, counts)]
+            }
+            TextEvent::Delta(delta) => {
+                let logprobs = self.options.top_logprobs.map(|top| {
+                    chat_logprobs(
+                        self.tokenizer,
+                        delta.logprobs.as_deref().unwrap_or_default(),
+                        top,
+                    )
+                });
+                let TextDelta {
+                    text,
+                    token_ids,
+                    finished,
+                    counts,
+                    ..
+                } = delta;
+                let mut out = Vec::new();
+                if !text.is_empty() || logprobs.is_some() || self.options.return_token_ids {
+                    let choice = ChatCompletionStreamChoice {
+                        delta: ChatMessageDelta {
+                            role: None,
+                            content: Some(text),
+                        },
+                        logprobs,
+                        token_ids: self.options.return_token_ids.then_some(token_ids),
+                        ..ChatCompletionStreamChoice::default()
+                    };
+                    out.push(with_usage(self.envelope.chunk(Some(choice)), counts));
+                }
+                if let Some(finished) = finished {
+                    let last = ChatCompletionStreamChoice {
+                        finish_reason: Some(finished.reason),
+                        stop_reason: finished.stop_reason,
+                        ..ChatCompletionStreamChoice::default()
+                    };
+                    out.push(with_usage(self.envelope.chunk(Some(last)), finished.counts));
+                    if self.options.usage.include_usage {
+                        let mut usage = self.envelope.chunk(None);
+                        usage.usage = Some(finished.counts.usage(enable_details));
+                        out.push(usage);
+                    }
+                }
+                out
+            }
+        }
+    }
+}
+
+/// Chat logprobs of some tokens, with `top` candidates each (-1: all).
+pub fn chat_logprobs(
+    tokenizer: &Tokenizer,
+    positions: &[Vec<LogprobEntry>],
+    top: i32,
+) -> ChatLogProbs {
+    let keep = if top < 0 { usize::MAX } else { top as usize };
+    let entry = |e: &LogprobEntry| {
+        let token = token_text(tokenizer, e.token_id);
+        (Some(token.as_bytes().to_vec()), token, clamp(e.logprob))
+    };
+    let content = positions
+        .iter()
+        .filter_map(|entries| {
+            let (bytes, token, logprob) = entry(entries.first()?);
+            let top_logprobs = candidates(entries, keep)
+                .map(|e| {
+                    let (bytes, token, logprob) = entry(e);
+                    TopLogProb {
+                        token,
+                        logprob,
+                        bytes,
+                    }
+                })
+                .collect();
+            Some(ChatLogProbsContent {
+                token,
+                logprob,
+                bytes,
+                top_logprobs,
+            })
+        })
+        .collect();
+    ChatLogProbs {
+        content: Some(content),
+    }
+}
+
+/// Runs the request to its end and builds the body.
+pub async fn collect(
+    mut events: TextEvents,
+    envelope: Envelope,
+    options: ResponseOptions,
+    tokenizer: &'static Tokenizer,
+) -> Result<ChatCompletionResponse, ApiError> {
+    let mut prompt_token_ids = Vec::new();
+    let mut text = String::new();
+    let mut token_ids = Vec::new();
+    let mut positions = Vec::new();
+    let mut finished = None;
+    while let Some(event) = events.next().await {
+        match event? {
+            TextEvent::Start {
+                prompt_token_ids: ids,
+            } => prompt_token_ids = ids,
+            TextEvent::Delta(delta) => {
+                text.push_str(&delta.text);
+                token_ids.extend(delta.token_ids);
+                positions.extend(delta.logprobs.unwrap_or_default());
+                finished = delta.finished.or(finished);
+            }
+        }
+    }
+    let finished = finished.ok_or_else(|| {
+        ApiError::server_error(
+            "failed to collect chat completion response: the engine stream ended without finishing",
+        )
+    })?;
+    Ok(ChatCompletionResponse {
+        id: envelope.id,
+        object: "chat.completion",
+        created: envelope.created,
+        model: envelope.model,
+        choices: vec![ChatCompletionChoice {
+            index: 0,
+            message: ChatCompletionMessage {
+                role: ASSISTANT,
+                content: Some(text).filter(|t| !t.is_empty()),
+                tool_calls: Vec::new(),
+                reasoning: None,
+            },
+            logprobs: options
+                .top_logprobs
+                .map(|top| chat_logprobs(tokenizer, &positions, top)),
+            finish_reason: Some(finished.reason),
+            stop_reason: finished.stop_reason,
+            token_ids: options.return_token_ids.then_some(token_ids),
+        }],
+        usage: Some(finished.counts.usage(envelope.enable_prompt_tokens_details)),
+        system_fingerprint: None,
+        prompt_logprobs: None,
+        prompt_token_ids: options.return_token_ids.then_some(prompt_token_ids),
+        kv_transfer_params: None,
+        ec_transfer_params: None,
+    })
+}

@@ -1,0 +1,103 @@
+//! The checks vllm-rs makes on a chat request before it renders the
+//! messages, in its order; the first failure wins.
+
+use serde_json::{Value, json};
+
+use super::types::{ChatCompletionRequest, MessageContent};
+use crate::error::ApiError;
+
+pub fn validate(
+    request: &ChatCompletionRequest,
+    served: impl Fn(&str) -> bool,
+) -> Result<(), ApiError> {
+    // The `validator` crate's words, which print the messages as Rust's
+    // `Debug` shows a JSON value.
+    let invalid_messages = |why: &str| {
+        let value = messages_json(request);
+        ApiError::invalid_request(
+            format!("messages: Validation error: {why} [{{\"value\": {value:?}}}]"),
+            None,
+        )
+    };
+    if request.messages.is_empty() {
+        return Err(invalid_messages("messages cannot be empty"));
+    }
+    for message in request.messages.iter().filter(|m| m.role == "user") {
+        match &message.content {
+            Some(MessageContent::Text(text)) if text.is_empty() => {
+                return Err(invalid_messages("message content cannot be empty"));
+            }
+            Some(MessageContent::Parts(parts)) if parts.is_empty() => {
+                return Err(invalid_messages("message content parts cannot be empty"));
+            }
+            _ => {}
+        }
+    }
+    // Checks of the whole request (`__all__`), before the model is looked at.
+    if request.stream_options.is_some() && !request.stream {
+        return Err(ApiError::invalid_request(
+            "__all__: stream_options can only be used when stream is true",
+            None,
+        ));
+    }
+    if request.top_logprobs.is_some() && !request.logprobs {
+        return Err(ApiError::invalid_request(
+            "__all__: top_logprobs is only allowed when logprobs is enabled",
+            None,
+        ));
+    }
+    if let Some(model) = request.model.as_deref().filter(|m| !m.is_empty())
+        && !served(model)
+    {
+        return Err(ApiError::model_not_found(model));
+    }
+    if request.stream_options.is_some() && !request.stream {
+        return Err(ApiError::invalid_request(
+            "stream_options are only supported when stream=true.",
+            Some("stream_options"),
+        ));
+    }
+    if request.n.unwrap_or(1) > 1 {
+        return Err(ApiError::invalid_request(
+            "Only n=1 is supported.",
+            Some("n"),
+        ));
+    }
+    if let Some(k) = request.top_logprobs
+        && k < 0
+        && k != -1
+    {
+        return Err(ApiError::invalid_request(
+            "`top_logprobs` must be a non-negative value or -1.",
+            Some("top_logprobs"),
+        ));
+    }
+    if let Some(k) = request.prompt_logprobs
+        && request.stream
+        && (k > 0 || k == -1)
+    {
+        return Err(ApiError::invalid_request(
+            "`prompt_logprobs` are not available when `stream=true`.",
+            Some("prompt_logprobs"),
+        ));
+    }
+    Ok(())
+}
+
+/// The messages as the client sent them (role, content, name).
+fn messages_json(request: &ChatCompletionRequest) -> Value {
+    request
+        .messages
+        .iter()
+        .map(|m| {
+            let mut object = json!({"role": m.role});
+            if let Some(content) = &m.content {
+                object["content"] = content.to_json();
+            }
+            if let Some(name) = &m.name {
+                object["name"] = name.as_str().into();
+            }
+            object
+        })
+        .collect()
+}

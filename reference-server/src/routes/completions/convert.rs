@@ -1,0 +1,84 @@
+//! A valid completions request becomes the prompt ids, the engine request
+//! and what the response side needs to know.
+
+use model::Tokenizer;
+
+use super::types::{CompletionRequest, DEFAULT_MAX_TOKENS, Prompt};
+use crate::error::ApiError;
+use crate::request::Limits;
+use crate::routes::openai::sampling;
+use crate::routes::openai::text::TextOptions;
+use crate::routes::openai::usage::UsageOptions;
+
+/// What the response side needs to know of a request.
+#[derive(Debug, Clone, Default)]
+pub struct ResponseOptions {
+    pub usage: UsageOptions,
+    /// The prompt's text, to put before the output (`echo`).
+    pub echo: Option<String>,
+    /// `logprobs`: candidates per token besides the sampled one (-1: all).
+    pub logprobs: Option<i32>,
+    pub return_token_ids: bool,
+}
+
+/// Everything the handler needs to run a request.
+#[derive(Debug)]
+pub struct Prepared {
+    pub prompt: Vec<u32>,
+    pub max_tokens: Option<u32>,
+    pub text: TextOptions,
+    pub response: ResponseOptions,
+}
+
+pub fn prepare(
+    request: &CompletionRequest,
+    tokenizer: &Tokenizer,
+    limits: Limits,
+) -> Result<Prepared, ApiError> {
+    let prompt = match &request.prompt {
+        Prompt::Ids(ids) => ids.clone(),
+        Prompt::Text(text) => tokenizer
+            .encode(text, request.add_special_tokens)
+            .map_err(|e| ApiError::invalid_request(e.to_string(), Some("prompt")))?,
+    };
+    let stop = request.sampling.stop_strings()?;
+    let max_tokens = Some(request.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS));
+    request
+        .sampling
+        .check(&prompt, max_tokens, request.logprobs, limits)?;
+    let echo = match (&request.prompt, request.echo) {
+        (_, false) => None,
+        (Prompt::Text(text), true) => Some(text.clone()),
+        (_, true) => Some(
+            tokenizer
+                .decode(&prompt, request.sampling.skip_special_tokens)
+                .map_err(|e| ApiError::invalid_request(e.to_string(), Some("prompt")))?,
+        ),
+    };
+    Ok(Prepared {
+        max_tokens,
+        text: request.sampling.text_options(stop),
+        response: ResponseOptions {
+            usage: UsageOptions::new(request.stream, request.stream_options)?,
+            echo,
+            logprobs: request.logprobs,
+            return_token_ids: request.return_token_ids.unwrap_or(false),
+        },
+        prompt,
+    })
+}
+
+/// The engine request for a prepared request.
+pub fn engine_request(
+    prepared: &Prepared,
+    engine_request_id: String,
+    limits: Limits,
+) -> mock_engine::EngineRequest {
+    sampling::engine_request(
+        engine_request_id,
+        prepared.prompt.clone(),
+        prepared.max_tokens,
+        prepared.response.logprobs,
+        limits,
+    )
+}

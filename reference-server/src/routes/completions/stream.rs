@@ -1,0 +1,244 @@
+//! Text events to completions chunks (streamed) or to one body (collected).
+
+use futures::{Stream, StreamExt, stream};
+use mock_engine::script::LogprobEntry;
+use model::Tokenizer;
+use serde_json::{Map, Value};
+
+use super::convert::ResponseOptions;
+use super::types::{
+    CompletionChoice, CompletionLogProbs, CompletionResponse, CompletionStreamChoice,
+    CompletionStreamResponse,
+};
+use crate::error::ApiError;
+use crate::routes::openai::events::{TextDelta, TextEvent, TextEvents};
+use crate::routes::openai::logprobs::{candidates, clamp, token_text};
+use crate::routes::openai::usage::TokenCounts;
+
+/// What every message of one response repeats.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub id: String,
+    pub created: u64,
+    pub model: String,
+    pub enable_prompt_tokens_details: bool,
+}
+
+impl Envelope {
+    fn chunk(&self, choice: Option<CompletionStreamChoice>) -> CompletionStreamResponse {
+        CompletionStreamResponse {
+            id: self.id.clone(),
+            object: "text_completion",
+            created: self.created,
+            model: self.model.clone(),
+            choices: choice.into_iter().collect(),
+            usage: None,
+        }
+    }
+}
+
+/// The stream's chunks, an error ending them.
+pub fn chunks(
+    events: TextEvents,
+    envelope: Envelope,
+    options: ResponseOptions,
+    tokenizer: &'static Tokenizer,
+) -> impl Stream<Item = Result<CompletionStreamResponse, ApiError>> + Send {
+    let state = ChunkState {
+        events,
+        envelope,
+        options,
+        tokenizer,
+        visible_len: 0,
+    };
+    stream::unfold(state, |mut s| async move {
+        let event = s.events.next().await?;
+        let chunks = match event {
+            Ok(event) => s.on_event(event).into_iter().map(Ok).collect(),
+            Err(e) => vec![Err(e)],
+        };
+        Some((stream::iter(chunks), s))
+    })
+    .flatten()
+}
+
+struct ChunkState {
+    events: TextEvents,
+    envelope: Envelope,
+    options: ResponseOptions,
+    tokenizer: &'static Tokenizer,
+    /// Characters sent so far: where the next token's text starts.
+    visible_len: u32,
+}
+
+impl ChunkState {
+    fn on_event(&mut self, event: TextEvent) -> Vec<CompletionStreamResponse> {
+        let continuous = self.options.usage.continuous;
+        let enable_details = self.envelope.enable_prompt_tokens_details;
+        let with_usage = |mut chunk: CompletionStreamResponse, counts: TokenCounts| {
+            if continuous {
+                chunk.usage = Some(counts.usage(enable_details));
+            }
+            chunk
+        };
+        match event {
+            TextEvent::Start { prompt_token_ids } => {
+                let counts = TokenCounts {
+                    prompt_tokens: prompt_token_ids.len(),
+                    ..TokenCounts::default()
+                };
+                let prompt_ids = self.options.return_token_ids.then_some(prompt_token_ids);
+                let text = match (&self.options.echo, &prompt_ids) {
+                    (Some(echo), _) => echo.clone(),
+                    (None, Some(_)) => String::new(),
+                    (None, None) => return Vec::new(),
+                };
+                self.visible_len = char_len(&text);
+                let choice = CompletionStreamChoice {
+                    text,
+                    token_ids: prompt_ids.is_some().then(Vec::new),
+                    prompt_token_ids: prompt_ids,
+                    ..CompletionStreamChoice::default()
+                };
+                vec![with_usage(self.envelope.chunk(Some(choice)), counts)]
+            }
+            TextEvent::Delta(delta) => {
+                let logprobs = self.options.logprobs.map(|requested| {
+                    completion_logprobs(
+                        self.tokenizer,
+                        delta.logprobs.as_deref().unwrap_or_default(),
+                        requested,
+                        self.visible_len,
+                    )
+                });
+                self.visible_len += char_len(&delta.text);
+                let TextDelta {
+                    text,
+                    token_ids,
+                    finished,
+                    counts,
+                    ..
+                } = delta;
+                let choice = CompletionStreamChoice {
+                    text,
+                    logprobs,
+                    token_ids: self.options.return_token_ids.then_some(token_ids),
+                    ..CompletionStreamChoice::default()
+                };
+                // Every step is a chunk, empty or not; the finish is one more.
+                let mut out = vec![with_usage(self.envelope.chunk(Some(choice)), counts)];
+                if let Some(finished) = finished {
+                    let last = CompletionStreamChoice {
+                        finish_reason: Some(finished.reason),
+                        stop_reason: finished.stop_reason,
+                        token_ids: self.options.return_token_ids.then(Vec::new),
+                        ..CompletionStreamChoice::default()
+                    };
+                    out.push(with_usage(self.envelope.chunk(Some(last)), finished.counts));
+                    if self.options.usage.include_usage {
+                        let mut usage = self.envelope.chunk(None);
+                        usage.usage = Some(finished.counts.usage(enable_details));
+                        out.push(usage);
+                    }
+                }
+                out
+            }
+        }
+    }
+}
+
+fn char_len(text: &str) -> u32 {
+    u32::try_from(text.chars().count()).unwrap_or(u32::MAX)
+}
+
+/// The legacy logprobs of some tokens whose text starts at `offset`.
+pub fn completion_logprobs(
+    tokenizer: &Tokenizer,
+    positions: &[Vec<LogprobEntry>],
+    requested: i32,
+    mut offset: u32,
+) -> CompletionLogProbs {
+    // vllm-rs lists every candidate the engine sent, whatever `requested`.
+    let _ = requested;
+    let mut out = CompletionLogProbs::default();
+    for entries in positions {
+        let Some(sampled) = entries.first() else {
+            continue;
+        };
+        let token = token_text(tokenizer, sampled.token_id);
+        // In rank order; vllm-rs's map is a HashMap, its order varies by run.
+        let top: Map<String, Value> = candidates(entries, usize::MAX)
+            .map(|e| {
+                (
+                    token_text(tokenizer, e.token_id),
+                    Value::from(clamp(e.logprob)),
+                )
+            })
+            .collect();
+        out.text_offset.push(offset);
+        offset += char_len(&token);
+        out.tokens.push(token);
+        out.token_logprobs.push(Some(clamp(sampled.logprob)));
+        out.top_logprobs.push(Some(top));
+    }
+    out
+}
+
+/// Runs the request to its end and builds the body.
+pub async fn collect(
+    mut events: TextEvents,
+    envelope: Envelope,
+    options: ResponseOptions,
+    tokenizer: &'static Tokenizer,
+) -> Result<CompletionResponse, ApiError> {
+    let mut prompt_token_ids = Vec::new();
+    let mut text = String::new();
+    let mut token_ids = Vec::new();
+    let mut positions = Vec::new();
+    let mut finished = None;
+    while let Some(event) = events.next().await {
+        match event? {
+            TextEvent::Start {
+                prompt_token_ids: ids,
+            } => prompt_token_ids = ids,
+            TextEvent::Delta(delta) => {
+                text.push_str(&delta.text);
+                token_ids.extend(delta.token_ids);
+                positions.extend(delta.logprobs.unwrap_or_default());
+                finished = delta.finished.or(finished);
+            }
+        }
+    }
+    let finished = finished.ok_or_else(|| {
+        ApiError::server_error(
+            "completion stream failed: the engine stream ended without finishing",
+        )
+    })?;
+    let echo_len = options.echo.as_deref().map_or(0, char_len);
+    let logprobs = options
+        .logprobs
+        .map(|requested| completion_logprobs(tokenizer, &positions, requested, echo_len));
+    if let Some(echo) = &options.echo {
+        text.insert_str(0, echo);
+    }
+    Ok(CompletionResponse {
+        id: envelope.id,
+        object: "text_completion",
+        created: envelope.created,
+        model: envelope.model,
+        choices: vec![CompletionChoice {
+            index: 0,
+            text,
+            logprobs,
+            finish_reason: Some(finished.reason),
+            stop_reason: finished.stop_reason,
+            prompt_logprobs: None,
+            token_ids: options.return_token_ids.then_some(token_ids),
+            prompt_token_ids: options.return_token_ids.then_some(prompt_token_ids),
+        }],
+        usage: Some(finished.counts.usage(envelope.enable_prompt_tokens_details)),
+        system_fingerprint: None,
+        kv_transfer_params: None,
+        ec_transfer_params: None,
+    })
+}

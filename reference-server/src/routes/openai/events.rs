@@ -1,0 +1,173 @@
+//! Engine outputs turned into text events, the one stream both OpenAI routes
+//! read (streamed or collected): the prompt first, then per engine step the
+//! text it adds, its token ids and logprobs, and on the last one how the
+//! request finished with its usage.
+//!
+//! A stop string found here ends the request: the engine stream is dropped
+//! (which aborts the engine request) and the finish is `stop` with the string
+//! as `stop_reason`.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use mock_engine::script::{LogprobEntry, StopReason};
+use mock_engine::{EngineEvent, EngineOutput, FinishReason};
+
+use super::text::TextPipeline;
+use super::usage::TokenCounts;
+use crate::error::ApiError;
+use crate::response::ENGINE_DEAD_MESSAGE;
+
+/// How a request ended, as the OpenAI endpoints report it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finished {
+    /// `stop`, `length`, `abort` or `repetition` (an engine `error` finish
+    /// is an [`ApiError`] instead).
+    pub reason: &'static str,
+    pub stop_reason: Option<StopReason>,
+    pub counts: TokenCounts,
+}
+
+/// One event of a request's text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TextEvent {
+    /// The engine has the prompt (sent once, before any delta).
+    Start { prompt_token_ids: Vec<u32> },
+    /// One engine step's worth of output (an empty step too: vllm-rs sends
+    /// a completions chunk with empty text for it).
+    Delta(TextDelta),
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TextDelta {
+    pub text: String,
+    pub token_ids: Vec<u32>,
+    /// Per token: the sampled entry first, then the candidates.
+    pub logprobs: Option<Vec<Vec<LogprobEntry>>>,
+    pub finished: Option<Finished>,
+    /// Counts so far (continuous usage).
+    pub counts: TokenCounts,
+}
+
+type EngineStream = Pin<Box<dyn Stream<Item = EngineEvent> + Send>>;
+
+/// Reads the engine for one request.
+pub struct TextEvents {
+    engine: Option<EngineStream>,
+    text: TextPipeline,
+    counts: TokenCounts,
+    prompt_seen: bool,
+    pending: VecDeque<Result<TextEvent, ApiError>>,
+    /// Put before the engine's failure message (vllm-rs says where it was collecting).
+    failure_prefix: &'static str,
+}
+
+impl TextEvents {
+    pub fn new(
+        engine: impl Stream<Item = EngineEvent> + Send + 'static,
+        text: TextPipeline,
+    ) -> Self {
+        Self {
+            engine: Some(Box::pin(engine)),
+            text,
+            counts: TokenCounts::default(),
+            prompt_seen: false,
+            pending: VecDeque::new(),
+            failure_prefix: "",
+        }
+    }
+
+    /// Reports an engine failure as `{prefix}{message}` (a collected response does).
+    pub fn with_failure_prefix(mut self, prefix: &'static str) -> Self {
+        self.failure_prefix = prefix;
+        self
+    }
+
+    /// The next event; `None` once the request has finished, failed, or the
+    /// engine stream ended.
+    pub async fn next(&mut self) -> Option<Result<TextEvent, ApiError>> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(event);
+            }
+            let engine = self.engine.as_mut()?;
+            match engine.next().await {
+                Some(EngineEvent::Output(output)) => self.on_output(output),
+                Some(EngineEvent::Failed(message)) => {
+                    tracing::info!(%message, "the engine failed mid-stream");
+                    let message = format!("{}{ENGINE_DEAD_MESSAGE}", self.failure_prefix);
+                    self.fail(ApiError::server_error(message));
+                }
+                None => self.engine = None,
+            }
+        }
+    }
+
+    fn fail(&mut self, error: ApiError) {
+        self.engine = None;
+        self.pending.push_back(Err(error));
+    }
+
+    fn on_output(&mut self, output: EngineOutput) {
+        if !self.prompt_seen
+            && let Some(prompt) = &output.prompt_token_ids
+        {
+            self.prompt_seen = true;
+            self.counts.prompt_tokens = prompt.len();
+            self.pending.push_back(Ok(TextEvent::Start {
+                prompt_token_ids: prompt.to_vec(),
+            }));
+        }
+        self.counts.cached_tokens = self.counts.cached_tokens.max(output.num_cached_tokens);
+        // A request the engine stopped on a token (EOS or `stop_token_ids`)
+        // does not show that token's text, as in vLLM.
+        let stopped_on_token = output.finish_reason == Some(FinishReason::Stop)
+            && matches!(output.stop_reason, None | Some(StopReason::Token(_)));
+        let decoded = match stopped_on_token {
+            true => &output.new_token_ids[..output.new_token_ids.len().saturating_sub(1)],
+            false => &output.new_token_ids[..],
+        };
+        let stop = match self.text.push(decoded) {
+            Ok(stop) => stop,
+            Err(e) => return self.fail(e),
+        };
+        self.counts.completion_tokens += output.new_token_ids.len();
+        let finished = match (stop, output.finish_reason) {
+            (Some(stop), _) => Some(Finished {
+                reason: "stop",
+                stop_reason: Some(StopReason::Text(stop.0)),
+                counts: self.counts,
+            }),
+            // vllm-rs sends the step's text, then the error.
+            (None, Some(FinishReason::Error)) => None,
+            (None, Some(reason)) => Some(Finished {
+                reason: reason.as_str(),
+                stop_reason: output.stop_reason,
+                counts: self.counts,
+            }),
+            (None, None) => None,
+        };
+        if finished.is_some() {
+            // Finished, by the engine or by a stop string: read no more.
+            self.engine = None;
+        }
+        let failed = output.finish_reason == Some(FinishReason::Error) && finished.is_none();
+        let text = self.text.take_delta(finished.is_some() || failed);
+        self.pending.push_back(Ok(TextEvent::Delta(TextDelta {
+            text,
+            token_ids: output.new_token_ids,
+            logprobs: output.logprobs,
+            finished,
+            counts: self.counts,
+        })));
+        if failed {
+            self.fail(ApiError::server_error("Internal server error"));
+        }
+    }
+
+    /// Everything decoded and kept so far.
+    pub fn text(&self) -> &str {
+        self.text.text()
+    }
+}

@@ -1,0 +1,11 @@
+//! What `/v1/completions` and `/v1/chat/completions` share: the sampling
+//! fields and their checks, the text pipeline (detokenizer primed like
+//! vllm-rs, stop strings), engine outputs as text events, usage and
+//! `stream_options`, token strings for logprobs, and the SSE ending.
+
+pub mod events;
+pub mod logprobs;
+pub mod sampling;
+pub mod sse;
+pub mod text;
+pub mod usage;

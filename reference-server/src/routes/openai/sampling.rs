@@ -1,0 +1,140 @@
+//! The sampling fields both OpenAI requests carry at their top level, their
+//! checks, and what they become: the engine request and the text options.
+
+use serde::Deserialize;
+
+use super::text::TextOptions;
+use crate::error::ApiError;
+use crate::request::{self, Limits, SamplingParams};
+
+/// `stop`: one string or a list.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum StopStrings {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StopStrings {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            Self::One(s) => vec![s.clone()],
+            Self::Many(list) => list.clone(),
+        }
+    }
+}
+
+/// The most stop strings a request may give (OpenAI's limit, kept by vllm-rs).
+pub const MAX_STOP_STRINGS: usize = 4;
+
+fn default_true() -> bool {
+    true
+}
+
+/// Flattened into each route's request type.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OpenAiSampling {
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<i32>,
+    pub min_p: Option<f32>,
+    pub seed: Option<i64>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+    pub repetition_penalty: Option<f32>,
+    pub min_tokens: Option<u32>,
+    pub stop: Option<StopStrings>,
+    pub stop_token_ids: Option<Vec<u32>>,
+    #[serde(default)]
+    pub include_stop_str_in_output: bool,
+    #[serde(default)]
+    pub ignore_eos: bool,
+    #[serde(default = "default_true")]
+    pub skip_special_tokens: bool,
+}
+
+impl OpenAiSampling {
+    /// The stop strings, checked: at most 4, none empty. The messages are
+    /// vllm-rs's (the `validator` crate's, which print the value as Rust's
+    /// `Debug` shows a JSON value).
+    pub fn stop_strings(&self) -> Result<Vec<String>, ApiError> {
+        let Some(stop) = &self.stop else {
+            return Ok(Vec::new());
+        };
+        let value = match stop {
+            StopStrings::One(s) => serde_json::Value::from(s.as_str()),
+            StopStrings::Many(list) => serde_json::Value::from(list.clone()),
+        };
+        let invalid = |why: &str| {
+            ApiError::invalid_request(
+                format!("stop: Validation error: {why} [{{\"value\": {value:?}}}]"),
+                None,
+            )
+        };
+        let list = stop.to_vec();
+        if list.len() > MAX_STOP_STRINGS {
+            return Err(invalid("stop strings must contain at most 4 items"));
+        }
+        if list.iter().any(String::is_empty) {
+            return Err(invalid("stop strings cannot be empty"));
+        }
+        Ok(list)
+    }
+
+    /// The generate endpoint's view of these fields, to share its range checks.
+    pub fn params(&self, max_tokens: Option<u32>, logprobs: Option<i32>) -> SamplingParams {
+        SamplingParams {
+            max_tokens,
+            min_tokens: self.min_tokens,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: None,
+            min_p: self.min_p,
+            seed: self.seed,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            repetition_penalty: self.repetition_penalty,
+            logprobs,
+            prompt_logprobs: None,
+            stop_token_ids: self.stop_token_ids.clone(),
+            ignore_eos: Some(self.ignore_eos),
+        }
+    }
+
+    /// Range checks, then the prompt against the vocabulary and the context.
+    pub fn check(
+        &self,
+        prompt: &[u32],
+        max_tokens: Option<u32>,
+        logprobs: Option<i32>,
+        limits: Limits,
+    ) -> Result<(), ApiError> {
+        request::check_logprob_count("logprobs", logprobs)?;
+        request::check_sampling(&self.params(max_tokens, logprobs), prompt.len(), limits)?;
+        request::check_prompt(prompt, limits)
+    }
+
+    pub fn text_options(&self, stop: Vec<String>) -> TextOptions {
+        TextOptions {
+            skip_special_tokens: self.skip_special_tokens,
+            stop,
+            include_stop_str_in_output: self.include_stop_str_in_output,
+            min_tokens: self.min_tokens.unwrap_or(0),
+        }
+    }
+}
+
+/// What the engine is asked for a prompt.
+pub fn engine_request(
+    engine_request_id: String,
+    prompt: Vec<u32>,
+    max_tokens: Option<u32>,
+    logprobs: Option<i32>,
+    limits: Limits,
+) -> mock_engine::EngineRequest {
+    let max_tokens = limits.max_tokens(prompt.len(), max_tokens);
+    let mut request = mock_engine::EngineRequest::new(engine_request_id, prompt);
+    request.max_tokens = max_tokens;
+    request.logprobs = logprobs.map(|k| if k < 0 { request::VOCAB_SIZE } else { k as u32 });
+    request
+}

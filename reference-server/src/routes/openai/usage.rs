@@ -1,0 +1,76 @@
+//! Usage on the OpenAI endpoints (the same shape as generate's), and what
+//! `stream_options` asks of a stream.
+
+use serde::Deserialize;
+
+use crate::error::ApiError;
+pub use crate::response::Usage;
+use crate::response::UsageCounter;
+
+/// Running counts over one request's engine outputs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenCounts {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub cached_tokens: u32,
+}
+
+impl TokenCounts {
+    /// ```
+    /// use reference_server::routes::openai::usage::TokenCounts;
+    /// let counts = TokenCounts { prompt_tokens: 3, completion_tokens: 2, cached_tokens: 1 };
+    /// assert_eq!(counts.usage(false).total_tokens, 5);
+    /// assert_eq!(counts.usage(true).prompt_tokens_details.unwrap().cached_tokens, 1);
+    /// ```
+    pub fn usage(&self, enable_prompt_tokens_details: bool) -> Usage {
+        UsageCounter {
+            prompt_tokens: Some(self.prompt_tokens),
+            completion_tokens: self.completion_tokens,
+            cached_tokens: self.cached_tokens,
+        }
+        .usage(enable_prompt_tokens_details)
+    }
+}
+
+/// `stream_options`, as the client wrote it.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub struct StreamOptions {
+    pub include_usage: Option<bool>,
+    pub continuous_usage_stats: Option<bool>,
+}
+
+/// Which usage a stream carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UsageOptions {
+    /// A usage-only chunk before `[DONE]`.
+    pub include_usage: bool,
+    /// Usage on every chunk as well: only with `include_usage`.
+    pub continuous: bool,
+}
+
+impl UsageOptions {
+    /// Refuses `stream_options` on a request that does not stream, as vllm-rs does.
+    ///
+    /// ```
+    /// use reference_server::routes::openai::usage::{StreamOptions, UsageOptions};
+    /// let both = StreamOptions { include_usage: Some(true), continuous_usage_stats: Some(true) };
+    /// assert!(UsageOptions::new(false, Some(both)).is_err());
+    /// assert!(UsageOptions::new(true, Some(both)).unwrap().continuous);
+    /// let only_continuous = StreamOptions { continuous_usage_stats: Some(true), ..Default::default() };
+    /// assert!(!UsageOptions::new(true, Some(only_continuous)).unwrap().continuous);
+    /// ```
+    pub fn new(stream: bool, options: Option<StreamOptions>) -> Result<Self, ApiError> {
+        if options.is_some() && !stream {
+            return Err(ApiError::invalid_request(
+                "stream_options are only supported when stream=true.",
+                Some("stream_options"),
+            ));
+        }
+        let options = options.unwrap_or_default();
+        let include_usage = options.include_usage.unwrap_or(false);
+        Ok(Self {
+            include_usage,
+            continuous: include_usage && options.continuous_usage_stats.unwrap_or(false),
+        })
+    }
+}

@@ -1,0 +1,150 @@
+//! `/v1/completions` and `/v1/chat/completions` over the scripted engine.
+
+mod common;
+
+use common::{TestServer, finish, json, script, step};
+use mock_engine::script::FinishReason;
+use model::vocabulary::byte_tokens;
+use serde_json::json;
+
+const COMPLETIONS: &str = "/v1/completions";
+const CHAT: &str = "/v1/chat/completions";
+
+/// `é` split over two steps comes out whole, after the primed leading space.
+#[tokio::test]
+async fn completions_stream_a_character_split_across_steps_with_continuous_usage() {
+    let s = TestServer::start().await;
+    let e = byte_tokens("é");
+    s.engine.register(
+        vec![5, 7, 9],
+        script(vec![
+            step(&[33]),
+            step(&e[..1]),
+            step(&e[1..]),
+            finish(&[44], FinishReason::Length),
+        ]),
+    );
+    let got = s
+        .post_stream_to(
+            COMPLETIONS,
+            json!({"prompt": "t5 t7 t9", "max_tokens": 4, "stream": true,
+                "stream_options": {"include_usage": true, "continuous_usage_stats": true}}),
+        )
+        .await;
+    let events: Vec<_> = got[..got.len() - 1].iter().map(|d| json(d)).collect();
+    let texts: Vec<_> = events
+        .iter()
+        .filter_map(|e| e["choices"][0]["text"].as_str())
+        .collect();
+    assert_eq!(texts, [" t33", "", " é", " t44", ""], "{got:?}");
+    let completion: Vec<_> = events
+        .iter()
+        .map(|e| e["usage"]["completion_tokens"].as_u64().unwrap())
+        .collect();
+    assert_eq!(completion, [1, 2, 3, 4, 4, 4]);
+    let last = events.last().unwrap();
+    assert_eq!(last["choices"], json!([]));
+    assert_eq!(last["usage"]["prompt_tokens"], 3);
+    assert_eq!(last["usage"]["total_tokens"], 7);
+    assert_eq!(events[4]["choices"][0]["finish_reason"], "length");
+    assert_eq!(got.last().unwrap(), "[DONE]");
+}
+
+/// A stop string spanning two tokens cuts the text before it and finishes
+/// with the string as `stop_reason`.
+#[tokio::test]
+async fn completions_stop_string_spanning_two_tokens() {
+    let s = TestServer::start().await;
+    s.engine.register(
+        vec![5, 7, 15],
+        script(vec![
+            step(&[33]),
+            step(&[34]),
+            step(&[35]),
+            finish(&[36], FinishReason::Length),
+        ]),
+    );
+    let (status, body) = s
+        .post_json_to(
+            COMPLETIONS,
+            json!({"prompt": [5, 7, 15], "max_tokens": 4, "stop": ["4 t3"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let choice = &body["choices"][0];
+    assert_eq!(choice["text"], " t33 t3");
+    assert_eq!(choice["finish_reason"], "stop");
+    assert_eq!(choice["stop_reason"], "4 t3");
+    assert_eq!(body["usage"]["completion_tokens"], 3);
+}
+
+/// The role comes first, alone; then the content; then the finish.
+#[tokio::test]
+async fn chat_stream_sends_the_role_first() {
+    let s = TestServer::start().await;
+    s.engine.register(
+        vec![3, 10, 11, 4],
+        script(vec![step(&[33]), finish(&[44], FinishReason::Length)]),
+    );
+    let got = s
+        .post_stream_to(
+            CHAT,
+            json!({"messages": [{"role": "user", "content": "t10 t11"}], "stream": true}),
+        )
+        .await;
+    let deltas: Vec<_> = got[..got.len() - 1]
+        .iter()
+        .map(|d| json(d)["choices"][0].clone())
+        .collect();
+    assert_eq!(deltas[0]["delta"], json!({"role": "assistant"}), "{got:?}");
+    assert_eq!(deltas[1]["delta"], json!({"content": " t33"}));
+    assert_eq!(deltas[2]["delta"], json!({"content": " t44"}));
+    assert_eq!(deltas[3]["finish_reason"], "length");
+    assert_eq!(deltas.len(), 4);
+}
+
+#[tokio::test]
+async fn chat_non_stream_collects_the_message_and_usage() {
+    let s = TestServer::start().await;
+    s.engine.register(
+        vec![3, 10, 12, 4],
+        script(vec![step(&[33]), finish(&[44], FinishReason::Length)]),
+    );
+    let (status, body) = s
+        .post_json_to(
+            CHAT,
+            json!({"messages": [{"role": "user", "content": "t10 t12"}], "max_tokens": 2}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["choices"][0]["message"]["content"], " t33 t44");
+    assert_eq!(body["usage"]["prompt_tokens"], 4);
+    assert_eq!(body["usage"]["total_tokens"], 6);
+}
+
+#[tokio::test]
+async fn validation_errors_name_what_is_wrong() {
+    let s = TestServer::start().await;
+    let (status, body) = s
+        .post_json_to(COMPLETIONS, json!({"prompt": "t5", "n": 2}))
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["param"], "n");
+    let (status, body) = s
+        .post_json_to(CHAT, json!({"messages": [], "model": "tiny"}))
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["error"]["message"],
+        "messages: Validation error: messages cannot be empty [{\"value\": Array []}]"
+    );
+    let (status, body) = s
+        .post_json_to(
+            COMPLETIONS,
+            json!({"prompt": "t5", "stream_options": {"include_usage": true}}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["param"], "stream_options");
+}
