@@ -139,6 +139,35 @@ impl Normalizer {
         format!("<request_id#{n}>")
     }
 
+    /// `text` with every completion id in it (`cmpl-…`, `chatcmpl-…`: the
+    /// prefix and the letters, digits, `-` and `_` after it) replaced as
+    /// [`Normalizer::request_id`] replaces ids.
+    fn completion_ids_within(&mut self, text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(at) = rest.find("cmpl-") {
+            let start = if rest[..at].ends_with("chat") {
+                at - 4
+            } else {
+                at
+            };
+            let tail = &rest[at + "cmpl-".len()..];
+            let len = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+                .unwrap_or(tail.len());
+            let end = at + "cmpl-".len() + len;
+            out.push_str(&rest[..start]);
+            if len == 0 {
+                out.push_str(&rest[start..end]);
+            } else {
+                out.push_str(&self.request_id(&rest[start..end]));
+            }
+            rest = &rest[end..];
+        }
+        out.push_str(rest);
+        out
+    }
+
     /// Normalises a JSON value found at `path` (used for key-order shapes).
     pub fn value(&mut self, path: &str, value: &Value) -> Value {
         match value {
@@ -166,6 +195,10 @@ impl Normalizer {
                         // the request id each server generates.
                         ("id", Value::String(s)) if is_completion_id(s) => {
                             Value::String(self.request_id(s))
+                        }
+                        // vllm-rs names the request in some error messages.
+                        ("message", Value::String(s)) => {
+                            Value::String(self.completion_ids_within(s))
                         }
                         (k, Value::Number(_)) if is_time_key(k) => Value::String("<time>".into()),
                         _ => self.value(&child, v),
@@ -461,6 +494,26 @@ mod tests {
                 &json!("cmpl-fixed-1-0"),
                 &json!("tiny")
             ]
+        );
+    }
+
+    #[test]
+    fn completion_ids_inside_error_messages_become_placeholders() {
+        let t = build(
+            &[
+                r#"{"id":"cmpl-397ddb5e","choices":[]}"#,
+                r#"{"error":{"message":"request `cmpl-397ddb5e` and chatcmpl-ab_1: cmpl- cmpl-fixed-1"}}"#,
+            ],
+            ClientValues {
+                request_ids: vec!["fixed-1".into()],
+            },
+        );
+        let Body::Events(events) = &t.body else {
+            panic!("an event stream")
+        };
+        assert_eq!(
+            events[1].json().unwrap()["error"]["message"],
+            json!("request `<request_id#1>` and <request_id#2>: cmpl- cmpl-fixed-1")
         );
     }
 
