@@ -433,21 +433,12 @@ fn openai_validity(endpoint: Endpoint, body: &Value, served_model: &str) -> Vali
     if given(map.get("model")).is_some_and(|v| !v.is_string()) {
         return invalid(400, false);
     }
-    // vllm-rs 0.32 refuses chat's `top_logprobs` without `logprobs` before
-    // it looks at the model.
-    if chat
-        && given(map.get("top_logprobs")).is_some()
-        && !map
-            .get("logprobs")
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
-    {
-        return invalid(400, false);
-    }
-    if given(map.get("model"))
+    // vllm-rs 0.32 checks the chat model after every other field; the
+    // completions model right after the types.
+    let unknown_model = given(map.get("model"))
         .and_then(Value::as_str)
-        .is_some_and(|m| !m.is_empty() && m != served_model)
-    {
+        .is_some_and(|m| !m.is_empty() && m != served_model);
+    if unknown_model && !chat {
         return invalid(404, false);
     }
     let stream = map.get("stream").and_then(Value::as_bool).unwrap_or(false);
@@ -486,6 +477,9 @@ fn openai_validity(endpoint: Endpoint, body: &Value, served_model: &str) -> Vali
                 && ids.len() < MAX_MODEL_LEN
                 && ids.iter().all(|&t| u64::from(t) < VOCAB_SIZE) => {}
         _ => return invalid(400, false),
+    }
+    if unknown_model {
+        return invalid(404, false);
     }
     Validity::Valid
 }
@@ -616,8 +610,11 @@ pub fn check(expected: &Expected, t: &Transcript, lenient: bool) -> Vec<Violatio
     let end = expected.script.as_ref().map(|s| s.end);
     // Completions and chat answer a plain request whose engine finishes
     // with `error` with a 500 too (generate in vllm-rs: 200 and the finish).
+    let text_error_finish =
+        expected.endpoint != Endpoint::Generate && end == Some(ScriptEnd::ErrorFinish);
+    // A stop string found before the error step ends the request first.
     let fails = end == Some(ScriptEnd::Fail)
-        || (expected.endpoint != Endpoint::Generate && end == Some(ScriptEnd::ErrorFinish));
+        || (text_error_finish && !(expected.stop_strings && status == 200));
     if expected.stream {
         if status != 200 {
             out.push(violation(
