@@ -29,8 +29,15 @@ use serde_json::{Map, Value, json};
 /// prompts apart from the corpus's, whose scripts share the engine.
 pub const PROMPT_MARK: u32 = 4095;
 
-/// Token ids the test model knows (`t0..t4095`).
-const VOCAB: u32 = 4096;
+/// Token ids the test model knows that are not special.
+const VOCAB: u32 = model::vocabulary::VOCAB;
+
+/// The words `t0..t3839`: what text prompts and chat messages are made of.
+const WORDS: u32 = model::vocabulary::BYTES_START;
+
+/// The first word of every well-formed completions or chat prompt (a word,
+/// so it can be written as text; [`PROMPT_MARK`] is a byte token).
+pub const WORD_MARK: u32 = WORDS - 1;
 
 /// A JSON value in one of the forms a client may send for a field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -100,12 +107,68 @@ pub struct Request {
     pub prompt: Prompt,
 }
 
-/// One generated case: a request, and the script that answers it (`None`: the
-/// engine's default generator answers).
+/// One generated case: the endpoint, a request, and the script that answers
+/// it (`None`: the engine's default generator answers).
+///
+/// A generate case serialises as it did before other endpoints existed, so
+/// its digest, and with it its prompt, stays the same for a given seed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Case {
+    #[serde(skip_serializing_if = "Endpoint::is_generate")]
+    pub endpoint: Endpoint,
     pub request: Request,
+    /// The knobs only `/v1/completions` and `/v1/chat/completions` have.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub openai: Option<OpenAi>,
     pub script: Option<Script>,
+}
+
+/// A chat role the template knows (`t2`, `t3`, `t4`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Self::System => "system",
+            Self::User => "user",
+            Self::Assistant => "assistant",
+        }
+    }
+}
+
+/// One chat message before the user's last one: its words, as text or as
+/// text parts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Message {
+    pub role: Role,
+    pub words: Vec<u32>,
+    pub parts: bool,
+}
+
+/// What `/v1/completions` and `/v1/chat/completions` add to the shared knobs.
+/// `Request::logprobs` is completions' integer `logprobs`; chat has a bool
+/// and `top_logprobs` instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OpenAi {
+    /// Completions: `echo`.
+    pub echo: Knob<bool>,
+    /// Chat: `logprobs`.
+    pub chat_logprobs: Knob<bool>,
+    /// Chat: `top_logprobs`.
+    pub top_logprobs: Knob<i32>,
+    /// `stop` strings (none: the field is absent).
+    pub stop: Vec<String>,
+    /// Completions: the prompt as one text (`"t5 t7"`) rather than ids.
+    pub text_prompt: bool,
+    /// Chat: the messages before the user's, which carries the prompt words.
+    pub earlier: Vec<Message>,
+    /// Chat: the user's content as a list of text parts.
+    pub parts: bool,
 }
 
 /// What the targets allow the generator to produce.
@@ -118,6 +181,8 @@ pub struct Scope {
     /// Engine failures (`fail`): a real frontend's engine core dies with
     /// them, and the frontend must be restarted before it serves again.
     pub engine_failures: bool,
+    /// The endpoints the cases go to.
+    pub endpoints: Endpoints,
 }
 
 impl Default for Scope {
@@ -126,6 +191,42 @@ impl Default for Scope {
             scripts: true,
             late_prompt_info: true,
             engine_failures: true,
+            endpoints: Endpoints::default(),
+        }
+    }
+}
+
+/// `--endpoint`: one endpoint, or the cases spread over all three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoints {
+    One(Endpoint),
+    All,
+}
+
+impl Default for Endpoints {
+    fn default() -> Self {
+        Self::One(Endpoint::Generate)
+    }
+}
+
+impl std::str::FromStr for Endpoints {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "all" {
+            return Ok(Self::All);
+        }
+        s.parse::<Endpoint>()
+            .map(Self::One)
+            .map_err(|_| format!("`{s}` is not an endpoint (generate, completions, chat, all)"))
+    }
+}
+
+impl std::fmt::Display for Endpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::One(e) => write!(f, "{e}"),
+            Self::All => f.write_str("all"),
         }
     }
 }
@@ -140,22 +241,53 @@ impl Case {
         })
     }
 
-    /// The prompt sent: the mark and two digest tokens, then the generated ids,
-    /// so no two different cases share a prompt (and so a script).
+    /// The prompt the engine sees: the mark and two digest tokens, then the
+    /// generated ids, so no two different cases share a prompt (and so a
+    /// script). For completions and chat, what the endpoint makes of the
+    /// body ([`Endpoint::prompt_token_ids`]), built around [`Case::words`].
     pub fn prompt(&self) -> Vec<u32> {
+        if self.endpoint.is_generate() {
+            return match &self.request.prompt {
+                Prompt::Empty => Vec::new(),
+                Prompt::Ids(ids) => {
+                    let d = self.digest();
+                    let mut prompt = vec![PROMPT_MARK, (d >> 12) as u32 % VOCAB, d as u32 % VOCAB];
+                    prompt.extend(ids);
+                    prompt
+                }
+            };
+        }
+        let spec = self.request_spec("");
+        spec.body
+            .as_ref()
+            .and_then(|b| self.endpoint.prompt_token_ids(b))
+            .unwrap_or_default()
+    }
+
+    /// Completions and chat: the prompt's words, the [`WORD_MARK`] and two
+    /// digest words first; generated ids in the vocabulary become words
+    /// (prompts of byte tokens are not what these endpoints are fuzzed
+    /// for), ids outside it stay (an invalid id prompt; as text, `<unk>`).
+    pub fn words(&self) -> Vec<u32> {
         match &self.request.prompt {
             Prompt::Empty => Vec::new(),
             Prompt::Ids(ids) => {
                 let d = self.digest();
-                let mut prompt = vec![PROMPT_MARK, (d >> 12) as u32 % VOCAB, d as u32 % VOCAB];
-                prompt.extend(ids);
-                prompt
+                let mut words = vec![WORD_MARK, (d >> 12) as u32 % WORDS, d as u32 % WORDS];
+                words.extend(
+                    ids.iter()
+                        .map(|&id| if id < VOCAB { id % WORDS } else { id }),
+                );
+                words
             }
         }
     }
 
     /// The HTTP request, for a server that serves `model`.
     pub fn request_spec(&self, model: &str) -> RequestSpec {
+        if !self.endpoint.is_generate() {
+            return self.openai_request_spec(model);
+        }
         let r = &self.request;
         let mut params = Map::new();
         r.max_tokens.put(&mut params, "max_tokens");
@@ -164,7 +296,127 @@ impl Case {
         let mut body = Map::new();
         body.insert("token_ids".into(), json!(self.prompt()));
         body.insert("sampling_params".into(), Value::Object(params));
-        match r.stream {
+        r.put_stream(&mut body);
+        r.return_token_ids.put(&mut body, "return_token_ids");
+        if let Some(id) = &r.body_request_id {
+            body.insert("request_id".into(), id.as_str().into());
+        }
+        r.model.put(&mut body, model);
+        let mut headers = BTreeMap::new();
+        if let Some(id) = &r.header_request_id {
+            headers.insert("x-request-id".to_string(), id.clone());
+        }
+        RequestSpec {
+            method: "POST".into(),
+            endpoint: Endpoint::Generate,
+            path: None,
+            headers,
+            body: Some(Value::Object(body)),
+            raw_body: None,
+            content_type: None,
+        }
+    }
+
+    /// A completions or chat request: the shared knobs at the top level of
+    /// the body, the prompt as `prompt` or `messages`. Request ids are left
+    /// out: these endpoints answer with an `id` of their own making.
+    fn openai_request_spec(&self, model: &str) -> RequestSpec {
+        let r = &self.request;
+        let extra = self.openai.clone().unwrap_or_default();
+        let words = self.words();
+        let mut body = Map::new();
+        r.model.put(&mut body, model);
+        match self.endpoint {
+            Endpoint::Chat => {
+                let mut messages: Vec<Value> = extra
+                    .earlier
+                    .iter()
+                    .map(|m| message(m.role, &m.words, m.parts))
+                    .collect();
+                if !words.is_empty() {
+                    messages.push(message(Role::User, &words, extra.parts));
+                }
+                body.insert("messages".into(), Value::Array(messages));
+            }
+            _ if extra.text_prompt => {
+                body.insert("prompt".into(), text(&words).into());
+            }
+            _ => {
+                body.insert("prompt".into(), json!(words));
+            }
+        }
+        r.max_tokens.put(&mut body, "max_tokens");
+        r.n.put(&mut body, "n");
+        match self.endpoint {
+            Endpoint::Chat => {
+                extra.chat_logprobs.put(&mut body, "logprobs");
+                extra.top_logprobs.put(&mut body, "top_logprobs");
+            }
+            _ => {
+                r.logprobs.put(&mut body, "logprobs");
+                // `max_tokens: 0` with `echo` asks for the prompt alone and
+                // never reaches the engine: not a case about streaming.
+                if r.max_tokens != Knob::Value(0) {
+                    extra.echo.put(&mut body, "echo");
+                }
+            }
+        }
+        r.put_stream(&mut body);
+        r.return_token_ids.put(&mut body, "return_token_ids");
+        if !extra.stop.is_empty() {
+            body.insert("stop".into(), json!(extra.stop));
+        }
+        RequestSpec {
+            method: "POST".into(),
+            endpoint: self.endpoint,
+            path: None,
+            headers: BTreeMap::new(),
+            body: Some(Value::Object(body)),
+            raw_body: None,
+            content_type: None,
+        }
+    }
+}
+
+/// Words as the text the tokenizer turns back into them: `t5 t7`.
+fn text(words: &[u32]) -> String {
+    let words: Vec<String> = words.iter().map(|w| format!("t{w}")).collect();
+    words.join(" ")
+}
+
+/// A chat message whose content is `words`, as one text or as two text
+/// parts. The first part ends with a space: Python joins parts with a
+/// newline and vllm-rs 0.32 with nothing, and this way both make the same
+/// words (the difference itself is a fixture's business, not the fuzzer's).
+fn message(role: Role, words: &[u32], parts: bool) -> Value {
+    let content = if parts && words.len() > 1 {
+        let (a, b) = words.split_at(words.len() / 2);
+        let a = format!("{} ", text(a));
+        json!([{"type": "text", "text": a}, {"type": "text", "text": text(b)}])
+    } else {
+        text(words).into()
+    };
+    json!({"role": role.name(), "content": content})
+}
+
+impl Default for OpenAi {
+    fn default() -> Self {
+        Self {
+            echo: Knob::Absent,
+            chat_logprobs: Knob::Absent,
+            top_logprobs: Knob::Absent,
+            stop: Vec::new(),
+            text_prompt: false,
+            earlier: Vec::new(),
+            parts: false,
+        }
+    }
+}
+
+impl Request {
+    /// `stream` and `stream_options`, as the knobs say.
+    fn put_stream(&self, body: &mut Map<String, Value>) {
+        match self.stream {
             Knob::Absent => {}
             Knob::Null => {
                 body.insert("stream".into(), Value::Null);
@@ -179,7 +431,7 @@ impl Case {
                 body.insert("stream".into(), "yes".into());
             }
         }
-        match r.stream_options {
+        match self.stream_options {
             StreamOptions::Absent => {}
             StreamOptions::Null => {
                 body.insert("stream_options".into(), Value::Null);
@@ -198,31 +450,19 @@ impl Case {
                 body.insert("stream_options".into(), Value::Object(o));
             }
         }
-        r.return_token_ids.put(&mut body, "return_token_ids");
-        if let Some(id) = &r.body_request_id {
-            body.insert("request_id".into(), id.as_str().into());
-        }
-        match r.model {
+    }
+}
+
+impl Model {
+    fn put(self, body: &mut Map<String, Value>, served: &str) {
+        match self {
             Model::Absent => {}
             Model::Served => {
-                body.insert("model".into(), model.into());
+                body.insert("model".into(), served.into());
             }
             Model::Other => {
-                body.insert("model".into(), format!("not-{model}").into());
+                body.insert("model".into(), format!("not-{served}").into());
             }
-        }
-        let mut headers = BTreeMap::new();
-        if let Some(id) = &r.header_request_id {
-            headers.insert("x-request-id".to_string(), id.clone());
-        }
-        RequestSpec {
-            method: "POST".into(),
-            endpoint: Endpoint::Generate,
-            path: None,
-            headers,
-            body: Some(Value::Object(body)),
-            raw_body: None,
-            content_type: None,
         }
     }
 }
@@ -398,10 +638,31 @@ struct Body {
     logprob_candidates: Option<(u32, u32)>,
 }
 
-fn body(late_prompt_info: bool) -> impl Strategy<Value = Body> {
+/// Generate's step tokens: any ids of the vocabulary.
+fn id_tokens() -> BoxedStrategy<Vec<u32>> {
+    proptest::collection::vec(0..VOCAB, 0..4).boxed()
+}
+
+/// Text endpoints' step tokens: mostly words, and characters of two to four
+/// byte tokens (which [`script`] sometimes splits over two steps), a stray
+/// byte that is no character, and the end-of-sequence special.
+fn text_tokens() -> BoxedStrategy<Vec<u32>> {
+    let piece = prop_oneof![
+        8 => (0..WORDS).prop_map(|w| vec![w]),
+        4 => proptest::sample::select(vec!["é", "€", "😀", "ß"])
+            .prop_map(model::vocabulary::byte_tokens),
+        1 => (WORDS..VOCAB).prop_map(|b| vec![b]),
+        1 => Just(vec![model::vocabulary::EOS]),
+    ];
+    proptest::collection::vec(piece, 0..4)
+        .prop_map(|pieces| pieces.concat())
+        .boxed()
+}
+
+fn body(late_prompt_info: bool, tokens: BoxedStrategy<Vec<u32>>) -> impl Strategy<Value = Body> {
     (
         0u64..=5,
-        proptest::collection::vec(0..VOCAB, 0..4),
+        tokens,
         proptest::option::weighted(0.2, 0u32..8),
         proptest::bool::weighted(if late_prompt_info { 0.2 } else { 0.0 }),
         proptest::option::weighted(0.2, (0u32..3, 1u32..=3)),
@@ -463,43 +724,169 @@ impl Body {
 /// request (a finish, possibly without tokens; an error finish; a failure).
 pub fn script(scope: Scope) -> impl Strategy<Value = Script> {
     (
-        proptest::collection::vec(body(scope.late_prompt_info), 0..6),
-        body(false),
+        proptest::collection::vec(body(scope.late_prompt_info, id_tokens()), 0..6),
+        body(false, id_tokens()),
         end(scope.engine_failures),
     )
-        .prop_map(|(middle, last, end)| {
-            let mut steps: Vec<Step> = middle.into_iter().map(Body::step).collect();
-            let mut last = last.step();
-            match end {
-                End::Finish(reason, stop_reason) => {
-                    last.finish = Some(reason);
-                    last.stop_reason = stop_reason;
+        .prop_map(|(middle, last, end)| assemble(middle, last, end))
+}
+
+/// Scripts for the text endpoints: as [`script`], with [`text_tokens`], and a
+/// step's last token sometimes moved to the next step, so a character's
+/// bytes arrive in two engine outputs.
+pub fn text_script(scope: Scope) -> impl Strategy<Value = Script> {
+    (
+        proptest::collection::vec(body(scope.late_prompt_info, text_tokens()), 0..6),
+        body(false, text_tokens()),
+        end(scope.engine_failures),
+        proptest::collection::vec(proptest::bool::weighted(0.4), 6),
+    )
+        .prop_map(|(mut middle, mut last, end, split)| {
+            for i in 0..middle.len() {
+                if !split[i] {
+                    continue;
                 }
-                End::ErrorFinish => last.finish = Some(FinishReason::Error),
-                End::Fail(message) => {
-                    last = Step {
-                        delay_ms: last.delay_ms,
-                        fail: Some(message),
-                        ..Step::default()
-                    };
+                let Some(moved) = middle[i].tokens.pop() else {
+                    continue;
+                };
+                match middle.get_mut(i + 1) {
+                    Some(next) => next.tokens.insert(0, moved),
+                    None => last.tokens.insert(0, moved),
                 }
             }
-            steps.push(last);
-            Script {
-                steps,
-                ..Script::default()
-            }
+            assemble(middle, last, end)
         })
 }
 
-/// Whole cases.
-pub fn case(scope: Scope) -> impl Strategy<Value = Case> {
+fn assemble(middle: Vec<Body>, last: Body, end: End) -> Script {
+    let mut steps: Vec<Step> = middle.into_iter().map(Body::step).collect();
+    let mut last = last.step();
+    match end {
+        End::Finish(reason, stop_reason) => {
+            last.finish = Some(reason);
+            last.stop_reason = stop_reason;
+        }
+        End::ErrorFinish => last.finish = Some(FinishReason::Error),
+        End::Fail(message) => {
+            last = Step {
+                delay_ms: last.delay_ms,
+                fail: Some(message),
+                ..Step::default()
+            };
+        }
+    }
+    steps.push(last);
+    Script {
+        steps,
+        ..Script::default()
+    }
+}
+
+fn messages() -> impl Strategy<Value = Vec<Message>> {
+    let role = prop_oneof![Just(Role::System), Just(Role::User), Just(Role::Assistant)];
+    let message = (
+        role,
+        proptest::collection::vec(0..WORDS, 1..4),
+        proptest::bool::weighted(0.2),
+    )
+        .prop_map(|(role, words, parts)| Message { role, words, parts });
+    proptest::collection::vec(message, 0..3)
+}
+
+fn stop() -> impl Strategy<Value = Vec<String>> {
+    // Words that generated text often holds (`t1` is in `t1`, `t12`, ...),
+    // a character the byte tokens spell, and one that never comes.
+    let one = proptest::sample::select(vec!["t1", "t2 t", "é", "\n", "never"]);
+    prop_oneof![
+        6 => Just(Vec::new()),
+        1 => proptest::collection::vec(one.prop_map(String::from), 1..3),
+    ]
+}
+
+/// The knobs of `/v1/completions` or `/v1/chat/completions`.
+pub fn openai(endpoint: Endpoint) -> impl Strategy<Value = OpenAi> {
+    let top_logprobs = prop_oneof![
+        12 => Just(Knob::Absent),
+        1 => Just(Knob::Null),
+        6 => (0i32..=5).prop_map(Knob::Value),
+        1 => prop_oneof![Just(-1i32), Just(21)].prop_map(Knob::Value),
+        1 => Just(Knob::WrongType),
+    ];
+    let chat = endpoint == Endpoint::Chat;
+    (
+        knob(any::<bool>()),
+        knob(proptest::bool::weighted(0.7)),
+        top_logprobs,
+        stop(),
+        any::<bool>(),
+        messages(),
+        proptest::bool::weighted(0.2),
+    )
+        .prop_map(
+            move |(echo, chat_logprobs, top_logprobs, stop, text_prompt, earlier, parts)| {
+                let mut o = OpenAi {
+                    stop,
+                    ..OpenAi::default()
+                };
+                if chat {
+                    o.chat_logprobs = chat_logprobs;
+                    o.top_logprobs = top_logprobs;
+                    o.earlier = earlier;
+                    o.parts = parts;
+                } else {
+                    o.echo = echo;
+                    o.text_prompt = text_prompt;
+                }
+                o
+            },
+        )
+}
+
+/// Whole cases for `scope.endpoints`. For generate alone, exactly the cases
+/// (and so, for a seed, the same sequence) as before other endpoints existed.
+pub fn case(scope: Scope) -> BoxedStrategy<Case> {
+    match scope.endpoints {
+        Endpoints::One(Endpoint::Generate) => generate_case(scope),
+        Endpoints::One(endpoint) => openai_case(scope, endpoint),
+        Endpoints::All => prop_oneof![
+            generate_case(scope),
+            openai_case(scope, Endpoint::Completions),
+            openai_case(scope, Endpoint::Chat),
+        ]
+        .boxed(),
+    }
+}
+
+fn generate_case(scope: Scope) -> BoxedStrategy<Case> {
     let script = if scope.scripts {
         proptest::option::weighted(0.8, script(scope)).boxed()
     } else {
         Just(None).boxed()
     };
-    (request(), script).prop_map(|(request, script)| Case { request, script })
+    (request(), script)
+        .prop_map(|(request, script)| Case {
+            endpoint: Endpoint::Generate,
+            request,
+            openai: None,
+            script,
+        })
+        .boxed()
+}
+
+fn openai_case(scope: Scope, endpoint: Endpoint) -> BoxedStrategy<Case> {
+    let script = if scope.scripts {
+        proptest::option::weighted(0.8, text_script(scope)).boxed()
+    } else {
+        Just(None).boxed()
+    };
+    (request(), openai(endpoint), script)
+        .prop_map(move |(request, openai, script)| Case {
+            endpoint,
+            request,
+            openai: Some(openai),
+            script,
+        })
+        .boxed()
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! `genconform fuzz`: property-based testing of the generate endpoint.
+//! `genconform fuzz`: property-based testing of the token endpoints
+//! (`--endpoint generate|completions|chat|all`).
 //!
 //! proptest generates cases ([`cases`]): a request with every knob in valid and
 //! invalid forms and, when the targets' engines can be scripted, the script
@@ -45,7 +46,7 @@ use crate::interrupt::{Interrupt, Interrupts};
 use crate::normalize::Transcript;
 use crate::run::transcribe;
 use crate::target::{Target, TargetSpec, Unavailable, VllmOptions};
-use cases::{Case, Scope};
+use cases::{Case, Endpoints, Scope};
 use oracle::{Expected, Property, Violation};
 
 /// `genconform fuzz`.
@@ -58,6 +59,10 @@ pub struct FuzzArgs {
     /// New cases to run (shrinking a failure runs more).
     #[arg(long, default_value_t = 256)]
     pub cases: u32,
+    /// The endpoint the cases go to: `generate`, `completions`, `chat`, or
+    /// `all` (the cases spread over the three).
+    #[arg(long, default_value = "generate")]
+    pub endpoint: Endpoints,
     /// Seed of the case generator; the same seed and targets run the same cases.
     /// Random (and printed) when absent.
     #[arg(long)]
@@ -92,6 +97,7 @@ pub struct FuzzArgs {
 pub struct FuzzOptions {
     pub targets: Vec<TargetSpec>,
     pub cases: u32,
+    pub endpoints: Endpoints,
     pub seed: u64,
     pub limits: Limits,
     pub registry: Registry,
@@ -110,6 +116,7 @@ impl Default for FuzzOptions {
         Self {
             targets: vec![TargetSpec::Reference],
             cases: 256,
+            endpoints: Endpoints::default(),
             seed: 0,
             limits: Limits {
                 timeout: Duration::from_secs(10),
@@ -188,9 +195,10 @@ impl FuzzReport {
     pub fn summary(&self) -> String {
         let rate = self.exchanged as f64 / self.elapsed.as_secs_f64().max(1e-9);
         let mut s = format!(
-            "fuzz: {} cases in {:.1} s ({rate:.0} cases/s), seed {}, targets {}\n",
+            "fuzz: {} cases in {:.1} s ({rate:.0} cases/s), endpoint {}, seed {}, targets {}\n",
             self.exchanged,
             self.elapsed.as_secs_f64(),
+            self.scope.endpoints,
             self.seed,
             self.targets.join(", ")
         );
@@ -254,6 +262,7 @@ pub fn fuzz_command(args: FuzzArgs) -> ExitCode {
     let options = FuzzOptions {
         targets: args.targets,
         cases: args.cases,
+        endpoints: args.endpoint,
         seed,
         limits: Limits {
             timeout: Duration::from_secs(args.timeout_secs),
@@ -312,6 +321,7 @@ pub fn fuzz(options: &FuzzOptions) -> anyhow::Result<FuzzReport> {
             .all(|c| !matches!(c, ScriptChannel::None)),
         late_prompt_info: !real_frontends,
         engine_failures: !real_frontends,
+        endpoints: options.endpoints,
     };
     let channels = bench
         .names

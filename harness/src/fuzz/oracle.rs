@@ -11,7 +11,7 @@
 
 use std::fmt;
 
-use mock_engine::script::{FinishReason, RequestSpec, Script};
+use mock_engine::script::{Endpoint, FinishReason, RequestSpec, Script};
 use serde_json::Value;
 
 use crate::normalize::{Body, EventData, Transcript};
@@ -58,6 +58,11 @@ pub enum Property {
     Script,
     /// The non-streamed result is what the stream amounts to.
     StreamEqualsNonStream,
+    /// Completions and chat: the text is the engine's tokens detokenized
+    /// incrementally, primed with the prompt, special tokens skipped.
+    Text,
+    /// Chat: each choice's first chunk, and only it, carries the role.
+    ChatRole,
     /// Two targets differ in a way the divergence registry does not accept.
     Differential,
 }
@@ -81,6 +86,8 @@ impl Property {
             Self::Logprobs => "logprobs",
             Self::Script => "follows-script",
             Self::StreamEqualsNonStream => "stream-equals-non-stream",
+            Self::Text => "text-equals-detokenized-tokens",
+            Self::ChatRole => "one-role-delta-first",
             Self::Differential => "targets-agree",
         }
     }
@@ -133,6 +140,67 @@ pub enum ScriptEnd {
     Fail,
 }
 
+/// The text of a script's tokens, as a frontend's incremental detokenizer
+/// makes it: primed with the prompt (so the first word has its leading
+/// space), each token stepped in, a character released once whole (bytes of
+/// an unfinished one never come out), special tokens skipped, and the stop
+/// token of a `stop` finish left out (vLLM's `detokenizer.update` with
+/// `stop_terminated`, without `include_stop_str_in_output`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedText {
+    /// Of the tokens a stream carries.
+    pub streamed: String,
+    /// Of every token the engine emitted.
+    pub all: String,
+    /// The same texts with a character left unfinished at the end flushed
+    /// as U+FFFD, as vllm-rs does (Python never releases it). Equal to the
+    /// texts above when every character is whole.
+    pub streamed_flushed: String,
+    pub all_flushed: String,
+}
+
+impl ExpectedText {
+    pub fn of(prompt: &[u64], script: &ScriptOutcome) -> Option<Self> {
+        let ids = |t: &[u64]| -> Option<Vec<u32>> {
+            t.iter().map(|&id| u32::try_from(id).ok()).collect()
+        };
+        let prompt = ids(prompt)?;
+        let text = |tokens: &[u64]| -> Option<(String, String)> {
+            let tokenizer = model::Tokenizer::shared_built_in();
+            let mut stream = tokenizer.detokenizer(true);
+            for &id in &prompt {
+                stream.step(id).ok()?;
+            }
+            let mut out = String::new();
+            let mut tokens = ids(tokens)?;
+            if script.stop_token {
+                tokens.pop();
+            }
+            for &id in &tokens {
+                out.push_str(&stream.step(id).ok()?.unwrap_or_default());
+            }
+            // What a final decode of everything adds to the prompt's text.
+            let before = tokenizer.decode(&prompt, true).ok()?;
+            let whole = tokenizer
+                .decode(&[prompt.as_slice(), tokens.as_slice()].concat(), true)
+                .ok()?;
+            let flushed = match whole.strip_prefix(&before) {
+                Some(rest) if rest.ends_with('\u{FFFD}') && rest.starts_with(&out) => rest.into(),
+                _ => out.clone(),
+            };
+            Some((out, flushed))
+        };
+        let (streamed, streamed_flushed) = text(&script.streamed_tokens)?;
+        let (all, all_flushed) = text(&script.all_tokens)?;
+        Some(Self {
+            streamed,
+            all,
+            streamed_flushed,
+            all_flushed,
+        })
+    }
+}
+
 /// What the script makes the client see.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScriptOutcome {
@@ -142,6 +210,11 @@ pub struct ScriptOutcome {
     pub all_tokens: Vec<u64>,
     pub end: ScriptEnd,
     pub late_prompt_info: bool,
+    /// Some engine output carries no token (an empty or finish-only step).
+    pub tokenless_step: bool,
+    /// The engine finishes with `stop` in a step with tokens: its last
+    /// token is the stop token, which frontends do not detokenize.
+    pub stop_token: bool,
 }
 
 impl ScriptOutcome {
@@ -168,6 +241,11 @@ impl ScriptOutcome {
             all_tokens,
             end,
             late_prompt_info: script.steps.iter().any(|s| s.prompt_info == Some(false)),
+            tokenless_step: script
+                .steps
+                .iter()
+                .any(|s| s.tokens.is_empty() && s.fail.is_none()),
+            stop_token: end == ScriptEnd::Finish(FinishReason::Stop) && !last.tokens.is_empty(),
         })
     }
 }
@@ -175,14 +253,28 @@ impl ScriptOutcome {
 /// What a response to one request must look like.
 #[derive(Debug, Clone)]
 pub struct Expected {
+    pub endpoint: Endpoint,
     pub validity: Validity,
     pub stream: bool,
     pub include_usage: bool,
     pub continuous_usage: bool,
     pub return_token_ids: bool,
-    /// `sampling_params.logprobs` when asked (>= 0).
+    /// Logprobs when asked: generate's `sampling_params.logprobs`,
+    /// completions' `logprobs`, chat's `top_logprobs` (0 when absent) when
+    /// its `logprobs` is true.
     pub logprobs: Option<i64>,
+    /// The prompt ids the engine sees.
     pub prompt: Vec<u64>,
+    /// Choices carry `token_ids` (generate; completions and chat with
+    /// `return_token_ids`), so tokens can be counted on the wire.
+    pub token_ids_visible: bool,
+    /// `stop` strings are set: the frontend may end the text (and the
+    /// tokens) before the script does, so what the script says is not checked.
+    pub stop_strings: bool,
+    /// Completions' `echo`: the text starts with the prompt's.
+    pub echo: bool,
+    /// Completions and chat: the text the script's tokens make.
+    pub text: Option<ExpectedText>,
     /// The id the client chose: the header's, else the body's.
     pub request_id: Option<String>,
     pub script: Option<ScriptOutcome>,
@@ -191,42 +283,209 @@ pub struct Expected {
 impl Expected {
     /// `script`: the script the engine answers with, when known.
     pub fn new(request: &RequestSpec, served_model: &str, script: Option<&Script>) -> Self {
+        let endpoint = request.endpoint;
         let body = request.body.clone().unwrap_or(Value::Null);
         let get = |k: &str| body.get(k).filter(|v| !v.is_null());
         let params = body.get("sampling_params");
         let param = |k: &str| params.and_then(|p| p.get(k)).filter(|v| !v.is_null());
         let options = get("stream_options");
         let option = |k: &str| options.and_then(|o| o.get(k)).and_then(Value::as_bool);
-        let stream = get("stream").and_then(Value::as_bool).unwrap_or(false);
+        let flag = |k: &str| get(k).and_then(Value::as_bool).unwrap_or(false);
+        let stream = flag("stream");
         let include_usage = stream && option("include_usage").unwrap_or(false);
         let header_id = request
             .headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case("x-request-id"))
             .map(|(_, v)| v.clone());
+        let return_token_ids = flag("return_token_ids");
+        let logprobs = match endpoint {
+            Endpoint::Generate => param("logprobs").and_then(Value::as_i64),
+            Endpoint::Completions => get("logprobs").and_then(Value::as_i64),
+            Endpoint::Chat => {
+                flag("logprobs").then(|| get("top_logprobs").and_then(Value::as_i64).unwrap_or(0))
+            }
+        };
+        let prompt: Vec<u64> = if request.raw_body.is_some() {
+            Vec::new()
+        } else {
+            endpoint
+                .prompt_token_ids(&body)
+                .unwrap_or_default()
+                .into_iter()
+                .map(u64::from)
+                .collect()
+        };
+        let script = script.and_then(ScriptOutcome::of);
+        let text = match (endpoint, &script) {
+            (Endpoint::Generate, _) | (_, None) => None,
+            (_, Some(s)) => ExpectedText::of(&prompt, s),
+        };
         Self {
-            validity: validity(&body, served_model),
+            endpoint,
+            validity: validity(endpoint, &body, served_model),
             stream,
             include_usage,
             continuous_usage: include_usage && option("continuous_usage_stats").unwrap_or(false),
-            return_token_ids: get("return_token_ids")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-            logprobs: param("logprobs").and_then(Value::as_i64),
-            prompt: body
-                .get("token_ids")
-                .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_u64).collect())
-                .unwrap_or_default(),
-            request_id: header_id
-                .or_else(|| get("request_id").and_then(Value::as_str).map(Into::into)),
-            script: script.and_then(ScriptOutcome::of),
+            return_token_ids,
+            logprobs,
+            prompt,
+            token_ids_visible: endpoint == Endpoint::Generate || return_token_ids,
+            stop_strings: endpoint != Endpoint::Generate && get("stop").is_some(),
+            echo: endpoint == Endpoint::Completions && flag("echo"),
+            text,
+            request_id: match endpoint {
+                Endpoint::Generate => {
+                    header_id.or_else(|| get("request_id").and_then(Value::as_str).map(Into::into))
+                }
+                _ => None,
+            },
+            script,
         }
+    }
+
+    /// How many tokens the engine's script says were emitted (`all`: the
+    /// tokens of an error step too), when the wire cannot show it and the
+    /// script is known and followed to its end.
+    fn script_tokens(&self, all: bool) -> Option<u64> {
+        let s = self.script.as_ref().filter(|_| !self.stop_strings)?;
+        let tokens = if all {
+            &s.all_tokens
+        } else {
+            &s.streamed_tokens
+        };
+        Some(tokens.len() as u64)
     }
 }
 
-/// vllm-rs's validation, in its order, as a model.
-fn validity(body: &Value, served_model: &str) -> Validity {
+/// What a request means for validity, per endpoint.
+fn validity(endpoint: Endpoint, body: &Value, served_model: &str) -> Validity {
+    match endpoint {
+        Endpoint::Generate => generate_validity(body, served_model),
+        _ => openai_validity(endpoint, body, served_model),
+    }
+}
+
+/// vllm-rs's validation of `/v1/completions` and `/v1/chat/completions`, in
+/// its order (see its `routes/openai/*/validate.rs`): serde refuses wrong
+/// types (400; `bool` fields refuse `null` too), then an unknown model is a
+/// 404, then every other refusal is a 400. `lenient`: vLLM's Python server
+/// coerces or ignores it.
+fn openai_validity(endpoint: Endpoint, body: &Value, served_model: &str) -> Validity {
+    let invalid = |status, lenient| Validity::Invalid { status, lenient };
+    let Some(map) = body.as_object() else {
+        return invalid(400, false);
+    };
+    let is_u32 = |v: &Value| v.as_u64().is_some_and(|n| n <= u64::from(u32::MAX));
+    let chat = endpoint == Endpoint::Chat;
+    let prompt_ok = if chat {
+        map.get("messages")
+            .and_then(Value::as_array)
+            .is_some_and(|m| !m.is_empty())
+    } else {
+        match map.get("prompt") {
+            Some(Value::String(_)) => true,
+            Some(Value::Array(ids)) => ids.iter().all(is_u32),
+            _ => false,
+        }
+    };
+    if !prompt_ok {
+        return invalid(400, false);
+    }
+    // `bool` fields with a default: present means a boolean.
+    let mut bools = vec!["stream", "echo"];
+    if chat {
+        bools.push("logprobs");
+    }
+    for k in bools {
+        if map.get(k).is_some_and(|v| !v.is_boolean()) {
+            return invalid(400, true);
+        }
+    }
+    if let Some(o) = given(map.get("stream_options")) {
+        let Some(o) = o.as_object() else {
+            return invalid(400, false);
+        };
+        for k in ["include_usage", "continuous_usage_stats"] {
+            if given(o.get(k)).is_some_and(|v| !v.is_boolean()) {
+                return invalid(400, true);
+            }
+        }
+    }
+    if given(map.get("return_token_ids")).is_some_and(|v| !v.is_boolean()) {
+        return invalid(400, true);
+    }
+    for k in ["max_tokens", "n"] {
+        if given(map.get(k)).is_some_and(|v| !is_u32(v)) {
+            return invalid(400, false);
+        }
+    }
+    let logprob_keys: &[&str] = if chat {
+        &["top_logprobs"]
+    } else {
+        &["logprobs"]
+    };
+    for &k in logprob_keys {
+        if given(map.get(k)).is_some_and(|v| v.as_i64().is_none()) {
+            return invalid(400, false);
+        }
+    }
+    if given(map.get("model")).is_some_and(|v| !v.is_string()) {
+        return invalid(400, false);
+    }
+    // vllm-rs 0.32 checks the chat model after every other field; the
+    // completions model right after the types.
+    let unknown_model = given(map.get("model"))
+        .and_then(Value::as_str)
+        .is_some_and(|m| !m.is_empty() && m != served_model);
+    if unknown_model && !chat {
+        return invalid(404, false);
+    }
+    let stream = map.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    if given(map.get("stream_options")).is_some() && !stream {
+        return invalid(400, true);
+    }
+    if given(map.get("n")).is_some_and(|n| n.as_u64() != Some(1)) {
+        return invalid(400, true);
+    }
+    let echo = map.get("echo").and_then(Value::as_bool).unwrap_or(false);
+    if map.get("max_tokens").and_then(Value::as_u64) == Some(0) && !echo {
+        return invalid(400, false);
+    }
+    let logprobs = if chat {
+        let asked = map
+            .get("logprobs")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let top = given(map.get("top_logprobs")).and_then(Value::as_i64);
+        if top.is_some() && !asked {
+            return invalid(400, false);
+        }
+        top
+    } else {
+        given(map.get("logprobs")).and_then(Value::as_i64)
+    };
+    if let Some(k) = logprobs {
+        let resolved = if k == -1 { VOCAB_SIZE as i64 } else { k };
+        if k < -1 || resolved > MAX_LOGPROBS {
+            return invalid(400, chat && k == -1);
+        }
+    }
+    match endpoint.prompt_token_ids(body) {
+        Some(ids)
+            if !ids.is_empty()
+                && ids.len() < MAX_MODEL_LEN
+                && ids.iter().all(|&t| u64::from(t) < VOCAB_SIZE) => {}
+        _ => return invalid(400, false),
+    }
+    if unknown_model {
+        return invalid(404, false);
+    }
+    Validity::Valid
+}
+
+/// vllm-rs's validation of generate, in its order, as a model.
+fn generate_validity(body: &Value, served_model: &str) -> Validity {
     let invalid = |status, lenient| Validity::Invalid { status, lenient };
     let Some(map) = body.as_object() else {
         return invalid(400, false);
@@ -348,7 +607,14 @@ pub fn check(expected: &Expected, t: &Transcript, lenient: bool) -> Vec<Violatio
         }
         Validity::Valid => {}
     }
-    let fails = expected.script.as_ref().map(|s| &s.end) == Some(&ScriptEnd::Fail);
+    let end = expected.script.as_ref().map(|s| s.end);
+    // Completions and chat answer a plain request whose engine finishes
+    // with `error` with a 500 too (generate in vllm-rs: 200 and the finish).
+    let text_error_finish =
+        expected.endpoint != Endpoint::Generate && end == Some(ScriptEnd::ErrorFinish);
+    // A stop string found before the error step ends the request first.
+    let fails = end == Some(ScriptEnd::Fail)
+        || (text_error_finish && !(expected.stop_strings && status == 200));
     if expected.stream {
         if status != 200 {
             out.push(violation(
@@ -384,7 +650,9 @@ pub fn check(expected: &Expected, t: &Transcript, lenient: bool) -> Vec<Violatio
 /// A known quirk, kept by vllm-rs 0.32 and so by the reference: a plain
 /// request that asks for logprobs and generates no token at all is a 500
 /// ("requested logprobs but generation returned none"), although its stream
-/// finishes normally. Later vllm-rs answers an empty logprobs block instead.
+/// finishes normally. On completions and chat the stream ends with that
+/// error in-band instead of its finish. Later vllm-rs answers an empty
+/// logprobs block instead.
 /// See `fixtures/found/fuzz_empty_generation_logprobs.json`.
 pub fn refuses_empty_logprobs(expected: &Expected) -> bool {
     expected.logprobs.is_some()
@@ -392,6 +660,18 @@ pub fn refuses_empty_logprobs(expected: &Expected) -> bool {
             .script
             .as_ref()
             .is_some_and(|s| s.all_tokens.is_empty() && matches!(s.end, ScriptEnd::Finish(_)))
+}
+
+/// vllm-rs 0.32's completions and chat streams want logprobs on every
+/// engine output when they are asked for, and end with an in-band error
+/// ("completion stream requested logprobs but generation returned none") at
+/// an output without tokens, which an engine sends none for; its generate
+/// route skips such outputs. The stream may end there (a prefix of its text,
+/// no finish); a stream that goes on must be right.
+pub fn refuses_tokenless_logprobs(expected: &Expected) -> bool {
+    expected.endpoint != Endpoint::Generate
+        && expected.logprobs.is_some()
+        && expected.script.as_ref().is_some_and(|s| s.tokenless_step)
 }
 
 fn content_type(t: &Transcript) -> &str {
@@ -457,8 +737,43 @@ pub struct Streamed {
     pub finish_reason: Option<String>,
     pub error: bool,
     pub prompt_token_ids: Option<Value>,
-    /// Logprob token ids, concatenated.
+    /// Logprob token ids, concatenated (generate).
     pub logprob_tokens: Option<Vec<u64>>,
+    /// Logprob entries, counted (completions and chat name no token ids).
+    pub logprob_count: Option<usize>,
+    /// Completions and chat: the text of choice 0, concatenated.
+    pub text: String,
+}
+
+/// The text a choice carries: completions' `text`, a chat chunk's
+/// `delta.content`, a chat answer's `message.content`.
+fn choice_text(choice: &Value) -> Option<&str> {
+    choice
+        .get("text")
+        .or_else(|| choice.pointer("/delta/content"))
+        .or_else(|| choice.pointer("/message/content"))
+        .and_then(Value::as_str)
+}
+
+/// Logprob entries of a choice: completions' `logprobs.tokens`, chat's and
+/// generate's `logprobs.content`.
+fn logprob_count(choice: &Value) -> Option<usize> {
+    let l = present(choice, "logprobs")?;
+    l.get("content")
+        .or_else(|| l.get("tokens"))
+        .and_then(Value::as_array)
+        .map(Vec::len)
+}
+
+/// `prompt_token_ids` at the top level (generate, chat) or on the first
+/// choice (completions).
+fn prompt_ids_of(v: &Value) -> Option<&Value> {
+    present(v, "prompt_token_ids").or_else(|| {
+        v.get("choices")?
+            .as_array()?
+            .iter()
+            .find_map(|c| present(c, "prompt_token_ids"))
+    })
 }
 
 fn logprob_tokens(choice: &Value) -> Option<Vec<u64>> {
@@ -474,7 +789,7 @@ fn logprob_tokens(choice: &Value) -> Option<Vec<u64>> {
 fn check_usage(
     usage: &Value,
     expected: &Expected,
-    emitted: u64,
+    emitted: Option<u64>,
     what: &str,
     property: Property,
     out: &mut Vec<Violation>,
@@ -497,7 +812,9 @@ fn check_usage(
             format!("{what}: total_tokens {total} != prompt_tokens {prompt} + completion_tokens {completion}"),
         ));
     }
-    if completion != emitted {
+    if let Some(emitted) = emitted
+        && completion != emitted
+    {
         out.push(violation(
             Property::UsageArithmetic,
             format!(
@@ -561,14 +878,49 @@ fn check_stream(expected: &Expected, t: &Transcript, lenient: bool, out: &mut Ve
         ));
     }
     let s = stream_summary(expected, events, out);
-    if let Some(script) = &expected.script {
+    // Stop strings end the text where the frontend finds them, not where
+    // the script ends.
+    if let Some(script) = expected.script.as_ref().filter(|_| !expected.stop_strings) {
         // Python merges engine steps that arrive faster than it streams; the
         // tokens merged into an error step are lost with it, so its stream
         // may stop at any prefix of what the script streams.
-        let merged_into_error = lenient
-            && script.end == ScriptEnd::ErrorFinish
-            && script.streamed_tokens.starts_with(&s.tokens);
-        if s.tokens != script.streamed_tokens && !merged_into_error {
+        let merged_into_error = lenient && script.end == ScriptEnd::ErrorFinish;
+        let cut_short = merged_into_error || (refuses_tokenless_logprobs(expected) && s.error);
+        // vllm-rs streams the text of an `error` step's tokens before the
+        // error; generate and Python send none of them.
+        let error_step_text = script.end == ScriptEnd::ErrorFinish;
+        if let Some(want) = &expected.text
+            && !text_matches(expected, &s.text, &want.streamed)
+            && !text_matches(expected, &s.text, &want.streamed_flushed)
+            && !(error_step_text
+                && (text_matches(expected, &s.text, &want.all)
+                    || text_matches(expected, &s.text, &want.all_flushed)))
+            && !(cut_short && (expected.echo || want.streamed.starts_with(&s.text)))
+        {
+            out.push(violation(
+                Property::Text,
+                format!(
+                    "streamed text {:?}, the script's tokens {:?} make {:?}",
+                    s.text, script.streamed_tokens, want.streamed
+                ),
+            ));
+        }
+        if let (Some(want), Some(got)) = (expected.logprobs, s.logprob_count)
+            && expected.endpoint != Endpoint::Generate
+            && got != script.streamed_tokens.len()
+            && !(error_step_text && got == script.all_tokens.len())
+            && !(cut_short && got < script.streamed_tokens.len())
+        {
+            out.push(violation(
+                Property::Logprobs,
+                format!(
+                    "{got} logprob entries (top {want}) for the {} tokens streamed",
+                    script.streamed_tokens.len()
+                ),
+            ));
+        }
+        let merged_into_error = cut_short && script.streamed_tokens.starts_with(&s.tokens);
+        if expected.token_ids_visible && s.tokens != script.streamed_tokens && !merged_into_error {
             out.push(violation(
                 Property::Script,
                 format!(
@@ -578,6 +930,9 @@ fn check_stream(expected: &Expected, t: &Transcript, lenient: bool, out: &mut Ve
             ));
         }
         match &script.end {
+            ScriptEnd::Finish(_)
+                if refuses_tokenless_logprobs(expected) && s.error && s.finish_reason.is_none() => {
+            }
             ScriptEnd::Finish(r) => {
                 if s.error || s.finish_reason.as_deref() != Some(r.as_str()) {
                     out.push(violation(
@@ -607,6 +962,16 @@ fn check_stream(expected: &Expected, t: &Transcript, lenient: bool, out: &mut Ve
     }
 }
 
+/// Whether a choice's text is `generated`: with completions' `echo` it may
+/// start with the prompt's text.
+fn text_matches(expected: &Expected, text: &str, generated: &str) -> bool {
+    if expected.echo {
+        text.ends_with(generated)
+    } else {
+        text == generated
+    }
+}
+
 /// Walks the events once, checking everything that depends on order.
 fn stream_summary(expected: &Expected, events: &[EventData], out: &mut Vec<Violation>) -> Streamed {
     let mut s = Streamed::default();
@@ -617,6 +982,7 @@ fn stream_summary(expected: &Expected, events: &[EventData], out: &mut Vec<Viola
     let mut prompt_ids_seen = 0;
     let mut request_ids = std::collections::BTreeSet::new();
     let mut token_chunks = 0;
+    let mut roles = std::collections::BTreeSet::new();
     for (i, event) in events.iter().enumerate() {
         let v = match event {
             EventData::Done => continue,
@@ -666,10 +1032,15 @@ fn stream_summary(expected: &Expected, events: &[EventData], out: &mut Vec<Viola
             }
             match present(v, "usage") {
                 Some(u) => {
+                    let emitted = if expected.token_ids_visible {
+                        Some(s.tokens.len() as u64)
+                    } else {
+                        expected.script_tokens(false)
+                    };
                     check_usage(
                         u,
                         expected,
-                        s.tokens.len() as u64,
+                        emitted,
                         &format!("usage event {i}"),
                         Property::UsageEvent,
                         out,
@@ -700,12 +1071,32 @@ fn stream_summary(expected: &Expected, events: &[EventData], out: &mut Vec<Viola
             let ids = token_ids(choice);
             if index == 0 {
                 s.tokens.extend(&ids);
+                s.text.push_str(choice_text(choice).unwrap_or_default());
+            }
+            if expected.endpoint == Endpoint::Chat {
+                let role = present(choice, "delta").and_then(|d| present(d, "role"));
+                if roles.insert(index) {
+                    if role.and_then(Value::as_str) != Some("assistant") {
+                        out.push(violation(
+                            Property::ChatRole,
+                            format!("event {i}: the first chunk of choice {index} has no role `assistant`: {choice}"),
+                        ));
+                    }
+                } else if let Some(role) = role {
+                    out.push(violation(
+                        Property::ChatRole,
+                        format!("event {i}: choice {index} has its role {role} again"),
+                    ));
+                }
             }
             check_logprobs(expected, choice, &ids, &format!("event {i}"), out);
-            if index == 0
-                && let Some(l) = logprob_tokens(choice)
-            {
-                s.logprob_tokens.get_or_insert_with(Vec::new).extend(l);
+            if index == 0 {
+                if let Some(l) = logprob_tokens(choice) {
+                    s.logprob_tokens.get_or_insert_with(Vec::new).extend(l);
+                }
+                if let Some(n) = logprob_count(choice) {
+                    *s.logprob_count.get_or_insert(0) += n;
+                }
             }
             if let Some(f) = present(choice, "finish_reason") {
                 finished.insert(index);
@@ -714,7 +1105,7 @@ fn stream_summary(expected: &Expected, events: &[EventData], out: &mut Vec<Viola
                 }
             }
         }
-        if let Some(p) = present(v, "prompt_token_ids") {
+        if let Some(p) = prompt_ids_of(v) {
             prompt_ids_seen += 1;
             check_prompt_ids(expected, p, &format!("event {i}"), out);
             s.prompt_token_ids = Some(p.clone());
@@ -724,7 +1115,7 @@ fn stream_summary(expected: &Expected, events: &[EventData], out: &mut Vec<Viola
                 let now = check_usage(
                     u,
                     expected,
-                    s.tokens.len() as u64,
+                    expected.token_ids_visible.then_some(s.tokens.len() as u64),
                     &format!("event {i}"),
                     Property::ContinuousUsage,
                     out,
@@ -832,6 +1223,30 @@ fn check_logprobs(
     at: &str,
     out: &mut Vec<Violation>,
 ) {
+    if expected.endpoint != Endpoint::Generate {
+        // Entries name tokens by text, not id: count them where ids show.
+        match (expected.logprobs, logprob_count(choice)) {
+            // With `echo` the prompt's entries come first.
+            (Some(_), Some(n))
+                if expected.token_ids_visible && !expected.echo && n != ids.len() =>
+            {
+                out.push(violation(
+                    Property::Logprobs,
+                    format!("{at}: {n} logprob entries for the tokens {ids:?}"),
+                ))
+            }
+            (Some(_), None) if !ids.is_empty() => out.push(violation(
+                Property::Logprobs,
+                format!("{at}: logprobs were asked, and the choice with tokens {ids:?} has none"),
+            )),
+            (None, Some(_)) => out.push(violation(
+                Property::Logprobs,
+                format!("{at}: logprobs were not asked, and the choice has some"),
+            )),
+            _ => {}
+        }
+        return;
+    }
     match (expected.logprobs, logprob_tokens(choice)) {
         (Some(_), Some(l)) if l != ids => out.push(violation(
             Property::Logprobs,
@@ -895,7 +1310,7 @@ fn check_plain(expected: &Expected, t: &Transcript, out: &mut Vec<Violation>) {
     };
     let choice = &body["choices"][0];
     check_logprobs(expected, choice, &p.tokens, "body", out);
-    if let Some(ids) = present(body, "prompt_token_ids") {
+    if let Some(ids) = prompt_ids_of(body) {
         check_prompt_ids(expected, ids, "body", out);
     } else if expected.return_token_ids {
         out.push(violation(
@@ -903,15 +1318,21 @@ fn check_plain(expected: &Expected, t: &Transcript, out: &mut Vec<Violation>) {
             "return_token_ids is on, and the body has no prompt_token_ids",
         ));
     }
+    if expected.endpoint == Endpoint::Chat
+        && choice.pointer("/message/role").and_then(Value::as_str) != Some("assistant")
+    {
+        out.push(violation(
+            Property::ChatRole,
+            format!("the message has no role `assistant`: {choice}"),
+        ));
+    }
     if let Some(u) = present(body, "usage") {
-        check_usage(
-            u,
-            expected,
-            p.tokens.len() as u64,
-            "body",
-            Property::UsageArithmetic,
-            out,
-        );
+        let emitted = if expected.token_ids_visible {
+            Some(p.tokens.len() as u64)
+        } else {
+            expected.script_tokens(true)
+        };
+        check_usage(u, expected, emitted, "body", Property::UsageArithmetic, out);
     }
     if p.finish_reason.is_none() {
         out.push(violation(
@@ -924,12 +1345,38 @@ fn check_plain(expected: &Expected, t: &Transcript, out: &mut Vec<Violation>) {
         body.get("request_id").and_then(Value::as_str).into_iter(),
         out,
     );
-    if let Some(script) = &expected.script {
+    if let Some(script) = expected.script.as_ref().filter(|_| !expected.stop_strings) {
         let want_finish = match script.end {
             ScriptEnd::Finish(r) => r.as_str(),
             _ => "error",
         };
-        if p.tokens != script.all_tokens || p.finish_reason.as_deref() != Some(want_finish) {
+        if let Some(want) = &expected.text
+            && !text_matches(expected, &p.text, &want.all)
+            && !text_matches(expected, &p.text, &want.all_flushed)
+        {
+            out.push(violation(
+                Property::Text,
+                format!(
+                    "text {:?}, the script's tokens {:?} make {:?}",
+                    p.text, script.all_tokens, want.all
+                ),
+            ));
+        }
+        if let (Some(_), Some(got)) = (expected.logprobs, p.logprob_count)
+            && expected.endpoint != Endpoint::Generate
+            && !expected.echo
+            && got != script.all_tokens.len()
+        {
+            out.push(violation(
+                Property::Logprobs,
+                format!(
+                    "body: {got} logprob entries for the {} tokens emitted",
+                    script.all_tokens.len()
+                ),
+            ));
+        }
+        let tokens_differ = expected.token_ids_visible && p.tokens != script.all_tokens;
+        if tokens_differ || p.finish_reason.as_deref() != Some(want_finish) {
             out.push(violation(
                 Property::Script,
                 format!(
@@ -952,8 +1399,10 @@ fn plain_result(t: &Transcript) -> Option<Streamed> {
             .and_then(Value::as_str)
             .map(Into::into),
         error: false,
-        prompt_token_ids: present(body, "prompt_token_ids").cloned(),
+        prompt_token_ids: prompt_ids_of(body).cloned(),
         logprob_tokens: logprob_tokens(choice),
+        logprob_count: logprob_count(choice),
+        text: choice_text(choice).unwrap_or_default().to_string(),
     })
 }
 
@@ -980,6 +1429,9 @@ pub fn check_twins(
     let s = streamed(stream_expected, stream)?;
     let status = plain.status.unwrap_or(0);
     let fail = |detail: String| Some(violation(Property::StreamEqualsNonStream, detail));
+    if s.error && refuses_tokenless_logprobs(stream_expected) {
+        return None;
+    }
     if s.error {
         if status == 200 {
             let p = plain_result(plain)?;
@@ -1007,17 +1459,22 @@ pub fn check_twins(
             brief(&plain.body)
         ));
     };
+    // With `echo`, vllm-rs gives the prompt's logprobs in the answer and not
+    // in the stream: their count is not compared.
+    let echo = stream_expected.echo;
     let pair = |x: &Streamed| {
         (
             x.tokens.clone(),
             x.finish_reason.clone(),
             x.prompt_token_ids.clone(),
             x.logprob_tokens.clone(),
+            x.logprob_count.filter(|_| !echo),
+            x.text.clone(),
         )
     };
     if pair(&s) != pair(&p) {
         return fail(format!(
-            "(tokens, finish, prompt_token_ids, logprob tokens): streamed {:?}, plain {:?}",
+            "(tokens, finish, prompt_token_ids, logprob tokens, logprob count, text): streamed {:?}, plain {:?}",
             pair(&s),
             pair(&p)
         ));
@@ -1056,7 +1513,7 @@ mod tests {
 
     #[test]
     fn validity_follows_vllm_rs_order() {
-        let v = |b: Value| validity(&b, "tiny");
+        let v = |b: Value| generate_validity(&b, "tiny");
         assert_eq!(
             v(json!({"token_ids": [1], "sampling_params": {}})),
             Validity::Valid
@@ -1214,5 +1671,207 @@ mod tests {
         let no_logprobs = request(json!({"token_ids": [1], "sampling_params": {}}));
         let strict = Expected::new(&no_logprobs, "tiny", Some(&script));
         assert_eq!(props(&check(&strict, &error, false)), [Property::Status]);
+    }
+
+    fn on(endpoint: Endpoint, body: Value) -> RequestSpec {
+        RequestSpec {
+            endpoint,
+            body: Some(body),
+            ..RequestSpec::default()
+        }
+    }
+
+    /// Three steps: `t33`, then `é` split over two steps, then `t44`.
+    fn split_char_script() -> Script {
+        serde_json::from_value(json!({"steps": [
+            {"tokens": [33, 4035]}, {"tokens": [4009]}, {"tokens": [44], "finish": "length"}
+        ]}))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_expected_text_is_primed_with_the_prompt_and_holds_back_split_characters() {
+        let script = ScriptOutcome::of(&split_char_script()).unwrap();
+        let text = ExpectedText::of(&[5, 7, 9], &script).unwrap();
+        assert_eq!(text.streamed, " t33 é t44");
+        assert_eq!(text.all, text.streamed);
+        // A character never finished never comes out.
+        let cut: Script = serde_json::from_value(
+            json!({"steps": [{"tokens": [33, 4066, 3970], "finish": "stop"}]}),
+        )
+        .unwrap();
+        let cut = ExpectedText::of(&[5], &ScriptOutcome::of(&cut).unwrap()).unwrap();
+        assert_eq!(cut.all, " t33");
+    }
+
+    #[test]
+    fn completions_text_must_be_the_detokenized_script() {
+        let req = on(
+            Endpoint::Completions,
+            json!({"prompt": "t5 t7 t9", "stream": true,
+                "stream_options": {"include_usage": true}}),
+        );
+        let e = Expected::new(&req, "tiny", Some(&split_char_script()));
+        assert_eq!(e.prompt, [5, 7, 9]);
+        let events = |middle: &str| {
+            vec![
+                r#"{"id":"c","choices":[{"index":0,"text":" t33"}]}"#.to_string(),
+                format!(r#"{{"id":"c","choices":[{{"index":0,"text":"{middle}"}}]}}"#),
+                r#"{"id":"c","choices":[{"index":0,"text":" t44","finish_reason":"length"}]}"#
+                    .to_string(),
+                r#"{"id":"c","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#
+                    .to_string(),
+                "[DONE]".to_string(),
+            ]
+        };
+        let good = events(" é");
+        let good: Vec<&str> = good.iter().map(String::as_str).collect();
+        assert_eq!(check(&e, &stream(&good), false), []);
+        // The two halves of `é` decoded one by one: replacement characters.
+        let bad = events(" \u{FFFD}\u{FFFD}");
+        let bad: Vec<&str> = bad.iter().map(String::as_str).collect();
+        assert_eq!(props(&check(&e, &stream(&bad), false)), [Property::Text]);
+    }
+
+    #[test]
+    fn completions_usage_must_count_the_scripts_tokens() {
+        let req = on(
+            Endpoint::Completions,
+            json!({"prompt": [5, 7, 9], "stream": true,
+                "stream_options": {"include_usage": true}}),
+        );
+        let e = Expected::new(&req, "tiny", Some(&split_char_script()));
+        let got = check(
+            &e,
+            &stream(&[
+                r#"{"choices":[{"index":0,"text":" t33 é t44","finish_reason":"length"}]}"#,
+                r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":3,"total_tokens":6}}"#,
+                "[DONE]",
+            ]),
+            false,
+        );
+        assert_eq!(props(&got), [Property::UsageArithmetic], "{got:?}");
+    }
+
+    #[test]
+    fn a_chat_stream_needs_one_role_delta_first() {
+        let req = on(
+            Endpoint::Chat,
+            json!({"messages": [{"role": "user", "content": "t10 t11"}], "stream": true}),
+        );
+        let script: Script = serde_json::from_value(
+            json!({"steps": [{"tokens": [33]}, {"tokens": [44], "finish": "length"}]}),
+        )
+        .unwrap();
+        let e = Expected::new(&req, "tiny", Some(&script));
+        assert_eq!(e.prompt, [3, 10, 11, 4]);
+        let good = [
+            r#"{"choices":[{"index":0,"delta":{"role":"assistant"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":" t33"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":" t44"},"finish_reason":"length"}]}"#,
+            "[DONE]",
+        ];
+        assert_eq!(check(&e, &stream(&good), false), []);
+        let no_role = check(&e, &stream(&good[1..]), false);
+        assert_eq!(props(&no_role), [Property::ChatRole]);
+        let twice = [
+            good[0],
+            r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":" t33"}}]}"#,
+            good[2],
+            good[3],
+        ];
+        assert_eq!(
+            props(&check(&e, &stream(&twice), false)),
+            [Property::ChatRole]
+        );
+    }
+
+    #[test]
+    fn a_chat_answer_must_be_what_its_stream_amounts_to() {
+        let req = on(
+            Endpoint::Chat,
+            json!({"messages": [{"role": "user", "content": "t10"}], "stream": true}),
+        );
+        let e = Expected::new(&req, "tiny", None);
+        let s = stream(&[
+            r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":" t33"},"finish_reason":"stop"}]}"#,
+            "[DONE]",
+        ]);
+        let answer = |content: &str| {
+            plain(json!({"choices": [{"index": 0, "finish_reason": "stop",
+                "message": {"role": "assistant", "content": content}}]}))
+        };
+        assert_eq!(check_twins(&e, &s, &answer(" t33")), None);
+        let v = check_twins(&e, &s, &answer(" t34")).expect("differs");
+        assert_eq!(v.property, Property::StreamEqualsNonStream);
+    }
+
+    #[test]
+    fn stop_strings_turn_the_script_checks_off() {
+        let req = on(
+            Endpoint::Completions,
+            json!({"prompt": "t5", "stop": ["t4"], "max_tokens": 5}),
+        );
+        let e = Expected::new(&req, "tiny", Some(&split_char_script()));
+        let stopped = plain(
+            json!({"choices": [{"index": 0, "text": " t33é", "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4}}),
+        );
+        assert_eq!(check(&e, &stopped, false), []);
+        let e = Expected::new(
+            &on(
+                Endpoint::Completions,
+                json!({"prompt": "t5", "max_tokens": 5}),
+            ),
+            "tiny",
+            Some(&split_char_script()),
+        );
+        let p = props(&check(&e, &stopped, false));
+        assert!(
+            p.contains(&Property::Text) && p.contains(&Property::Script),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn completions_and_chat_validity_follow_vllm_rs() {
+        let v = |endpoint, b: Value| validity(endpoint, &b, "tiny");
+        let bad = |status, lenient| Validity::Invalid { status, lenient };
+        let c = Endpoint::Completions;
+        assert_eq!(v(c, json!({"prompt": "t5"})), Validity::Valid);
+        assert_eq!(v(c, json!({"prompt": [5], "model": "x"})), bad(404, false));
+        assert_eq!(
+            v(c, json!({"prompt": [5], "max_tokens": 0})),
+            bad(400, false)
+        );
+        assert_eq!(
+            v(c, json!({"prompt": [5], "logprobs": 21})),
+            bad(400, false)
+        );
+        assert_eq!(v(c, json!({"prompt": [5], "echo": null})), bad(400, true));
+        assert_eq!(v(c, json!({"prompt": []})), bad(400, false));
+        assert_eq!(
+            v(c, json!({"prompt": [5], "stream_options": {}})),
+            bad(400, true)
+        );
+        let m = json!([{"role": "user", "content": "t10"}]);
+        let chat = Endpoint::Chat;
+        assert_eq!(
+            v(
+                chat,
+                json!({"messages": m, "logprobs": true, "top_logprobs": 3})
+            ),
+            Validity::Valid
+        );
+        assert_eq!(
+            v(chat, json!({"messages": m, "top_logprobs": 3})),
+            bad(400, false)
+        );
+        assert_eq!(
+            v(chat, json!({"messages": m, "logprobs": "yes"})),
+            bad(400, true)
+        );
+        assert_eq!(v(chat, json!({"messages": m, "n": 2})), bad(400, true));
     }
 }
