@@ -721,7 +721,7 @@ fn differential(
                     baseline: &bench.names[0],
                     target: &bench.names[i],
                     fixture,
-                    endpoint: mock_engine::script::Endpoint::Generate,
+                    endpoint: a.expected.endpoint,
                 };
                 options.registry.find(&compared, d).is_none()
             })
