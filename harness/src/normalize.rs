@@ -176,7 +176,12 @@ impl Normalizer {
                 // shape: vllm-rs writes it in hash order, which changes from
                 // one process to the next.
                 let keyed_by_ids = !map.is_empty() && map.keys().all(|k| k.parse::<u64>().is_ok());
-                if !keyed_by_ids {
+                // So is a completions `top_logprobs` entry, token text to
+                // logprob: vllm-rs builds it from a hash map.
+                let keyed_by_tokens = path.ends_with(".top_logprobs[]")
+                    && !map.is_empty()
+                    && map.values().all(Value::is_number);
+                if !keyed_by_ids && !keyed_by_tokens {
                     let order: Vec<String> = map.keys().cloned().collect();
                     let seen = self.shapes.entry(path.to_string()).or_default();
                     if !seen.contains(&order) {
@@ -558,6 +563,28 @@ mod tests {
         assert_eq!(
             n.key_order(),
             ["body: p", "body.p[].17: rank", "body.p[].3: rank"]
+        );
+    }
+
+    #[test]
+    fn completion_top_logprobs_maps_have_no_key_order_but_chat_entries_do() {
+        let mut n = Normalizer::new(ClientValues::default());
+        n.value(
+            "body",
+            &serde_json::json!({"logprobs": {"top_logprobs": [{"t5": -0.1, "t7": -2.0}]}}),
+        );
+        n.value(
+            "chat",
+            &serde_json::json!({"top_logprobs": [{"token": "t5", "logprob": -0.1}]}),
+        );
+        assert_eq!(
+            n.key_order(),
+            [
+                "body: logprobs",
+                "body.logprobs: top_logprobs",
+                "chat: top_logprobs",
+                "chat.top_logprobs[]: token, logprob"
+            ]
         );
     }
 

@@ -93,14 +93,16 @@ impl Fixture {
     /// merged: vLLM's Python server coalesces the outputs that arrive while
     /// it is still streaming the previous one.
     pub fn chunks_comparable_with(&self, generator: &GeneratorConfig) -> bool {
-        let n = self
-            .request
-            .body
-            .as_ref()
-            .and_then(|b| b.get("sampling_params"))
-            .and_then(|p| p.get("n"))
-            .and_then(Value::as_u64)
-            .unwrap_or(1);
+        // Generate has `n` in its sampling params; completions and chat at
+        // the top of the body.
+        let body = self.request.body.as_ref();
+        let n = match self.request.endpoint {
+            Endpoint::Generate => body.and_then(|b| b.get("sampling_params")),
+            Endpoint::Completions | Endpoint::Chat => body,
+        }
+        .and_then(|p| p.get("n"))
+        .and_then(Value::as_u64)
+        .unwrap_or(1);
         let paced = if self.engine.steps.is_empty() {
             generator.is_paced()
         } else {
@@ -536,7 +538,57 @@ mod tests {
             {"delay_ms": 20, "tokens": [3]}, {"delay_ms": 1, "tokens": [4], "finish": "stop"}
         ]});
         assert!(!fixture(unpaced, none).chunks_comparable());
-        assert!(!fixture(paced, serde_json::json!({"n": 2})).chunks_comparable());
+        assert!(!fixture(paced.clone(), serde_json::json!({"n": 2})).chunks_comparable());
+        // Completions and chat have `n` at the top of the body.
+        for endpoint in ["completions", "chat"] {
+            let with_n = |n: u64| -> Fixture {
+                serde_json::from_value(serde_json::json!({
+                    "name": "x",
+                    "request": {"endpoint": endpoint,
+                        "body": {"prompt": [1, 2], "messages": [], "n": n, "stream": true}},
+                    "engine": paced,
+                }))
+                .unwrap()
+            };
+            assert!(with_n(1).chunks_comparable(), "{endpoint}");
+            assert!(!with_n(2).chunks_comparable(), "{endpoint}");
+        }
+    }
+
+    #[test]
+    fn prompts_are_the_ids_the_engine_sees_on_every_endpoint() {
+        let prompt = |endpoint: Endpoint, body: Value| endpoint.prompt_token_ids(&body);
+        use serde_json::json;
+        assert_eq!(
+            prompt(Endpoint::Generate, json!({"token_ids": [5, 7]})),
+            Some(vec![5, 7])
+        );
+        assert_eq!(
+            prompt(Endpoint::Completions, json!({"prompt": [5, 7]})),
+            Some(vec![5, 7])
+        );
+        assert_eq!(
+            prompt(Endpoint::Completions, json!({"prompt": "t5 t7"})),
+            Some(vec![5, 7])
+        );
+        assert_eq!(
+            prompt(Endpoint::Completions, json!({"prompt": ["t5", "t7"]})),
+            None
+        );
+        let chat = json!({"messages": [{"role": "system", "content": "t9"},
+                                       {"role": "user", "content": [{"type": "text", "text": "t10"},
+                                                                    {"type": "text", "text": "t11"}]}]});
+        assert_eq!(
+            prompt(Endpoint::Chat, chat.clone()),
+            Some(vec![2, 9, 3, 10, 11, 4])
+        );
+        let mut no_generation_prompt = chat;
+        no_generation_prompt["add_generation_prompt"] = json!(false);
+        assert_eq!(
+            prompt(Endpoint::Chat, no_generation_prompt),
+            Some(vec![2, 9, 3, 10, 11])
+        );
+        assert_eq!(prompt(Endpoint::Chat, json!({"messages": "t5"})), None);
     }
 
     #[test]
