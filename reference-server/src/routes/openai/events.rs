@@ -149,8 +149,12 @@ impl TextEvents {
             (None, None) => None,
         };
         if finished.is_some() {
-            // Finished, by the engine or by a stop string: read no more.
+            // Finished, by the engine or by a stop string: read no more, and
+            // let out an incomplete character's bytes.
             self.engine = None;
+            if let Err(e) = self.text.flush() {
+                return self.fail(e);
+            }
         }
         let failed = output.finish_reason == Some(FinishReason::Error) && finished.is_none();
         let text = self.text.take_delta(finished.is_some() || failed);
