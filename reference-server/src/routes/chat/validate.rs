@@ -33,6 +33,26 @@ pub fn validate(
             _ => {}
         }
     }
+    // vllm-rs first moves `max_tokens` into `max_completion_tokens` when only
+    // it is given, then checks both fields' ranges (the `validator` crate's
+    // words; its parameters print in the order vllm-rs was seen to print them).
+    let (max_completion_tokens, max_tokens) = match request.max_completion_tokens {
+        Some(_) => (request.max_completion_tokens, request.max_tokens),
+        None => (request.max_tokens, None),
+    };
+    for (field, value) in [
+        ("max_tokens", max_tokens),
+        ("max_completion_tokens", max_completion_tokens),
+    ] {
+        if value == Some(0) {
+            return Err(ApiError::invalid_request(
+                format!(
+                    "{field}: Validation error: range [{{\"min\": Number(1), \"value\": Number(0)}}]"
+                ),
+                None,
+            ));
+        }
+    }
     // Checks of the whole request (`__all__`), before the model is looked at.
     if request.stream_options.is_some() && !request.stream {
         return Err(ApiError::invalid_request(
