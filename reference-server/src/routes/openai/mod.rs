@@ -4,6 +4,7 @@
 //! chunks or collected), the envelope every message repeats, usage and
 //! `stream_options`, token strings for logprobs, and the SSE ending.
 
+pub mod checks;
 pub mod envelope;
 pub mod events;
 pub mod logprobs;
