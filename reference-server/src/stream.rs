@@ -16,28 +16,12 @@ use crate::request::ResponseOptions;
 use crate::response::{
     ENGINE_DEAD_MESSAGE, GenerateResponseStreamChoice, GenerateStreamResponse, UsageCounter,
 };
+use crate::routes::openai::sse::SseItem;
 use crate::weight_versions::WeightVersions;
 
-/// What the stream sends, before it becomes SSE.
-#[derive(Debug, Clone)]
-pub enum StreamItem {
-    Chunk(GenerateStreamResponse),
-    /// In-band error; nothing but `[DONE]` follows it.
-    Error(ApiError),
-    Done,
-}
-
-impl StreamItem {
-    pub fn to_event(&self) -> Event {
-        let event = match self {
-            Self::Chunk(chunk) => Event::default().json_data(chunk),
-            Self::Error(error) => Event::default().json_data(error.body()),
-            Self::Done => return Event::default().data("[DONE]"),
-        };
-        // Our message types serialise infallibly (no maps with non-string keys).
-        event.expect("stream messages serialise to JSON")
-    }
-}
+/// What the stream sends, before it becomes SSE: the same items as the
+/// OpenAI routes' streams (an in-band error, then nothing but `[DONE]`).
+pub type StreamItem = SseItem<GenerateStreamResponse>;
 
 type EngineStream = Pin<Box<dyn Stream<Item = EngineEvent> + Send>>;
 

@@ -148,3 +148,172 @@ async fn validation_errors_name_what_is_wrong() {
     assert_eq!(status, 400);
     assert_eq!(body["error"]["param"], "stream_options");
 }
+
+/// The `data:` payloads of a stream but `[DONE]`, as JSON.
+fn chunks(got: &[String]) -> Vec<serde_json::Value> {
+    assert_eq!(got.last().map(String::as_str), Some("[DONE]"), "{got:?}");
+    got[..got.len() - 1].iter().map(|d| json(d)).collect()
+}
+
+/// Stop strings are held back by their length in bytes, as vllm-rs does:
+/// `€` is 3 bytes, so 2 bytes of `" t33"` wait (characters would hold none).
+#[tokio::test]
+async fn completions_stop_string_hold_back_counts_bytes() {
+    let s = TestServer::start().await;
+    let euro = byte_tokens("€");
+    s.engine.register(
+        vec![5, 7, 21],
+        script(vec![
+            step(&[33]),
+            step(&euro[..2]),
+            step(&euro[2..]),
+            step(&[44]),
+            finish(&[55], FinishReason::Length),
+        ]),
+    );
+    let got = s
+        .post_stream_to(
+            COMPLETIONS,
+            json!({"prompt": "t5 t7 t21", "max_tokens": 6, "stream": true, "stop": ["€"]}),
+        )
+        .await;
+    let events = chunks(&got);
+    let texts: Vec<_> = events
+        .iter()
+        .map(|e| e["choices"][0]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, [" t", "", "33 ", ""], "{got:?}");
+    let last = &events[3]["choices"][0];
+    assert_eq!(last["finish_reason"], "stop");
+    assert_eq!(last["stop_reason"], "€");
+}
+
+/// The same rule on chat: `é` is 2 bytes, so one byte of `" t33"` waits.
+#[tokio::test]
+async fn chat_stop_string_hold_back_counts_bytes() {
+    let s = TestServer::start().await;
+    let e = byte_tokens("é");
+    s.engine.register(
+        vec![3, 10, 21, 4],
+        script(vec![
+            step(&[33]),
+            step(&e[..1]),
+            step(&e[1..]),
+            finish(&[44], FinishReason::Length),
+        ]),
+    );
+    let got = s
+        .post_stream_to(
+            CHAT,
+            json!({"messages": [{"role": "user", "content": "t10 t21"}], "stream": true,
+                "stop": ["é"]}),
+        )
+        .await;
+    let events = chunks(&got);
+    let contents: Vec<_> = events[1..]
+        .iter()
+        .map(|e| e["choices"][0]["delta"]["content"].as_str().unwrap_or("-"))
+        .collect();
+    assert_eq!(contents, [" t3", "3 ", "-"], "{got:?}");
+    assert_eq!(events[3]["choices"][0]["stop_reason"], "é");
+}
+
+/// A request that finishes inside a character lets its bytes out as `�`
+/// with the last step, as vllm-rs's final flush does.
+#[tokio::test]
+async fn completions_incomplete_character_at_finish_is_flushed() {
+    let s = TestServer::start().await;
+    let e = byte_tokens("é");
+    s.engine.register(
+        vec![5, 7, 22],
+        script(vec![step(&[33]), finish(&e[..1], FinishReason::Length)]),
+    );
+    let got = s
+        .post_stream_to(
+            COMPLETIONS,
+            json!({"prompt": "t5 t7 t22", "max_tokens": 2, "stream": true}),
+        )
+        .await;
+    let events = chunks(&got);
+    let texts: Vec<_> = events
+        .iter()
+        .map(|e| e["choices"][0]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, [" t33", " \u{FFFD}", ""], "{got:?}");
+    let (status, body) = s
+        .post_json_to(COMPLETIONS, json!({"prompt": "t5 t7 t22", "max_tokens": 2}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["text"], " t33 \u{FFFD}");
+}
+
+/// Text parts are put together with nothing between them (vllm-rs), so
+/// `"t1"` + `"0 t11"` is the prompt of `"t10 t11"`.
+#[tokio::test]
+async fn chat_text_parts_are_concatenated() {
+    let s = TestServer::start().await;
+    s.engine.register(
+        vec![3, 10, 11, 4],
+        script(vec![step(&[33]), finish(&[44], FinishReason::Length)]),
+    );
+    let (status, body) = s
+        .post_json_to(
+            CHAT,
+            json!({"messages": [{"role": "user", "content": [
+                {"type": "text", "text": "t1"}, {"type": "text", "text": "0 t11"}]}],
+                "max_tokens": 2}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["message"]["content"], " t33 t44");
+    assert_eq!(body["usage"]["prompt_tokens"], 4);
+}
+
+/// A bad field inside a message names the message and the position after
+/// it, as vllm-rs's role-tagged messages do.
+#[tokio::test]
+async fn chat_content_of_the_wrong_type_names_the_message() {
+    let s = TestServer::start().await;
+    let request = json!({"messages": [{"role": "user", "content": 5}], "max_tokens": 3});
+    let text = request.to_string();
+    // The first `}` closes the message; serde_json reports the column of the
+    // character it peeked next (columns count from 1).
+    let column = text.find('}').unwrap() + 2;
+    let (status, body) = s.post_json_to(CHAT, request).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["error"]["message"],
+        format!(
+            "Failed to deserialize the JSON body into the target type: messages[0]: \
+             data did not match any variant of untagged enum MessageContent at line 1 column {column}"
+        )
+    );
+}
+
+/// `max_tokens: 0` is checked as `max_completion_tokens` (vllm-rs moves it
+/// there first), in the `validator` crate's words, with no `param`.
+#[tokio::test]
+async fn chat_max_tokens_zero_is_a_range_error_of_max_completion_tokens() {
+    let s = TestServer::start().await;
+    let messages = json!([{"role": "user", "content": "t10 t11"}]);
+    let range = r#"Validation error: range [{"min": Number(1), "value": Number(0)}]"#;
+    for (body, field) in [
+        (
+            json!({"messages": messages, "max_tokens": 0}),
+            "max_completion_tokens",
+        ),
+        (
+            json!({"messages": messages, "max_completion_tokens": 0}),
+            "max_completion_tokens",
+        ),
+        (
+            json!({"messages": messages, "max_completion_tokens": 2, "max_tokens": 0}),
+            "max_tokens",
+        ),
+    ] {
+        let (status, got) = s.post_json_to(CHAT, body).await;
+        assert_eq!(status, 400);
+        assert_eq!(got["error"]["message"], format!("{field}: {range}"));
+        assert_eq!(got["error"]["param"], serde_json::Value::Null);
+    }
+}

@@ -58,13 +58,8 @@ pub fn prepare(
         .map_err(|e| ApiError::invalid_request(e.to_string(), Some("messages")))?;
     let stop = request.sampling.stop_strings()?;
     // `max_completion_tokens` is the newer name; it wins when both are given.
+    // (`validate` has turned 0 away.)
     let max_tokens = request.max_completion_tokens.or(request.max_tokens);
-    if max_tokens == Some(0) {
-        return Err(ApiError::invalid_request(
-            "max_tokens must be greater than 0.",
-            Some("max_tokens"),
-        ));
-    }
     let top_logprobs = request.logprobs.then(|| request.top_logprobs.unwrap_or(0));
     request
         .sampling

@@ -17,8 +17,8 @@ use axum::extract::rejection::JsonRejection;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
-use self::stream::Envelope;
 use self::types::ChatCompletionRequest;
+use super::openai::envelope::Envelope;
 use super::openai::events::TextEvents;
 use super::openai::sse;
 use super::openai::text::TextPipeline;

@@ -1,7 +1,7 @@
 //! Text events to chat chunks (streamed: the role first, then content
 //! deltas, then the finish) or to one body (collected).
 
-use futures::{Stream, StreamExt, stream};
+use futures::Stream;
 use mock_engine::script::LogprobEntry;
 use model::Tokenizer;
 
@@ -12,32 +12,26 @@ use super::types::{
     ChatMessageDelta, TopLogProb,
 };
 use crate::error::ApiError;
-use crate::routes::openai::events::{TextDelta, TextEvent, TextEvents};
+use crate::routes::openai::envelope::Envelope;
+use crate::routes::openai::events::{Collected, TextDelta, TextEvent, TextEvents};
 use crate::routes::openai::logprobs::{candidates, clamp, token_text};
 use crate::routes::openai::usage::TokenCounts;
 
 const ASSISTANT: &str = "assistant";
 
-/// What every message of one response repeats.
-#[derive(Debug, Clone)]
-pub struct Envelope {
-    pub id: String,
-    pub created: u64,
-    pub model: String,
-    pub enable_prompt_tokens_details: bool,
-}
-
-impl Envelope {
-    fn chunk(&self, choice: Option<ChatCompletionStreamChoice>) -> ChatCompletionStreamResponse {
-        ChatCompletionStreamResponse {
-            id: self.id.clone(),
-            object: "chat.completion.chunk",
-            created: self.created,
-            model: self.model.clone(),
-            choices: choice.into_iter().collect(),
-            usage: None,
-            prompt_token_ids: None,
-        }
+/// The chunk around `choice` (none: a usage chunk).
+fn chunk(
+    envelope: &Envelope,
+    choice: Option<ChatCompletionStreamChoice>,
+) -> ChatCompletionStreamResponse {
+    ChatCompletionStreamResponse {
+        id: envelope.id.clone(),
+        object: "chat.completion.chunk",
+        created: envelope.created,
+        model: envelope.model.clone(),
+        choices: choice.into_iter().collect(),
+        usage: None,
+        prompt_token_ids: None,
     }
 }
 
@@ -48,25 +42,15 @@ pub fn chunks(
     options: ResponseOptions,
     tokenizer: &'static Tokenizer,
 ) -> impl Stream<Item = Result<ChatCompletionStreamResponse, ApiError>> + Send {
-    let state = ChunkState {
-        events,
+    let mut state = ChunkState {
         envelope,
         options,
         tokenizer,
     };
-    stream::unfold(state, |mut s| async move {
-        let event = s.events.next().await?;
-        let chunks = match event {
-            Ok(event) => s.on_event(event).into_iter().map(Ok).collect(),
-            Err(e) => vec![Err(e)],
-        };
-        Some((stream::iter(chunks), s))
-    })
-    .flatten()
+    events.into_chunks(move |event| state.on_event(event))
 }
 
 struct ChunkState {
-    events: TextEvents,
     envelope: Envelope,
     options: ResponseOptions,
     tokenizer: &'static Tokenizer,
@@ -95,7 +79,7 @@ impl ChunkState {
                     },
                     ..ChatCompletionStreamChoice::default()
                 };
-                let mut chunk = self.envelope.chunk(Some(role));
+                let mut chunk = chunk(&self.envelope, Some(role));
                 chunk.prompt_token_ids = self.options.return_token_ids.then_some(prompt_token_ids);
                 vec![with_usage(chunk, counts)]
             }
@@ -125,7 +109,7 @@ impl ChunkState {
                         token_ids: self.options.return_token_ids.then_some(token_ids),
                         ..ChatCompletionStreamChoice::default()
                     };
-                    out.push(with_usage(self.envelope.chunk(Some(choice)), counts));
+                    out.push(with_usage(chunk(&self.envelope, Some(choice)), counts));
                 }
                 if let Some(finished) = finished {
                     let last = ChatCompletionStreamChoice {
@@ -133,9 +117,12 @@ impl ChunkState {
                         stop_reason: finished.stop_reason,
                         ..ChatCompletionStreamChoice::default()
                     };
-                    out.push(with_usage(self.envelope.chunk(Some(last)), finished.counts));
+                    out.push(with_usage(
+                        chunk(&self.envelope, Some(last)),
+                        finished.counts,
+                    ));
                     if self.options.usage.include_usage {
-                        let mut usage = self.envelope.chunk(None);
+                        let mut usage = chunk(&self.envelope, None);
                         usage.usage = Some(finished.counts.usage(enable_details));
                         out.push(usage);
                     }
@@ -186,34 +173,22 @@ pub fn chat_logprobs(
 
 /// Runs the request to its end and builds the body.
 pub async fn collect(
-    mut events: TextEvents,
+    events: TextEvents,
     envelope: Envelope,
     options: ResponseOptions,
     tokenizer: &'static Tokenizer,
 ) -> Result<ChatCompletionResponse, ApiError> {
-    let mut prompt_token_ids = Vec::new();
-    let mut text = String::new();
-    let mut token_ids = Vec::new();
-    let mut positions = Vec::new();
-    let mut finished = None;
-    while let Some(event) = events.next().await {
-        match event? {
-            TextEvent::Start {
-                prompt_token_ids: ids,
-            } => prompt_token_ids = ids,
-            TextEvent::Delta(delta) => {
-                text.push_str(&delta.text);
-                token_ids.extend(delta.token_ids);
-                positions.extend(delta.logprobs.unwrap_or_default());
-                finished = delta.finished.or(finished);
-            }
-        }
-    }
-    let finished = finished.ok_or_else(|| {
-        ApiError::server_error(
+    let Collected {
+        prompt_token_ids,
+        text,
+        token_ids,
+        positions,
+        finished,
+    } = events
+        .collect(
             "failed to collect chat completion response: the engine stream ended without finishing",
         )
-    })?;
+        .await?;
     Ok(ChatCompletionResponse {
         id: envelope.id,
         object: "chat.completion",

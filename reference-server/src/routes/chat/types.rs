@@ -46,13 +46,51 @@ fn default_true() -> bool {
 }
 
 /// One message: its role and its content (a string or text parts).
+///
+/// vllm-rs reads a message as an enum tagged by `role`, so serde buffers the
+/// whole object before it reads a field: an error inside the message names
+/// the message (`messages[0]`) and the position just after it. Reading the
+/// message through a [`RawMessage`] object does the same.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "RawMessage")]
 pub struct ChatMessage {
     /// Any role: vllm-rs hands unknown ones to the template too.
     pub role: String,
     #[serde(default)]
     pub content: Option<MessageContent>,
     pub name: Option<String>,
+}
+
+/// A message as JSON, before its fields are read.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+pub struct RawMessage(serde_json::Map<String, serde_json::Value>);
+
+/// The fields of a message, read from the buffered object.
+#[derive(Deserialize)]
+struct MessageFields {
+    role: String,
+    #[serde(default)]
+    content: Option<MessageContent>,
+    name: Option<String>,
+}
+
+impl TryFrom<RawMessage> for ChatMessage {
+    /// serde_json's words without a position (serde adds the message's).
+    type Error = serde_json::Error;
+
+    fn try_from(RawMessage(object): RawMessage) -> Result<Self, Self::Error> {
+        let MessageFields {
+            role,
+            content,
+            name,
+        } = serde_json::from_value(object.into())?;
+        Ok(Self {
+            role,
+            content,
+            name,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -70,7 +108,6 @@ pub enum ContentPart {
 }
 
 impl MessageContent {
-    /// The text a template sees: text parts joined by newlines, as vLLM does.
     /// The content as JSON, for error messages.
     pub fn to_json(&self) -> serde_json::Value {
         match self {
@@ -82,14 +119,22 @@ impl MessageContent {
         }
     }
 
+    /// The text a template sees: text parts put together with nothing
+    /// between them, as vllm-rs does (vLLM Python joins them with `\n`).
+    ///
+    /// ```
+    /// use reference_server::routes::chat::types::MessageContent;
+    /// let parts: MessageContent =
+    ///     serde_json::from_str(r#"[{"type": "text", "text": "t1"}, {"type": "text", "text": " t2"}]"#).unwrap();
+    /// assert_eq!(parts.text(), "t1 t2");
+    /// ```
     pub fn text(&self) -> String {
         match self {
             Self::Text(text) => text.clone(),
             Self::Parts(parts) => parts
                 .iter()
                 .map(|ContentPart::Text { text }| text.as_str())
-                .collect::<Vec<_>>()
-                .join("\n"),
+                .collect(),
         }
     }
 }

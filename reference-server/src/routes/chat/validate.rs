@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 
 use super::types::{ChatCompletionRequest, MessageContent};
 use crate::error::ApiError;
+use crate::routes::openai::checks::{self, RequestShape};
 
 pub fn validate(
     request: &ChatCompletionRequest,
@@ -33,6 +34,26 @@ pub fn validate(
             _ => {}
         }
     }
+    // vllm-rs first moves `max_tokens` into `max_completion_tokens` when only
+    // it is given, then checks both fields' ranges (the `validator` crate's
+    // words; its parameters print in the order vllm-rs was seen to print them).
+    let (max_completion_tokens, max_tokens) = match request.max_completion_tokens {
+        Some(_) => (request.max_completion_tokens, request.max_tokens),
+        None => (request.max_tokens, None),
+    };
+    for (field, value) in [
+        ("max_tokens", max_tokens),
+        ("max_completion_tokens", max_completion_tokens),
+    ] {
+        if value == Some(0) {
+            return Err(ApiError::invalid_request(
+                format!(
+                    "{field}: Validation error: range [{{\"min\": Number(1), \"value\": Number(0)}}]"
+                ),
+                None,
+            ));
+        }
+    }
     // Checks of the whole request (`__all__`), before the model is looked at.
     if request.stream_options.is_some() && !request.stream {
         return Err(ApiError::invalid_request(
@@ -46,23 +67,15 @@ pub fn validate(
             None,
         ));
     }
-    if let Some(model) = request.model.as_deref().filter(|m| !m.is_empty())
-        && !served(model)
-    {
-        return Err(ApiError::model_not_found(model));
-    }
-    if request.stream_options.is_some() && !request.stream {
-        return Err(ApiError::invalid_request(
-            "stream_options are only supported when stream=true.",
-            Some("stream_options"),
-        ));
-    }
-    if request.n.unwrap_or(1) > 1 {
-        return Err(ApiError::invalid_request(
-            "Only n=1 is supported.",
-            Some("n"),
-        ));
-    }
+    checks::check(
+        RequestShape {
+            model: request.model.as_deref(),
+            stream: request.stream,
+            has_stream_options: request.stream_options.is_some(),
+            n: request.n,
+        },
+        served,
+    )?;
     if let Some(k) = request.top_logprobs
         && k < 0
         && k != -1

@@ -1,6 +1,6 @@
 //! Text events to completions chunks (streamed) or to one body (collected).
 
-use futures::{Stream, StreamExt, stream};
+use futures::Stream;
 use mock_engine::script::LogprobEntry;
 use model::Tokenizer;
 use serde_json::{Map, Value};
@@ -11,29 +11,20 @@ use super::types::{
     CompletionStreamResponse,
 };
 use crate::error::ApiError;
-use crate::routes::openai::events::{TextDelta, TextEvent, TextEvents};
+use crate::routes::openai::envelope::Envelope;
+use crate::routes::openai::events::{Collected, TextDelta, TextEvent, TextEvents};
 use crate::routes::openai::logprobs::{candidates, clamp, token_text};
 use crate::routes::openai::usage::TokenCounts;
 
-/// What every message of one response repeats.
-#[derive(Debug, Clone)]
-pub struct Envelope {
-    pub id: String,
-    pub created: u64,
-    pub model: String,
-    pub enable_prompt_tokens_details: bool,
-}
-
-impl Envelope {
-    fn chunk(&self, choice: Option<CompletionStreamChoice>) -> CompletionStreamResponse {
-        CompletionStreamResponse {
-            id: self.id.clone(),
-            object: "text_completion",
-            created: self.created,
-            model: self.model.clone(),
-            choices: choice.into_iter().collect(),
-            usage: None,
-        }
+/// The chunk around `choice` (none: a usage chunk).
+fn chunk(envelope: &Envelope, choice: Option<CompletionStreamChoice>) -> CompletionStreamResponse {
+    CompletionStreamResponse {
+        id: envelope.id.clone(),
+        object: "text_completion",
+        created: envelope.created,
+        model: envelope.model.clone(),
+        choices: choice.into_iter().collect(),
+        usage: None,
     }
 }
 
@@ -44,26 +35,16 @@ pub fn chunks(
     options: ResponseOptions,
     tokenizer: &'static Tokenizer,
 ) -> impl Stream<Item = Result<CompletionStreamResponse, ApiError>> + Send {
-    let state = ChunkState {
-        events,
+    let mut state = ChunkState {
         envelope,
         options,
         tokenizer,
         visible_len: 0,
     };
-    stream::unfold(state, |mut s| async move {
-        let event = s.events.next().await?;
-        let chunks = match event {
-            Ok(event) => s.on_event(event).into_iter().map(Ok).collect(),
-            Err(e) => vec![Err(e)],
-        };
-        Some((stream::iter(chunks), s))
-    })
-    .flatten()
+    events.into_chunks(move |event| state.on_event(event))
 }
 
 struct ChunkState {
-    events: TextEvents,
     envelope: Envelope,
     options: ResponseOptions,
     tokenizer: &'static Tokenizer,
@@ -100,7 +81,7 @@ impl ChunkState {
                     prompt_token_ids: prompt_ids,
                     ..CompletionStreamChoice::default()
                 };
-                vec![with_usage(self.envelope.chunk(Some(choice)), counts)]
+                vec![with_usage(chunk(&self.envelope, Some(choice)), counts)]
             }
             TextEvent::Delta(delta) => {
                 let logprobs = self.options.logprobs.map(|requested| {
@@ -126,7 +107,7 @@ impl ChunkState {
                     ..CompletionStreamChoice::default()
                 };
                 // Every step is a chunk, empty or not; the finish is one more.
-                let mut out = vec![with_usage(self.envelope.chunk(Some(choice)), counts)];
+                let mut out = vec![with_usage(chunk(&self.envelope, Some(choice)), counts)];
                 if let Some(finished) = finished {
                     let last = CompletionStreamChoice {
                         finish_reason: Some(finished.reason),
@@ -134,9 +115,12 @@ impl ChunkState {
                         token_ids: self.options.return_token_ids.then(Vec::new),
                         ..CompletionStreamChoice::default()
                     };
-                    out.push(with_usage(self.envelope.chunk(Some(last)), finished.counts));
+                    out.push(with_usage(
+                        chunk(&self.envelope, Some(last)),
+                        finished.counts,
+                    ));
                     if self.options.usage.include_usage {
-                        let mut usage = self.envelope.chunk(None);
+                        let mut usage = chunk(&self.envelope, None);
                         usage.usage = Some(finished.counts.usage(enable_details));
                         out.push(usage);
                     }
@@ -186,34 +170,20 @@ pub fn completion_logprobs(
 
 /// Runs the request to its end and builds the body.
 pub async fn collect(
-    mut events: TextEvents,
+    events: TextEvents,
     envelope: Envelope,
     options: ResponseOptions,
     tokenizer: &'static Tokenizer,
 ) -> Result<CompletionResponse, ApiError> {
-    let mut prompt_token_ids = Vec::new();
-    let mut text = String::new();
-    let mut token_ids = Vec::new();
-    let mut positions = Vec::new();
-    let mut finished = None;
-    while let Some(event) = events.next().await {
-        match event? {
-            TextEvent::Start {
-                prompt_token_ids: ids,
-            } => prompt_token_ids = ids,
-            TextEvent::Delta(delta) => {
-                text.push_str(&delta.text);
-                token_ids.extend(delta.token_ids);
-                positions.extend(delta.logprobs.unwrap_or_default());
-                finished = delta.finished.or(finished);
-            }
-        }
-    }
-    let finished = finished.ok_or_else(|| {
-        ApiError::server_error(
-            "completion stream failed: the engine stream ended without finishing",
-        )
-    })?;
+    let Collected {
+        prompt_token_ids,
+        mut text,
+        token_ids,
+        positions,
+        finished,
+    } = events
+        .collect("completion stream failed: the engine stream ended without finishing")
+        .await?;
     let echo_len = options.echo.as_deref().map_or(0, char_len);
     let logprobs = options
         .logprobs

@@ -3,29 +3,21 @@
 
 use super::types::{CompletionRequest, Prompt};
 use crate::error::ApiError;
+use crate::routes::openai::checks::{self, RequestShape};
 
 pub fn validate(
     request: &CompletionRequest,
     served: impl Fn(&str) -> bool,
 ) -> Result<(), ApiError> {
-    // An empty model name means the served model.
-    if let Some(model) = request.model.as_deref().filter(|m| !m.is_empty())
-        && !served(model)
-    {
-        return Err(ApiError::model_not_found(model));
-    }
-    if request.stream_options.is_some() && !request.stream {
-        return Err(ApiError::invalid_request(
-            "stream_options are only supported when stream=true.",
-            Some("stream_options"),
-        ));
-    }
-    if request.n.unwrap_or(1) > 1 {
-        return Err(ApiError::invalid_request(
-            "Only n=1 is supported.",
-            Some("n"),
-        ));
-    }
+    checks::check(
+        RequestShape {
+            model: request.model.as_deref(),
+            stream: request.stream,
+            has_stream_options: request.stream_options.is_some(),
+            n: request.n,
+        },
+        served,
+    )?;
     if request.max_tokens == Some(0) && !request.echo {
         return Err(ApiError::invalid_request(
             "max_tokens=0 is only supported when echo=true.",

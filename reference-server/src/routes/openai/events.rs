@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::pin::Pin;
 
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, stream};
 use mock_engine::script::{LogprobEntry, StopReason};
 use mock_engine::{EngineEvent, EngineOutput, FinishReason};
 
@@ -51,6 +51,17 @@ pub struct TextDelta {
 }
 
 type EngineStream = Pin<Box<dyn Stream<Item = EngineEvent> + Send>>;
+
+/// A whole request's text events put together, for a non-streamed body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Collected {
+    pub prompt_token_ids: Vec<u32>,
+    pub text: String,
+    pub token_ids: Vec<u32>,
+    /// Per token: the sampled entry first, then the candidates.
+    pub positions: Vec<Vec<LogprobEntry>>,
+    pub finished: Finished,
+}
 
 /// Reads the engine for one request.
 pub struct TextEvents {
@@ -149,8 +160,12 @@ impl TextEvents {
             (None, None) => None,
         };
         if finished.is_some() {
-            // Finished, by the engine or by a stop string: read no more.
+            // Finished, by the engine or by a stop string: read no more, and
+            // let out an incomplete character's bytes.
             self.engine = None;
+            if let Err(e) = self.text.flush() {
+                return self.fail(e);
+            }
         }
         let failed = output.finish_reason == Some(FinishReason::Error) && finished.is_none();
         let text = self.text.take_delta(finished.is_some() || failed);
@@ -169,5 +184,58 @@ impl TextEvents {
     /// Everything decoded and kept so far.
     pub fn text(&self) -> &str {
         self.text.text()
+    }
+
+    /// The stream of a route's chunks: `to_chunks` turns each event into
+    /// the chunks it sends; an error ends the stream.
+    pub fn into_chunks<C>(
+        self,
+        to_chunks: impl FnMut(TextEvent) -> Vec<C> + Send + 'static,
+    ) -> impl Stream<Item = Result<C, ApiError>> + Send
+    where
+        C: Send + 'static,
+    {
+        stream::unfold(
+            (self, to_chunks),
+            |(mut events, mut to_chunks)| async move {
+                let chunks = match events.next().await? {
+                    Ok(event) => to_chunks(event).into_iter().map(Ok).collect(),
+                    Err(e) => vec![Err(e)],
+                };
+                Some((stream::iter(chunks), (events, to_chunks)))
+            },
+        )
+        .flatten()
+    }
+
+    /// Runs the request to its end; `unfinished` is the error message when
+    /// the engine stream ends without a finish (each route words it its own way).
+    pub async fn collect(mut self, unfinished: &'static str) -> Result<Collected, ApiError> {
+        let mut prompt_token_ids = Vec::new();
+        let mut text = String::new();
+        let mut token_ids = Vec::new();
+        let mut positions = Vec::new();
+        let mut finished = None;
+        while let Some(event) = self.next().await {
+            match event? {
+                TextEvent::Start {
+                    prompt_token_ids: ids,
+                } => prompt_token_ids = ids,
+                TextEvent::Delta(delta) => {
+                    text.push_str(&delta.text);
+                    token_ids.extend(delta.token_ids);
+                    positions.extend(delta.logprobs.unwrap_or_default());
+                    finished = delta.finished.or(finished);
+                }
+            }
+        }
+        let finished = finished.ok_or_else(|| ApiError::server_error(unfinished))?;
+        Ok(Collected {
+            prompt_token_ids,
+            text,
+            token_ids,
+            positions,
+            finished,
+        })
     }
 }

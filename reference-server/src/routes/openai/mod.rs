@@ -1,8 +1,11 @@
 //! What `/v1/completions` and `/v1/chat/completions` share: the sampling
 //! fields and their checks, the text pipeline (detokenizer primed like
-//! vllm-rs, stop strings), engine outputs as text events, usage and
+//! vllm-rs, stop strings), engine outputs as text events (streamed as
+//! chunks or collected), the envelope every message repeats, usage and
 //! `stream_options`, token strings for logprobs, and the SSE ending.
 
+pub mod checks;
+pub mod envelope;
 pub mod events;
 pub mod logprobs;
 pub mod sampling;
