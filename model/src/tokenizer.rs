@@ -9,9 +9,9 @@
 //! assert_eq!(tokenizer.encode(&text, false).unwrap(), vec![3, 10, 11, 4]);
 //!
 //! // `é` is two byte tokens: nothing shows until the character is whole.
-//! let mut detok = tokenizer.detokenizer(true);
+//! let mut detok = tokenizer.detokenizer(&[7], true);
 //! let e = model::vocabulary::byte_tokens("é");
-//! assert_eq!(detok.step(5).unwrap().as_deref(), Some("t5"));
+//! assert_eq!(detok.step(5).unwrap().as_deref(), Some(" t5"));
 //! assert_eq!(detok.step(e[0]).unwrap(), None);
 //! assert_eq!(detok.step(e[1]).unwrap().as_deref(), Some(" é"));
 //! ```
@@ -63,16 +63,6 @@ impl std::fmt::Debug for Tokenizer {
             .finish()
     }
 }
-
-/// The type of tokenizers' incremental decoder over a loaded tokenizer.
-type DecodeStream<'t> = tokenizers::DecodeStream<
-    't,
-    tokenizers::ModelWrapper,
-    tokenizers::NormalizerWrapper,
-    tokenizers::PreTokenizerWrapper,
-    tokenizers::PostProcessorWrapper,
-    tokenizers::DecoderWrapper,
->;
 
 impl Tokenizer {
     /// The tiny model's tokenizer: the same JSON [`crate::write_model_dir`]
@@ -228,28 +218,105 @@ impl Tokenizer {
             .map_err(render_error)
     }
 
-    /// An incremental decoder: one token in, the new text out once it is
-    /// whole characters.
-    pub fn detokenizer(&self, skip_special_tokens: bool) -> Detokenizer<'_> {
+    /// An incremental decoder that has seen `prompt`: one generated token
+    /// in, the new text out once it is whole characters.
+    pub fn detokenizer(&self, prompt: &[u32], skip_special_tokens: bool) -> Detokenizer<'_> {
         Detokenizer {
-            stream: self.inner.decode_stream(skip_special_tokens),
+            tokenizer: self,
+            skip_special_tokens,
+            window: prompt.to_vec(),
+            prefix: String::new(),
+            prefix_len: 0,
         }
     }
 }
 
-/// Incremental detokenization (tokenizers' `DecodeStream`): text is released
-/// only when it no longer ends in a partial character, so a character split
-/// over byte tokens comes out whole, once.
+/// Incremental detokenization by a sliding window, as vLLM's frontends do
+/// it: the window's ids are decoded whole each time a token arrives, and
+/// what the text gained past the decoded `prefix` (the text of the window's
+/// first `prefix_len` ids) is released, unless it ends in U+FFFD (a
+/// character still incomplete). So a character split over byte tokens comes
+/// out whole, once, and a word gets the space that joins it to the words
+/// before it.
+///
+/// The window starts as the prompt. At the first token it is narrowed to the
+/// shortest tail of four to six prompt ids that decodes cleanly (no U+FFFD),
+/// or else the whole prompt is the context. Unlike tokenizers'
+/// `DecodeStream`, a text that no longer starts with the prefix (invalid
+/// bytes decode differently once more bytes follow) is not an error: the new
+/// text is taken from the prefix's length on, at a character boundary,
+/// which is what vllm-rs (`rust/src/tokenizer/src/incremental.rs`) does.
+#[derive(Clone)]
 pub struct Detokenizer<'t> {
-    stream: DecodeStream<'t>,
+    tokenizer: &'t Tokenizer,
+    skip_special_tokens: bool,
+    window: Vec<u32>,
+    /// The text of `window[..prefix_len]`, already released or context.
+    prefix: String,
+    prefix_len: usize,
 }
 
+/// The prompt tails tried as the window's context at the first token.
+const CLEAN_TAIL: std::ops::RangeInclusive<usize> = 4..=6;
+
 impl Detokenizer<'_> {
-    /// The text `id` adds, or `None` while a character is incomplete.
+    /// The text `id` adds, or `None` while a character is incomplete (or
+    /// the id adds no text).
     pub fn step(&mut self, id: u32) -> Result<Option<String>, TokenizerError> {
-        self.stream
-            .step(id)
-            .map_err(|e| TokenizerError::Tokenize(e.to_string()))
+        if self.prefix.is_empty() && !self.window.is_empty() {
+            self.seed()?;
+        }
+        self.window.push(id);
+        let text = self.decode(&self.window)?;
+        if text.len() <= self.prefix.len() || text.ends_with('\u{FFFD}') {
+            return Ok(None);
+        }
+        let new = text[text.floor_char_boundary(self.prefix.len())..].to_string();
+        self.window.drain(..self.prefix_len);
+        self.prefix = self.decode(&self.window)?;
+        self.prefix_len = self.window.len();
+        Ok(Some(new))
+    }
+
+    /// What is still held back, decoded as it is (an incomplete character
+    /// becomes U+FFFD), at the end of a request; `None` when nothing is.
+    pub fn flush(&mut self) -> Result<Option<String>, TokenizerError> {
+        if self.window.len() == self.prefix_len {
+            return Ok(None);
+        }
+        let text = self.decode(&self.window)?;
+        let new = text[text.floor_char_boundary(self.prefix.len())..].to_string();
+        self.window.clear();
+        self.prefix.clear();
+        self.prefix_len = 0;
+        Ok(Some(new).filter(|t| !t.is_empty()))
+    }
+
+    /// Narrows the window to a clean tail of the prompt, or takes the whole
+    /// prompt as context when its text ends in a whole character.
+    fn seed(&mut self) -> Result<(), TokenizerError> {
+        let len = self.window.len();
+        if len > *CLEAN_TAIL.start() {
+            for tail in *CLEAN_TAIL.start()..=(*CLEAN_TAIL.end()).min(len - 1) {
+                let text = self.decode(&self.window[len - tail..])?;
+                if !text.contains('\u{FFFD}') {
+                    self.window.drain(..len - tail);
+                    self.prefix = text;
+                    self.prefix_len = tail;
+                    return Ok(());
+                }
+            }
+        }
+        let text = self.decode(&self.window)?;
+        if !text.ends_with('\u{FFFD}') {
+            self.prefix = text;
+            self.prefix_len = len;
+        }
+        Ok(())
+    }
+
+    fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
+        self.tokenizer.decode(ids, self.skip_special_tokens)
     }
 }
 
@@ -286,7 +353,7 @@ mod tests {
         ids.extend(byte_tokens("€"));
         ids.push(9);
         ids.extend(byte_tokens("😀"));
-        let mut detok = tokenizer.detokenizer(true);
+        let mut detok = tokenizer.detokenizer(&[], true);
         let pieces: Vec<Option<String>> = ids.iter().map(|&i| detok.step(i).unwrap()).collect();
         assert_eq!(
             pieces,
@@ -304,6 +371,38 @@ mod tests {
         );
         let streamed: String = pieces.into_iter().flatten().collect();
         assert_eq!(streamed, tokenizer.decode(&ids, true).unwrap());
+    }
+
+    #[test]
+    fn invalid_bytes_are_replaced_not_an_error_and_the_end_is_flushed() {
+        let tokenizer = Tokenizer::built_in();
+        let e = byte_tokens("é");
+        // A lone continuation byte then a word: the bytes before it decode
+        // differently once the word follows; vllm-rs goes on, and so do we.
+        let mut detok = tokenizer.detokenizer(&[1, 2, 3, 4, 5], true);
+        let mut out = String::new();
+        for id in [e[0], e[1], vocabulary::byte_token(0x80), 0] {
+            out.push_str(&detok.step(id).unwrap().unwrap_or_default());
+        }
+        // What the real vllm-rs 0.32.0 sent for this script: the window
+        // re-decodes `é <0x80>` as three replacement characters.
+        assert_eq!(out, " é� � � t0");
+        // A character cut off by the end comes out as U+FFFD at the flush.
+        let mut detok = tokenizer.detokenizer(&[7], true);
+        assert_eq!(detok.step(33).unwrap().as_deref(), Some(" t33"));
+        assert_eq!(detok.step(byte_tokens("€")[0]).unwrap(), None);
+        assert_eq!(detok.flush().unwrap().as_deref(), Some(" �"));
+        assert_eq!(detok.flush().unwrap(), None);
+    }
+
+    #[test]
+    fn the_prompt_is_context_not_output() {
+        let tokenizer = Tokenizer::built_in();
+        let mut long = tokenizer.detokenizer(&[1, 2, 3, 4, 5, 6, 7, 8, 9], true);
+        assert_eq!(long.step(33).unwrap().as_deref(), Some(" t33"));
+        let mut empty = tokenizer.detokenizer(&[], true);
+        assert_eq!(empty.step(33).unwrap().as_deref(), Some("t33"));
+        assert_eq!(empty.step(34).unwrap().as_deref(), Some(" t34"));
     }
 
     #[test]
