@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{TestServer, finish, json, script, step};
+use common::{TestServer, finish, step};
 use mock_engine::script::FinishReason;
 use model::vocabulary::byte_tokens;
 use serde_json::json;
@@ -13,30 +13,29 @@ const CHAT: &str = "/v1/chat/completions";
 /// `é` split over two steps comes out whole, after the primed leading space.
 #[tokio::test]
 async fn completions_stream_a_character_split_across_steps_with_continuous_usage() {
-    let s = TestServer::start().await;
     let e = byte_tokens("é");
-    s.engine.register(
-        vec![5, 7, 9],
-        script(vec![
+    let s = TestServer::scripted(
+        &[5, 7, 9],
+        vec![
             step(&[33]),
             step(&e[..1]),
             step(&e[1..]),
             finish(&[44], FinishReason::Length),
-        ]),
-    );
-    let got = s
-        .post_stream_to(
+        ],
+    )
+    .await;
+    let events = s
+        .stream_chunks(
             COMPLETIONS,
             json!({"prompt": "t5 t7 t9", "max_tokens": 4, "stream": true,
                 "stream_options": {"include_usage": true, "continuous_usage_stats": true}}),
         )
         .await;
-    let events: Vec<_> = got[..got.len() - 1].iter().map(|d| json(d)).collect();
     let texts: Vec<_> = events
         .iter()
         .filter_map(|e| e["choices"][0]["text"].as_str())
         .collect();
-    assert_eq!(texts, [" t33", "", " é", " t44", ""], "{got:?}");
+    assert_eq!(texts, [" t33", "", " é", " t44", ""], "{events:?}");
     let completion: Vec<_> = events
         .iter()
         .map(|e| e["usage"]["completion_tokens"].as_u64().unwrap())
@@ -47,23 +46,22 @@ async fn completions_stream_a_character_split_across_steps_with_continuous_usage
     assert_eq!(last["usage"]["prompt_tokens"], 3);
     assert_eq!(last["usage"]["total_tokens"], 7);
     assert_eq!(events[4]["choices"][0]["finish_reason"], "length");
-    assert_eq!(got.last().unwrap(), "[DONE]");
 }
 
 /// A stop string spanning two tokens cuts the text before it and finishes
 /// with the string as `stop_reason`.
 #[tokio::test]
 async fn completions_stop_string_spanning_two_tokens() {
-    let s = TestServer::start().await;
-    s.engine.register(
-        vec![5, 7, 15],
-        script(vec![
+    let s = TestServer::scripted(
+        &[5, 7, 15],
+        vec![
             step(&[33]),
             step(&[34]),
             step(&[35]),
             finish(&[36], FinishReason::Length),
-        ]),
-    );
+        ],
+    )
+    .await;
     let (status, body) = s
         .post_json_to(
             COMPLETIONS,
@@ -81,22 +79,23 @@ async fn completions_stop_string_spanning_two_tokens() {
 /// The role comes first, alone; then the content; then the finish.
 #[tokio::test]
 async fn chat_stream_sends_the_role_first() {
-    let s = TestServer::start().await;
-    s.engine.register(
-        vec![3, 10, 11, 4],
-        script(vec![step(&[33]), finish(&[44], FinishReason::Length)]),
-    );
-    let got = s
-        .post_stream_to(
+    let s = TestServer::scripted(
+        &[3, 10, 11, 4],
+        vec![step(&[33]), finish(&[44], FinishReason::Length)],
+    )
+    .await;
+    let events = s
+        .stream_chunks(
             CHAT,
             json!({"messages": [{"role": "user", "content": "t10 t11"}], "stream": true}),
         )
         .await;
-    let deltas: Vec<_> = got[..got.len() - 1]
-        .iter()
-        .map(|d| json(d)["choices"][0].clone())
-        .collect();
-    assert_eq!(deltas[0]["delta"], json!({"role": "assistant"}), "{got:?}");
+    let deltas: Vec<_> = events.iter().map(|e| e["choices"][0].clone()).collect();
+    assert_eq!(
+        deltas[0]["delta"],
+        json!({"role": "assistant"}),
+        "{events:?}"
+    );
     assert_eq!(deltas[1]["delta"], json!({"content": " t33"}));
     assert_eq!(deltas[2]["delta"], json!({"content": " t44"}));
     assert_eq!(deltas[3]["finish_reason"], "length");
@@ -105,11 +104,11 @@ async fn chat_stream_sends_the_role_first() {
 
 #[tokio::test]
 async fn chat_non_stream_collects_the_message_and_usage() {
-    let s = TestServer::start().await;
-    s.engine.register(
-        vec![3, 10, 12, 4],
-        script(vec![step(&[33]), finish(&[44], FinishReason::Length)]),
-    );
+    let s = TestServer::scripted(
+        &[3, 10, 12, 4],
+        vec![step(&[33]), finish(&[44], FinishReason::Length)],
+    )
+    .await;
     let (status, body) = s
         .post_json_to(
             CHAT,
@@ -149,40 +148,33 @@ async fn validation_errors_name_what_is_wrong() {
     assert_eq!(body["error"]["param"], "stream_options");
 }
 
-/// The `data:` payloads of a stream but `[DONE]`, as JSON.
-fn chunks(got: &[String]) -> Vec<serde_json::Value> {
-    assert_eq!(got.last().map(String::as_str), Some("[DONE]"), "{got:?}");
-    got[..got.len() - 1].iter().map(|d| json(d)).collect()
-}
-
 /// Stop strings are held back by their length in bytes, as vllm-rs does:
 /// `€` is 3 bytes, so 2 bytes of `" t33"` wait (characters would hold none).
 #[tokio::test]
 async fn completions_stop_string_hold_back_counts_bytes() {
-    let s = TestServer::start().await;
     let euro = byte_tokens("€");
-    s.engine.register(
-        vec![5, 7, 21],
-        script(vec![
+    let s = TestServer::scripted(
+        &[5, 7, 21],
+        vec![
             step(&[33]),
             step(&euro[..2]),
             step(&euro[2..]),
             step(&[44]),
             finish(&[55], FinishReason::Length),
-        ]),
-    );
-    let got = s
-        .post_stream_to(
+        ],
+    )
+    .await;
+    let events = s
+        .stream_chunks(
             COMPLETIONS,
             json!({"prompt": "t5 t7 t21", "max_tokens": 6, "stream": true, "stop": ["€"]}),
         )
         .await;
-    let events = chunks(&got);
     let texts: Vec<_> = events
         .iter()
         .map(|e| e["choices"][0]["text"].as_str().unwrap())
         .collect();
-    assert_eq!(texts, [" t", "", "33 ", ""], "{got:?}");
+    assert_eq!(texts, [" t", "", "33 ", ""], "{events:?}");
     let last = &events[3]["choices"][0];
     assert_eq!(last["finish_reason"], "stop");
     assert_eq!(last["stop_reason"], "€");
@@ -191,30 +183,29 @@ async fn completions_stop_string_hold_back_counts_bytes() {
 /// The same rule on chat: `é` is 2 bytes, so one byte of `" t33"` waits.
 #[tokio::test]
 async fn chat_stop_string_hold_back_counts_bytes() {
-    let s = TestServer::start().await;
     let e = byte_tokens("é");
-    s.engine.register(
-        vec![3, 10, 21, 4],
-        script(vec![
+    let s = TestServer::scripted(
+        &[3, 10, 21, 4],
+        vec![
             step(&[33]),
             step(&e[..1]),
             step(&e[1..]),
             finish(&[44], FinishReason::Length),
-        ]),
-    );
-    let got = s
-        .post_stream_to(
+        ],
+    )
+    .await;
+    let events = s
+        .stream_chunks(
             CHAT,
             json!({"messages": [{"role": "user", "content": "t10 t21"}], "stream": true,
                 "stop": ["é"]}),
         )
         .await;
-    let events = chunks(&got);
     let contents: Vec<_> = events[1..]
         .iter()
         .map(|e| e["choices"][0]["delta"]["content"].as_str().unwrap_or("-"))
         .collect();
-    assert_eq!(contents, [" t3", "3 ", "-"], "{got:?}");
+    assert_eq!(contents, [" t3", "3 ", "-"], "{events:?}");
     assert_eq!(events[3]["choices"][0]["stop_reason"], "é");
 }
 
@@ -222,24 +213,23 @@ async fn chat_stop_string_hold_back_counts_bytes() {
 /// with the last step, as vllm-rs's final flush does.
 #[tokio::test]
 async fn completions_incomplete_character_at_finish_is_flushed() {
-    let s = TestServer::start().await;
     let e = byte_tokens("é");
-    s.engine.register(
-        vec![5, 7, 22],
-        script(vec![step(&[33]), finish(&e[..1], FinishReason::Length)]),
-    );
-    let got = s
-        .post_stream_to(
+    let s = TestServer::scripted(
+        &[5, 7, 22],
+        vec![step(&[33]), finish(&e[..1], FinishReason::Length)],
+    )
+    .await;
+    let events = s
+        .stream_chunks(
             COMPLETIONS,
             json!({"prompt": "t5 t7 t22", "max_tokens": 2, "stream": true}),
         )
         .await;
-    let events = chunks(&got);
     let texts: Vec<_> = events
         .iter()
         .map(|e| e["choices"][0]["text"].as_str().unwrap())
         .collect();
-    assert_eq!(texts, [" t33", " \u{FFFD}", ""], "{got:?}");
+    assert_eq!(texts, [" t33", " \u{FFFD}", ""], "{events:?}");
     let (status, body) = s
         .post_json_to(COMPLETIONS, json!({"prompt": "t5 t7 t22", "max_tokens": 2}))
         .await;
@@ -251,11 +241,11 @@ async fn completions_incomplete_character_at_finish_is_flushed() {
 /// `"t1"` + `"0 t11"` is the prompt of `"t10 t11"`.
 #[tokio::test]
 async fn chat_text_parts_are_concatenated() {
-    let s = TestServer::start().await;
-    s.engine.register(
-        vec![3, 10, 11, 4],
-        script(vec![step(&[33]), finish(&[44], FinishReason::Length)]),
-    );
+    let s = TestServer::scripted(
+        &[3, 10, 11, 4],
+        vec![step(&[33]), finish(&[44], FinishReason::Length)],
+    )
+    .await;
     let (status, body) = s
         .post_json_to(
             CHAT,

@@ -34,6 +34,13 @@ impl TestServer {
         }
     }
 
+    /// A server whose engine answers `prompt` with `steps`.
+    pub async fn scripted(prompt: &[u32], steps: Vec<Step>) -> Self {
+        let s = Self::start().await;
+        s.engine.register(prompt.to_vec(), script(steps));
+        s
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.server.base_url())
     }
@@ -82,6 +89,14 @@ impl TestServer {
         assert_eq!(response.headers()["cache-control"], "no-cache");
         let text = response.text().await.expect("body is read");
         sse_data(&text)
+    }
+
+    /// [`TestServer::post_stream_to`], checked to end with `[DONE]`: the
+    /// chunks before it, as JSON.
+    pub async fn stream_chunks(&self, path: &str, body: Value) -> Vec<Value> {
+        let got = self.post_stream_to(path, body).await;
+        assert_eq!(got.last().map(String::as_str), Some("[DONE]"), "{got:?}");
+        got[..got.len() - 1].iter().map(|d| json(d)).collect()
     }
 
     pub async fn shutdown(self) {

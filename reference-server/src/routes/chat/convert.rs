@@ -7,8 +7,7 @@ use serde_json::{Value, json};
 use super::types::ChatCompletionRequest;
 use crate::error::ApiError;
 use crate::request::Limits;
-use crate::routes::openai::sampling;
-use crate::routes::openai::text::TextOptions;
+use crate::routes::openai::run;
 use crate::routes::openai::usage::UsageOptions;
 
 /// What the response side needs to know of a request.
@@ -20,13 +19,8 @@ pub struct ResponseOptions {
     pub return_token_ids: bool,
 }
 
-#[derive(Debug)]
-pub struct Prepared {
-    pub prompt: Vec<u32>,
-    pub max_tokens: Option<u32>,
-    pub text: TextOptions,
-    pub response: ResponseOptions,
-}
+/// Everything the handler needs to run a request.
+pub type Prepared = run::Prepared<ResponseOptions>;
 
 /// The messages as the chat template sees them: `{role, content}` with
 /// content as one string.
@@ -66,6 +60,7 @@ pub fn prepare(
         .check(&prompt, max_tokens, top_logprobs, limits)?;
     Ok(Prepared {
         max_tokens,
+        logprobs: top_logprobs,
         text: request.sampling.text_options(stop),
         response: ResponseOptions {
             usage: UsageOptions::new(request.stream, request.stream_options)?,
@@ -74,18 +69,4 @@ pub fn prepare(
         },
         prompt,
     })
-}
-
-pub fn engine_request(
-    prepared: &Prepared,
-    engine_request_id: String,
-    limits: Limits,
-) -> mock_engine::EngineRequest {
-    sampling::engine_request(
-        engine_request_id,
-        prepared.prompt.clone(),
-        prepared.max_tokens,
-        prepared.response.top_logprobs,
-        limits,
-    )
 }

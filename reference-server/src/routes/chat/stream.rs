@@ -15,7 +15,7 @@ use crate::error::ApiError;
 use crate::routes::openai::envelope::Envelope;
 use crate::routes::openai::events::{Collected, TextDelta, TextEvent, TextEvents};
 use crate::routes::openai::logprobs::{candidates, clamp, token_text};
-use crate::routes::openai::usage::TokenCounts;
+use crate::routes::openai::usage::{TokenCounts, Usage, UsageChunk};
 
 const ASSISTANT: &str = "assistant";
 
@@ -32,6 +32,12 @@ fn chunk(
         choices: choice.into_iter().collect(),
         usage: None,
         prompt_token_ids: None,
+    }
+}
+
+impl UsageChunk for ChatCompletionStreamResponse {
+    fn set_usage(&mut self, usage: Usage) {
+        self.usage = Some(usage);
     }
 }
 
@@ -58,20 +64,12 @@ struct ChunkState {
 
 impl ChunkState {
     fn on_event(&mut self, event: TextEvent) -> Vec<ChatCompletionStreamResponse> {
-        let continuous = self.options.usage.continuous;
+        let usage = self.options.usage;
         let enable_details = self.envelope.enable_prompt_tokens_details;
-        let with_usage = |mut chunk: ChatCompletionStreamResponse, counts: TokenCounts| {
-            if continuous {
-                chunk.usage = Some(counts.usage(enable_details));
-            }
-            chunk
-        };
+        let with_usage = |chunk, counts| usage.running(chunk, counts, enable_details);
         match event {
             TextEvent::Start { prompt_token_ids } => {
-                let counts = TokenCounts {
-                    prompt_tokens: prompt_token_ids.len(),
-                    ..TokenCounts::default()
-                };
+                let counts = TokenCounts::prompt(prompt_token_ids.len());
                 let role = ChatCompletionStreamChoice {
                     delta: ChatMessageDelta {
                         role: Some(ASSISTANT),
@@ -117,15 +115,12 @@ impl ChunkState {
                         stop_reason: finished.stop_reason,
                         ..ChatCompletionStreamChoice::default()
                     };
-                    out.push(with_usage(
+                    out.extend(usage.finish(
                         chunk(&self.envelope, Some(last)),
+                        chunk(&self.envelope, None),
                         finished.counts,
+                        enable_details,
                     ));
-                    if self.options.usage.include_usage {
-                        let mut usage = chunk(&self.envelope, None);
-                        usage.usage = Some(finished.counts.usage(enable_details));
-                        out.push(usage);
-                    }
                 }
                 out
             }

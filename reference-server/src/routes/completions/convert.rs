@@ -6,8 +6,7 @@ use model::Tokenizer;
 use super::types::{CompletionRequest, DEFAULT_MAX_TOKENS, Prompt};
 use crate::error::ApiError;
 use crate::request::Limits;
-use crate::routes::openai::sampling;
-use crate::routes::openai::text::TextOptions;
+use crate::routes::openai::run;
 use crate::routes::openai::usage::UsageOptions;
 
 /// What the response side needs to know of a request.
@@ -22,13 +21,7 @@ pub struct ResponseOptions {
 }
 
 /// Everything the handler needs to run a request.
-#[derive(Debug)]
-pub struct Prepared {
-    pub prompt: Vec<u32>,
-    pub max_tokens: Option<u32>,
-    pub text: TextOptions,
-    pub response: ResponseOptions,
-}
+pub type Prepared = run::Prepared<ResponseOptions>;
 
 pub fn prepare(
     request: &CompletionRequest,
@@ -57,6 +50,7 @@ pub fn prepare(
     };
     Ok(Prepared {
         max_tokens,
+        logprobs: request.logprobs,
         text: request.sampling.text_options(stop),
         response: ResponseOptions {
             usage: UsageOptions::new(request.stream, request.stream_options)?,
@@ -66,19 +60,4 @@ pub fn prepare(
         },
         prompt,
     })
-}
-
-/// The engine request for a prepared request.
-pub fn engine_request(
-    prepared: &Prepared,
-    engine_request_id: String,
-    limits: Limits,
-) -> mock_engine::EngineRequest {
-    sampling::engine_request(
-        engine_request_id,
-        prepared.prompt.clone(),
-        prepared.max_tokens,
-        prepared.response.logprobs,
-        limits,
-    )
 }

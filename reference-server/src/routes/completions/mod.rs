@@ -14,14 +14,11 @@ use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use self::types::CompletionRequest;
-use super::openai::envelope::Envelope;
-use super::openai::events::TextEvents;
-use super::openai::sse;
-use super::openai::text::TextPipeline;
-use super::{SHUTTING_DOWN, Shared, unix_now};
+use super::Shared;
+use super::openai::run;
 use crate::error::ApiError;
 use crate::request_id;
 
@@ -34,9 +31,7 @@ pub(super) async fn completions(
 ) -> Result<Response, ApiError> {
     let Json(body) = body?;
     validate::validate(&body, |m| state.config.serves(m))?;
-    let limits = state.limits();
-    let tokenizer = state.config.tokenizer.get();
-    let prepared = convert::prepare(&body, tokenizer, limits)?;
+    let prepared = convert::prepare(&body, state.config.tokenizer.get(), state.limits())?;
     let request_id = format!(
         "cmpl-{}",
         request_id::resolve(&headers, body.request_id.as_deref())
@@ -44,26 +39,14 @@ pub(super) async fn completions(
     if prepared.prompt.is_empty() {
         return Err(validate::empty_prompt(&body.prompt, &request_id));
     }
-    let engine_request =
-        convert::engine_request(&prepared, request_id::engine_id(&request_id), limits);
-    let text = TextPipeline::new(tokenizer, &prepared.prompt, prepared.text)?;
-    let events = TextEvents::new(
-        state.metrics.meter(state.engine.submit(engine_request)),
-        text,
-    );
-    let envelope = Envelope {
-        id: request_id,
-        created: unix_now(),
-        model: state.model_name(body.model.as_deref()),
-        enable_prompt_tokens_details: state.config.enable_prompt_tokens_details,
-    };
-    if body.stream {
-        let chunks = stream::chunks(events, envelope, prepared.response, tokenizer);
-        return Ok(sse::respond(chunks, state.cut_off.clone(), SHUTTING_DOWN));
-    }
-    let response = tokio::select! {
-        response = stream::collect(events.with_failure_prefix("completion stream failed: "), envelope, prepared.response, tokenizer) => response?,
-        () = state.cut_off.cancelled() => return Err(ApiError::server_error(SHUTTING_DOWN)),
-    };
-    Ok(Json(response).into_response())
+    let submitted = run::submit(&state, request_id, body.model.as_deref(), prepared)?;
+    run::respond(
+        &state,
+        body.stream,
+        submitted,
+        "completion stream failed: ",
+        stream::chunks,
+        stream::collect,
+    )
+    .await
 }

@@ -14,7 +14,7 @@ use crate::error::ApiError;
 use crate::routes::openai::envelope::Envelope;
 use crate::routes::openai::events::{Collected, TextDelta, TextEvent, TextEvents};
 use crate::routes::openai::logprobs::{candidates, clamp, token_text};
-use crate::routes::openai::usage::TokenCounts;
+use crate::routes::openai::usage::{TokenCounts, Usage, UsageChunk};
 
 /// The chunk around `choice` (none: a usage chunk).
 fn chunk(envelope: &Envelope, choice: Option<CompletionStreamChoice>) -> CompletionStreamResponse {
@@ -25,6 +25,12 @@ fn chunk(envelope: &Envelope, choice: Option<CompletionStreamChoice>) -> Complet
         model: envelope.model.clone(),
         choices: choice.into_iter().collect(),
         usage: None,
+    }
+}
+
+impl UsageChunk for CompletionStreamResponse {
+    fn set_usage(&mut self, usage: Usage) {
+        self.usage = Some(usage);
     }
 }
 
@@ -54,20 +60,12 @@ struct ChunkState {
 
 impl ChunkState {
     fn on_event(&mut self, event: TextEvent) -> Vec<CompletionStreamResponse> {
-        let continuous = self.options.usage.continuous;
+        let usage = self.options.usage;
         let enable_details = self.envelope.enable_prompt_tokens_details;
-        let with_usage = |mut chunk: CompletionStreamResponse, counts: TokenCounts| {
-            if continuous {
-                chunk.usage = Some(counts.usage(enable_details));
-            }
-            chunk
-        };
+        let with_usage = |chunk, counts| usage.running(chunk, counts, enable_details);
         match event {
             TextEvent::Start { prompt_token_ids } => {
-                let counts = TokenCounts {
-                    prompt_tokens: prompt_token_ids.len(),
-                    ..TokenCounts::default()
-                };
+                let counts = TokenCounts::prompt(prompt_token_ids.len());
                 let prompt_ids = self.options.return_token_ids.then_some(prompt_token_ids);
                 let text = match (&self.options.echo, &prompt_ids) {
                     (Some(echo), _) => echo.clone(),
@@ -115,15 +113,12 @@ impl ChunkState {
                         token_ids: self.options.return_token_ids.then(Vec::new),
                         ..CompletionStreamChoice::default()
                     };
-                    out.push(with_usage(
+                    out.extend(usage.finish(
                         chunk(&self.envelope, Some(last)),
+                        chunk(&self.envelope, None),
                         finished.counts,
+                        enable_details,
                     ));
-                    if self.options.usage.include_usage {
-                        let mut usage = chunk(&self.envelope, None);
-                        usage.usage = Some(finished.counts.usage(enable_details));
-                        out.push(usage);
-                    }
                 }
                 out
             }

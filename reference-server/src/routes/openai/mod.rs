@@ -2,12 +2,14 @@
 //! fields and their checks, the text pipeline (detokenizer primed like
 //! vllm-rs, stop strings), engine outputs as text events (streamed as
 //! chunks or collected), the envelope every message repeats, usage and
-//! `stream_options`, token strings for logprobs, and the SSE ending.
+//! `stream_options`, token strings for logprobs, the SSE ending, and the
+//! handler flow after a request is prepared (submit, then stream or collect).
 
 pub mod checks;
 pub mod envelope;
 pub mod events;
 pub mod logprobs;
+pub mod run;
 pub mod sampling;
 pub mod sse;
 pub mod text;

@@ -16,6 +16,14 @@ pub struct TokenCounts {
 }
 
 impl TokenCounts {
+    /// The counts before any output: the prompt only.
+    pub fn prompt(prompt_tokens: usize) -> Self {
+        Self {
+            prompt_tokens,
+            ..Self::default()
+        }
+    }
+
     /// ```
     /// use reference_server::routes::openai::usage::TokenCounts;
     /// let counts = TokenCounts { prompt_tokens: 3, completion_tokens: 2, cached_tokens: 1 };
@@ -72,5 +80,58 @@ impl UsageOptions {
             include_usage,
             continuous: include_usage && options.continuous_usage_stats.unwrap_or(false),
         })
+    }
+}
+
+/// A stream chunk that can carry usage (both routes' chunks do).
+pub trait UsageChunk {
+    fn set_usage(&mut self, usage: Usage);
+}
+
+impl UsageOptions {
+    /// `chunk`, with the running usage when `continuous_usage_stats` asks for it.
+    pub fn running<C: UsageChunk>(
+        self,
+        mut chunk: C,
+        counts: TokenCounts,
+        enable_prompt_tokens_details: bool,
+    ) -> C {
+        if self.continuous {
+            chunk.set_usage(counts.usage(enable_prompt_tokens_details));
+        }
+        chunk
+    }
+
+    /// The end of a stream: the `finish` chunk (with the running usage), then
+    /// `usage_only` carrying the final usage when `include_usage` asks for it.
+    ///
+    /// ```
+    /// use reference_server::routes::openai::usage::{TokenCounts, Usage, UsageChunk, UsageOptions};
+    /// #[derive(Default)]
+    /// struct Chunk(Option<Usage>);
+    /// impl UsageChunk for Chunk {
+    ///     fn set_usage(&mut self, usage: Usage) { self.0 = Some(usage); }
+    /// }
+    /// let counts = TokenCounts { completion_tokens: 2, ..TokenCounts::prompt(3) };
+    /// let plain = UsageOptions::default().finish(Chunk::default(), Chunk::default(), counts, false);
+    /// assert_eq!(plain.len(), 1);
+    /// let usage = UsageOptions { include_usage: true, continuous: false };
+    /// let ended = usage.finish(Chunk::default(), Chunk::default(), counts, false);
+    /// assert!(ended[0].0.is_none());
+    /// assert_eq!(ended[1].0.as_ref().unwrap().total_tokens, 5);
+    /// ```
+    pub fn finish<C: UsageChunk>(
+        self,
+        finish: C,
+        mut usage_only: C,
+        counts: TokenCounts,
+        enable_prompt_tokens_details: bool,
+    ) -> Vec<C> {
+        let mut out = vec![self.running(finish, counts, enable_prompt_tokens_details)];
+        if self.include_usage {
+            usage_only.set_usage(counts.usage(enable_prompt_tokens_details));
+            out.push(usage_only);
+        }
+        out
     }
 }
