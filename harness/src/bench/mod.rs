@@ -45,6 +45,7 @@ use self::resources::{Machine, Usage};
 use self::server::{BenchServer, BenchServerOptions};
 use self::stats::Summary;
 use crate::target::TargetSpec;
+use mock_engine::script::Endpoint;
 
 /// How the scripted engine paces its steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -64,6 +65,14 @@ pub struct BenchArgs {
     /// are to the first.
     #[arg(long = "target", default_value = "reference")]
     pub targets: Vec<TargetSpec>,
+    /// The endpoint the load goes to: `generate`, `completions` or `chat`.
+    /// The prompts, scripts and concurrency stay the same, so the figures of
+    /// two runs compare the endpoints' own costs.
+    #[arg(long, default_value = "generate", value_parser = parse_endpoint)]
+    pub endpoint: Endpoint,
+    /// The model name completions and chat requests carry.
+    #[arg(long, default_value = "tiny")]
+    pub model: String,
     /// Closed loop: this many clients, each sending its next request when
     /// the last one ended (the default, with 64).
     #[arg(long, conflicts_with = "rate")]
@@ -159,6 +168,14 @@ pub struct BenchArgs {
     pub reference_bin: Option<PathBuf>,
     #[command(flatten)]
     pub vllm: crate::target::VllmArgs,
+}
+
+/// `generate`, `completions` or `chat`.
+pub fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
+    Endpoint::ALL
+        .into_iter()
+        .find(|e| e.name() == s)
+        .ok_or_else(|| format!("`{s}` is not an endpoint: generate, completions or chat"))
 }
 
 /// `10s`, `500ms`, `2m`, or plain seconds.
@@ -351,6 +368,8 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<BenchReport> {
         unpaced: args.engine == EngineMode::Unpaced,
     };
     let shape = RequestShape {
+        endpoint: args.endpoint,
+        model: args.model.clone(),
         prompt_len: args.prompt_len,
         max_tokens: args.max_tokens,
         stream: !args.no_stream,
@@ -492,13 +511,16 @@ async fn load_target(
     let scripted = variants(profile, shape, args.script_variants, args.seed);
     let mut registrations: Vec<_> = scripted
         .iter()
-        .map(|s| (s.prompt.clone(), s.script.clone()))
+        .map(|s| (shape.engine_prompt(&s.prompt), s.script.clone()))
         .collect();
-    registrations.push((idle::idle_prompt(), idle::idle_script()));
+    registrations.push((
+        shape.engine_prompt(&idle::idle_prompt()),
+        idle::idle_script(),
+    ));
     server.register(&registrations).await?;
     let bodies: Vec<_> = scripted.iter().map(|s| shape.body(&s.prompt)).collect();
     let scripts: Vec<_> = scripted.into_iter().map(Arc::new).collect();
-    let path = mock_engine::script::GENERATE_PATH;
+    let path = shape.endpoint.path();
 
     // A short warm-up: connections, lazy initialisation, and a clear error
     // when the target cannot serve the shape at all.

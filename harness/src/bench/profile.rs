@@ -18,7 +18,7 @@
 //! ```
 
 use mock_engine::generator::splitmix;
-use mock_engine::script::{FinishReason, Script, Step};
+use mock_engine::script::{Endpoint, FinishReason, Script, Step};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -40,6 +40,10 @@ pub struct EngineProfile {
 /// The request every bench client sends (apart from the prompt variant).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RequestShape {
+    /// Where the load goes; the same prompts and scripts on each endpoint.
+    pub endpoint: Endpoint,
+    /// The model completions and chat requests name.
+    pub model: String,
     pub prompt_len: usize,
     pub max_tokens: u32,
     pub stream: bool,
@@ -50,6 +54,8 @@ pub struct RequestShape {
 impl Default for RequestShape {
     fn default() -> Self {
         Self {
+            endpoint: Endpoint::Generate,
+            model: "tiny".into(),
             prompt_len: 16,
             max_tokens: 64,
             stream: true,
@@ -60,13 +66,34 @@ impl Default for RequestShape {
 }
 
 impl RequestShape {
-    /// The JSON body for one prompt.
+    /// The JSON body for one prompt: its ids as `token_ids` (generate) or
+    /// `prompt` (completions), or its words as one user message (chat, whose
+    /// engine then sees the template around them: [`Self::engine_prompt`]).
+    /// Completions and chat ask for `return_token_ids`, so their chunks can be
+    /// counted in tokens as generate's are.
     pub fn body(&self, prompt: &[u32]) -> Value {
-        let mut body = json!({
-            "token_ids": prompt,
-            "sampling_params": {"max_tokens": self.max_tokens},
-            "stream": self.stream,
-        });
+        let mut body = match self.endpoint {
+            Endpoint::Generate => json!({
+                "token_ids": prompt,
+                "sampling_params": {"max_tokens": self.max_tokens},
+            }),
+            Endpoint::Completions => json!({
+                "model": self.model,
+                "prompt": prompt,
+                "max_tokens": self.max_tokens,
+                "return_token_ids": true,
+            }),
+            Endpoint::Chat => {
+                let words: Vec<String> = prompt.iter().map(|id| format!("t{id}")).collect();
+                json!({
+                    "model": self.model,
+                    "messages": [{"role": "user", "content": words.join(" ")}],
+                    "max_tokens": self.max_tokens,
+                    "return_token_ids": true,
+                })
+            }
+        };
+        body["stream"] = json!(self.stream);
         if self.stream && (self.include_usage || self.continuous_usage) {
             body["stream_options"] = json!({
                 "include_usage": self.include_usage || self.continuous_usage,
@@ -74,6 +101,14 @@ impl RequestShape {
             });
         }
         body
+    }
+
+    /// The prompt ids the engine sees for [`Self::body`]`(prompt)`: what its
+    /// script is registered under.
+    pub fn engine_prompt(&self, prompt: &[u32]) -> Vec<u32> {
+        self.endpoint
+            .prompt_token_ids(&self.body(prompt))
+            .unwrap_or_else(|| prompt.to_vec())
     }
 }
 
@@ -269,6 +304,28 @@ mod tests {
         assert_eq!(v.scripted_gap_us(0), Some(50_000));
         assert_eq!(v.scripted_gap_us(2), Some(10_000));
         assert_eq!(v.scripted_gap_us(3), None);
+    }
+
+    #[test]
+    fn each_endpoint_gets_its_body_and_engine_prompt() {
+        let on = |endpoint| RequestShape {
+            endpoint,
+            ..RequestShape::default()
+        };
+        let generate = on(Endpoint::Generate);
+        assert_eq!(generate.body(&[10, 11])["token_ids"], json!([10, 11]));
+        assert_eq!(generate.engine_prompt(&[10, 11]), [10, 11]);
+        let completions = on(Endpoint::Completions);
+        assert_eq!(completions.body(&[10, 11])["prompt"], json!([10, 11]));
+        assert_eq!(completions.body(&[10, 11])["return_token_ids"], true);
+        assert_eq!(completions.engine_prompt(&[10, 11]), [10, 11]);
+        let chat = on(Endpoint::Chat);
+        assert_eq!(
+            chat.body(&[10, 11])["messages"][0]["content"],
+            json!("t10 t11")
+        );
+        // The template: user `t3`, the generation prompt `t4`.
+        assert_eq!(chat.engine_prompt(&[10, 11]), [3, 10, 11, 4]);
     }
 
     #[test]

@@ -121,7 +121,9 @@ pub fn render_report(r: &BenchReport) -> String {
         StopAt::Requests(n) => format!("{n} requests"),
     };
     out.push_str(&format!(
-        "load: {mode}, {stop}; request: {} prompt tokens, {} tokens, {}; engine: {engine}, {} tokens/step; client: {} thread(s)\n",
+        "load: {mode}, {stop}; request: {} ({}), {} prompt tokens, {} tokens, {}; engine: {engine}, {} tokens/step; client: {} thread(s)\n",
+        r.shape.endpoint.name(),
+        r.shape.endpoint.path(),
         r.shape.prompt_len,
         r.shape.max_tokens,
         if r.shape.stream { "stream" } else { "no stream" },

@@ -1,11 +1,14 @@
-//! Counting what a generate stream delivers, at the speed it arrives.
+//! Counting what a token stream (generate, completions, chat) delivers, at
+//! the speed it arrives.
 //!
 //! The conformance path lexes every byte ([`crate::sse::lex`]) and parses
 //! every event as JSON; at hundreds of thousands of events a second that
 //! would make the client the bottleneck. The bench needs less: where events
 //! end, how many token ids each carries, whether one is `[DONE]` or an
 //! error. Lines are found with `memchr`, token ids by counting the commas of
-//! the `"token_ids"` array.
+//! the `"token_ids"` array. A completions or chat chunk without token ids (a
+//! frontend that ignores `return_token_ids`) counts as one token when it
+//! carries text (`"text"` or `"content"` not empty), so progress still shows.
 //!
 //! ```
 //! use harness::bench::scan::{SseScanner, StreamEvent};
@@ -76,9 +79,29 @@ impl SseScanner {
         } else if data.starts_with(b"{\"error\"") {
             self.current.error = true;
         } else {
-            self.current.tokens += count_token_ids(data).unwrap_or(0);
+            self.current.tokens +=
+                count_token_ids(data).unwrap_or_else(|| u32::from(carries_text(data)));
         }
     }
+}
+
+static TEXT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"text\":\""));
+static CONTENT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"content\":\""));
+
+/// Whether a completions chunk's `text` or a chat chunk's `delta.content`
+/// holds a non-empty string (compact JSON, as the frontends write it).
+pub fn carries_text(json: &[u8]) -> bool {
+    [&*TEXT, &*CONTENT].into_iter().any(|key| {
+        let mut from = 0;
+        while let Some(at) = key.find(&json[from..]) {
+            let value = from + at + key.needle().len();
+            if json.get(value).is_some_and(|&b| b != b'"') {
+                return true;
+            }
+            from = value;
+        }
+        false
+    })
 }
 
 static TOKEN_IDS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"token_ids\""));
@@ -142,6 +165,17 @@ data: [DONE]\n\n";
         for piece in [1, 2, 5, 13, body.len()] {
             assert_eq!(scan_in_pieces(body, piece), want, "piece size {piece}");
         }
+    }
+
+    #[test]
+    fn text_chunks_without_token_ids_count_once() {
+        let body = b"data: {\"choices\":[{\"index\":0,\"text\":\" t33\",\"logprobs\":null}]}\n\n\
+data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n\
+data: {\"choices\":[{\"delta\":{\"content\":\"\\u00e9\"}}]}\n\n\
+data: {\"choices\":[{\"delta\":{\"content\":\"x\"},\"token_ids\":[4035,4009]}]}\n\n";
+        let tokens: Vec<u32> = scan_in_pieces(body, 7).iter().map(|e| e.tokens).collect();
+        assert_eq!(tokens, [1, 0, 1, 2]);
+        assert!(!carries_text(br#"{"text":"","content":null}"#));
     }
 
     #[test]
