@@ -227,6 +227,7 @@ impl Tokenizer {
             window: prompt.to_vec(),
             prefix: String::new(),
             prefix_len: 0,
+            stepped: false,
         }
     }
 }
@@ -254,6 +255,9 @@ pub struct Detokenizer<'t> {
     /// The text of `window[..prefix_len]`, already released or context.
     prefix: String,
     prefix_len: usize,
+    /// Whether a generated token has come: before one, the window holds
+    /// only the prompt, which is never output.
+    stepped: bool,
 }
 
 /// The prompt tails tried as the window's context at the first token.
@@ -267,6 +271,7 @@ impl Detokenizer<'_> {
             self.seed()?;
         }
         self.window.push(id);
+        self.stepped = true;
         let text = self.decode(&self.window)?;
         if text.len() <= self.prefix.len() || text.ends_with('\u{FFFD}') {
             return Ok(None);
@@ -281,7 +286,7 @@ impl Detokenizer<'_> {
     /// What is still held back, decoded as it is (an incomplete character
     /// becomes U+FFFD), at the end of a request; `None` when nothing is.
     pub fn flush(&mut self) -> Result<Option<String>, TokenizerError> {
-        if self.window.len() == self.prefix_len {
+        if !self.stepped || self.window.len() == self.prefix_len {
             return Ok(None);
         }
         let text = self.decode(&self.window)?;
@@ -393,6 +398,8 @@ mod tests {
         assert_eq!(detok.step(byte_tokens("€")[0]).unwrap(), None);
         assert_eq!(detok.flush().unwrap().as_deref(), Some(" �"));
         assert_eq!(detok.flush().unwrap(), None);
+        // No token at all: the prompt is context, never output.
+        assert_eq!(tokenizer.detokenizer(&[7, 8], true).flush().unwrap(), None);
     }
 
     #[test]
