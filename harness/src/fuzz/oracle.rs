@@ -11,7 +11,7 @@
 
 use std::fmt;
 
-use mock_engine::script::{Endpoint, FinishReason, RequestSpec, Script};
+use mock_engine::script::{Endpoint, FinishReason, RequestSpec, Script, StopReason};
 use serde_json::Value;
 
 use crate::normalize::{Body, EventData, Transcript};
@@ -202,8 +202,10 @@ pub struct ScriptOutcome {
     pub late_prompt_info: bool,
     /// Some engine output carries no token (an empty or finish-only step).
     pub tokenless_step: bool,
-    /// The engine finishes with `stop` in a step with tokens: its last
-    /// token is the stop token, which frontends do not detokenize.
+    /// The engine finishes with `stop` in a step with tokens, on a token (no
+    /// stop reason, or a token id): that last token is the stop token, which
+    /// frontends do not detokenize. A stop reason that is a string says the
+    /// engine matched text, and the token's text is shown.
     pub stop_token: bool,
 }
 
@@ -235,7 +237,9 @@ impl ScriptOutcome {
                 .steps
                 .iter()
                 .any(|s| s.tokens.is_empty() && s.fail.is_none()),
-            stop_token: end == ScriptEnd::Finish(FinishReason::Stop) && !last.tokens.is_empty(),
+            stop_token: end == ScriptEnd::Finish(FinishReason::Stop)
+                && !last.tokens.is_empty()
+                && !matches!(last.stop_reason, Some(StopReason::Text(_))),
         })
     }
 }
@@ -602,9 +606,10 @@ pub fn check(expected: &Expected, t: &Transcript, lenient: bool) -> Vec<Violatio
     // with `error` with a 500 too (generate in vllm-rs: 200 and the finish).
     let text_error_finish =
         expected.endpoint != Endpoint::Generate && end == Some(ScriptEnd::ErrorFinish);
-    // A stop string found before the error step ends the request first.
-    let fails = end == Some(ScriptEnd::Fail)
-        || (text_error_finish && !(expected.stop_strings && status == 200));
+    // A stop string may end the request before the engine fails or
+    // finishes with an error: then the answer is a good 200.
+    let fails = (end == Some(ScriptEnd::Fail) || text_error_finish)
+        && !(expected.stop_strings && status == 200);
     if expected.stream {
         if status != 200 {
             out.push(violation(
@@ -910,7 +915,15 @@ fn check_stream(expected: &Expected, t: &Transcript, lenient: bool, out: &mut Ve
             ));
         }
         let merged_into_error = cut_short && script.streamed_tokens.starts_with(&s.tokens);
-        if expected.token_ids_visible && s.tokens != script.streamed_tokens && !merged_into_error {
+        // vllm-rs streams an `error` step's token ids with its text.
+        let error_step_ids = error_step_text
+            && expected.endpoint != Endpoint::Generate
+            && s.tokens == script.all_tokens;
+        if expected.token_ids_visible
+            && s.tokens != script.streamed_tokens
+            && !merged_into_error
+            && !error_step_ids
+        {
             out.push(violation(
                 Property::Script,
                 format!(
@@ -1477,6 +1490,28 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_text_stop_reason_keeps_the_last_tokens_text() {
+        use mock_engine::script::Step;
+        let script = |stop_reason: Option<StopReason>| Script {
+            steps: vec![Step {
+                tokens: vec![0],
+                finish: Some(FinishReason::Stop),
+                stop_reason,
+                ..Step::default()
+            }],
+            ..Script::default()
+        };
+        let on_token = ScriptOutcome::of(&script(None)).unwrap();
+        assert!(on_token.stop_token);
+        let on_id = ScriptOutcome::of(&script(Some(StopReason::Token(0)))).unwrap();
+        assert!(on_id.stop_token);
+        let on_text = ScriptOutcome::of(&script(Some(StopReason::Text("\n".into())))).unwrap();
+        assert!(!on_text.stop_token);
+        let text = ExpectedText::of(&[3839, 236, 227], &on_text).unwrap();
+        assert_eq!(text.all, " t0");
+    }
     use crate::normalize::{ClientValues, TranscriptBuilder};
 
     fn request(body: Value) -> RequestSpec {
@@ -1774,6 +1809,37 @@ mod tests {
             props(&check(&e, &stream(&twice), false)),
             [Property::ChatRole]
         );
+    }
+
+    #[test]
+    fn a_chat_stream_may_carry_the_error_steps_ids_but_no_others() {
+        let req = on(
+            Endpoint::Chat,
+            json!({"messages": [{"role": "user", "content": "t10 t11"}], "stream": true,
+                   "return_token_ids": true}),
+        );
+        let script: Script = serde_json::from_value(
+            json!({"steps": [{"tokens": [33]}, {"tokens": [0], "finish": "error"}]}),
+        )
+        .unwrap();
+        let e = Expected::new(&req, "tiny", Some(&script));
+        let events = |last_ids: &str| {
+            vec![
+                r#"{"choices":[{"index":0,"delta":{"role":"assistant"}}],"prompt_token_ids":[3,10,11,4]}"#.to_string(),
+                r#"{"choices":[{"index":0,"delta":{"content":" t33"},"token_ids":[33]}]}"#.to_string(),
+                format!(r#"{{"choices":[{{"index":0,"delta":{{"content":" t0"}},"token_ids":{last_ids}}}]}}"#),
+                r#"{"error":{"code":"server_error","message":"Internal server error","param":null,"type":"server_error"}}"#.to_string(),
+                "[DONE]".to_string(),
+            ]
+        };
+        let as_strs = |v: &[String]| stream(&v.iter().map(String::as_str).collect::<Vec<_>>());
+        let scripted = check(&e, &as_strs(&events("[0]")), false);
+        assert!(
+            !props(&scripted).contains(&Property::Script),
+            "{scripted:?}"
+        );
+        let extra = check(&e, &as_strs(&events("[0,7]")), false);
+        assert!(props(&extra).contains(&Property::Script), "{extra:?}");
     }
 
     #[test]

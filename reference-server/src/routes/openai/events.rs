@@ -68,22 +68,25 @@ pub struct TextEvents {
     engine: Option<EngineStream>,
     text: TextPipeline,
     counts: TokenCounts,
-    prompt_seen: bool,
+    /// The prompt the request sent, until the first output takes it.
+    prompt: Option<Vec<u32>>,
     pending: VecDeque<Result<TextEvent, ApiError>>,
     /// Put before the engine's failure message (vllm-rs says where it was collecting).
     failure_prefix: &'static str,
 }
 
 impl TextEvents {
+    /// Events of `engine`'s outputs for a request whose prompt is `prompt`.
     pub fn new(
         engine: impl Stream<Item = EngineEvent> + Send + 'static,
         text: TextPipeline,
+        prompt: Vec<u32>,
     ) -> Self {
         Self {
             engine: Some(Box::pin(engine)),
             text,
             counts: TokenCounts::default(),
-            prompt_seen: false,
+            prompt: Some(prompt),
             pending: VecDeque::new(),
             failure_prefix: "",
         }
@@ -121,13 +124,17 @@ impl TextEvents {
     }
 
     fn on_output(&mut self, output: EngineOutput) {
-        if !self.prompt_seen
-            && let Some(prompt) = &output.prompt_token_ids
-        {
-            self.prompt_seen = true;
+        // The first output starts the answer (chat's role chunk), even when
+        // the engine sends the prompt info later: the frontend knows the
+        // prompt from its own request.
+        if let Some(sent) = self.prompt.take() {
+            let prompt = output
+                .prompt_token_ids
+                .as_deref()
+                .map_or(sent, <[u32]>::to_vec);
             self.counts.prompt_tokens = prompt.len();
             self.pending.push_back(Ok(TextEvent::Start {
-                prompt_token_ids: prompt.to_vec(),
+                prompt_token_ids: prompt,
             }));
         }
         self.counts.cached_tokens = self.counts.cached_tokens.max(output.num_cached_tokens);

@@ -60,6 +60,7 @@ pub(in crate::routes) fn submit<R>(
     let events = TextEvents::new(
         state.metrics.meter(state.engine.submit(engine_request)),
         text,
+        prepared.prompt.clone(),
     );
     Ok(Submitted {
         events,
