@@ -307,3 +307,25 @@ async fn chat_max_tokens_zero_is_a_range_error_of_max_completion_tokens() {
         assert_eq!(got["error"]["param"], serde_json::Value::Null);
     }
 }
+
+/// A stop string found at the first of a step's tokens ends the output
+/// there: the usage counts no token after it (as vllm-rs 0.32.0 answered the
+/// fuzzer's case).
+#[tokio::test]
+async fn completions_stop_string_inside_a_step_counts_only_tokens_up_to_it() {
+    let s = TestServer::scripted(
+        &[3839, 1165, 2671],
+        vec![step(&[1000, 0]), finish(&[], FinishReason::Stop)],
+    )
+    .await;
+    let (status, body) = s
+        .post_json_to(
+            COMPLETIONS,
+            json!({"prompt": [3839, 1165, 2671], "stop": ["t1"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["text"], " ");
+    assert_eq!(body["choices"][0]["stop_reason"], "t1");
+    assert_eq!(body["usage"]["completion_tokens"], 1);
+}

@@ -439,7 +439,10 @@ fn openai_validity(endpoint: Endpoint, body: &Value, served_model: &str) -> Vali
     if given(map.get("stream_options")).is_some() && !stream {
         return invalid(400, true);
     }
-    if given(map.get("n")).is_some_and(|n| n.as_u64() != Some(1)) {
+    // Chat refuses `n` > 1 after the model (seen on vllm-rs 0.32: an unknown
+    // model with `n` 2 is a 404).
+    let n_refused = given(map.get("n")).is_some_and(|n| n.as_u64() != Some(1));
+    if n_refused && !chat {
         return invalid(400, true);
     }
     let echo = map.get("echo").and_then(Value::as_bool).unwrap_or(false);
@@ -474,6 +477,9 @@ fn openai_validity(endpoint: Endpoint, body: &Value, served_model: &str) -> Vali
     }
     if unknown_model {
         return invalid(404, false);
+    }
+    if n_refused {
+        return invalid(400, true);
     }
     Validity::Valid
 }
@@ -1929,5 +1935,9 @@ mod tests {
             bad(400, true)
         );
         assert_eq!(v(chat, json!({"messages": m, "n": 2})), bad(400, true));
+        assert_eq!(
+            v(chat, json!({"messages": m, "n": 2, "model": "not-tiny"})),
+            bad(404, false)
+        );
     }
 }

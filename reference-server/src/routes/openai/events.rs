@@ -146,11 +146,17 @@ impl TextEvents {
             true => &output.new_token_ids[..output.new_token_ids.len().saturating_sub(1)],
             false => &output.new_token_ids[..],
         };
+        let tokens_before = self.text.tokens_out();
         let stop = match self.text.push(decoded) {
             Ok(stop) => stop,
             Err(e) => return self.fail(e),
         };
-        self.counts.completion_tokens += output.new_token_ids.len();
+        // A stop string ends the output at the token that completed it:
+        // vllm-rs counts no token after it.
+        self.counts.completion_tokens += match stop {
+            Some(_) => (self.text.tokens_out() - tokens_before) as usize,
+            None => output.new_token_ids.len(),
+        };
         let finished = match (stop, output.finish_reason) {
             (Some(stop), _) => Some(Finished {
                 reason: "stop",

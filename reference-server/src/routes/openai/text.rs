@@ -152,6 +152,12 @@ impl TextPipeline {
         delta
     }
 
+    /// How many generated tokens have been decoded (none after a stop
+    /// string matched).
+    pub fn tokens_out(&self) -> u32 {
+        self.tokens_out
+    }
+
     /// Everything decoded and kept so far.
     pub fn text(&self) -> &str {
         &self.text
