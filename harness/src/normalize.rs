@@ -178,8 +178,11 @@ impl Normalizer {
                 let keyed_by_ids = !map.is_empty() && map.keys().all(|k| k.parse::<u64>().is_ok());
                 // So is a completions `top_logprobs` entry, token text to
                 // logprob: vllm-rs builds it from a hash map.
+                // (Generate's and chat's entries are records with a
+                // `logprob` field, whose key order is a shape.)
                 let keyed_by_tokens = path.ends_with(".top_logprobs[]")
                     && !map.is_empty()
+                    && !map.contains_key("logprob")
                     && map.values().all(Value::is_number);
                 if !keyed_by_ids && !keyed_by_tokens {
                     let order: Vec<String> = map.keys().cloned().collect();
@@ -577,13 +580,19 @@ mod tests {
             "chat",
             &serde_json::json!({"top_logprobs": [{"token": "t5", "logprob": -0.1}]}),
         );
+        n.value(
+            "generate",
+            &serde_json::json!({"top_logprobs": [{"token_id": 5, "logprob": -0.1, "rank": 1}]}),
+        );
         assert_eq!(
             n.key_order(),
             [
                 "body: logprobs",
                 "body.logprobs: top_logprobs",
                 "chat: top_logprobs",
-                "chat.top_logprobs[]: token, logprob"
+                "chat.top_logprobs[]: token, logprob",
+                "generate: top_logprobs",
+                "generate.top_logprobs[]: token_id, logprob, rank"
             ]
         );
     }

@@ -18,7 +18,8 @@ pub fn clamp(logprob: f32) -> f32 {
 }
 
 /// The text of one token on its own: a word is itself (no joining space), a
-/// byte token that is not a character by itself is U+FFFD, as vllm-rs shows it.
+/// byte token that is not a character by itself is U+FFFD, a special token is
+/// empty (decoded skipping special tokens), as vllm-rs shows them.
 ///
 /// ```
 /// use reference_server::routes::openai::logprobs::token_text;
@@ -26,10 +27,11 @@ pub fn clamp(logprob: f32) -> f32 {
 /// assert_eq!(token_text(t, 33), "t33");
 /// assert_eq!(token_text(t, model::vocabulary::byte_token(b'a')), "a");
 /// assert_eq!(token_text(t, model::vocabulary::byte_token(0xC3)), "\u{FFFD}");
+/// assert_eq!(token_text(t, model::vocabulary::EOS), "");
 /// ```
 pub fn token_text(tokenizer: &Tokenizer, id: u32) -> String {
     tokenizer
-        .decode(&[id], false)
+        .decode(&[id], true)
         .unwrap_or_else(|_| format!("token_id:{id}"))
 }
 
