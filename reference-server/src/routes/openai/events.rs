@@ -153,10 +153,17 @@ impl TextEvents {
         };
         // A stop string ends the output at the token that completed it:
         // vllm-rs counts no token after it.
-        self.counts.completion_tokens += match stop {
+        let used = match stop {
             Some(_) => (self.text.tokens_out() - tokens_before) as usize,
             None => output.new_token_ids.len(),
         };
+        self.counts.completion_tokens += used;
+        let mut token_ids = output.new_token_ids;
+        token_ids.truncate(used);
+        let mut logprobs = output.logprobs;
+        if let Some(positions) = logprobs.as_mut() {
+            positions.truncate(used);
+        }
         let finished = match (stop, output.finish_reason) {
             (Some(stop), _) => Some(Finished {
                 reason: "stop",
@@ -184,8 +191,8 @@ impl TextEvents {
         let text = self.text.take_delta(finished.is_some() || failed);
         self.pending.push_back(Ok(TextEvent::Delta(TextDelta {
             text,
-            token_ids: output.new_token_ids,
-            logprobs: output.logprobs,
+            token_ids,
+            logprobs,
             finished,
             counts: self.counts,
         })));
