@@ -206,7 +206,7 @@ impl Normalizer {
                         }
                         // vllm-rs names the request in some error messages.
                         ("message", Value::String(s)) => {
-                            Value::String(self.completion_ids_within(s))
+                            Value::String(validation_params_sorted(&self.completion_ids_within(s)))
                         }
                         (k, Value::Number(_)) if is_time_key(k) => Value::String("<time>".into()),
                         _ => self.value(&child, v),
@@ -245,6 +245,36 @@ impl Normalizer {
             })
             .collect()
     }
+}
+
+/// vllm-rs's validation messages end with the failed rule's parameters,
+/// printed from a hash map (`range [{"min": Number(1), "value": Number(0)}]`),
+/// so their order changes from one process to the next: sort them.
+fn validation_params_sorted(message: &str) -> String {
+    let Some(at) = message.find("Validation error:") else {
+        return message.to_string();
+    };
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    let mut from = at;
+    while let Some(open) = rest[from..].find("[{").map(|i| from + i) {
+        let Some(close) = rest[open..].find("}]").map(|i| open + i) else {
+            break;
+        };
+        let mut params: Vec<&str> = rest[open + 2..close].split(", \"").collect();
+        // Every entry but the first lost its opening quote to the split.
+        let first = params.remove(0);
+        let mut entries: Vec<String> = std::iter::once(first.to_string())
+            .chain(params.into_iter().map(|p| format!("\"{p}")))
+            .collect();
+        entries.sort();
+        out.push_str(&rest[..open + 2]);
+        out.push_str(&entries.join(", "));
+        rest = &rest[close..];
+        from = 2;
+    }
+    out.push_str(rest);
+    out
 }
 
 fn is_completion_id(id: &str) -> bool {
@@ -431,6 +461,22 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn validation_parameters_are_sorted_in_hash_ordered_messages() {
+        let a = r#"max_completion_tokens: Validation error: range [{"value": Number(0), "min": Number(1)}]"#;
+        let b = r#"max_completion_tokens: Validation error: range [{"min": Number(1), "value": Number(0)}]"#;
+        assert_eq!(validation_params_sorted(a), b);
+        assert_eq!(validation_params_sorted(b), b);
+        // Two rules, and text that is not a validation message, untouched.
+        let two = r#"x: Validation error: r [{"b": 1, "a": 2}], y: Validation error: s [{"d": 3, "c": 4}]"#;
+        assert_eq!(
+            validation_params_sorted(two),
+            r#"x: Validation error: r [{"a": 2, "b": 1}], y: Validation error: s [{"c": 4, "d": 3}]"#
+        );
+        let plain = r#"bad [{"b": 1, "a": 2}]"#;
+        assert_eq!(validation_params_sorted(plain), plain);
+    }
 
     fn build(events: &[&str], client: ClientValues) -> Transcript {
         TranscriptBuilder::new(client).build(

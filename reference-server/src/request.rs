@@ -447,6 +447,9 @@ impl GenerateRequest {
                 ));
             }
         }
+        // vllm-rs 0.32.0's order from here, seen on pairs of bad fields:
+        // vocabulary, logprobs, context length, the other sampling fields.
+        check_vocabulary(&self.token_ids)?;
         if let Some(k) = params.logprobs
             && k < -1
         {
@@ -457,8 +460,8 @@ impl GenerateRequest {
         }
         check_logprob_count("logprobs", params.logprobs)?;
         check_logprob_count("prompt_logprobs", params.prompt_logprobs)?;
+        check_context_length(&self.token_ids, limits)?;
         check_sampling(params, self.token_ids.len(), limits)?;
-        check_prompt(&self.token_ids, limits)?;
         Ok(())
     }
 
@@ -531,8 +534,8 @@ pub(crate) fn check_sampling(
     Ok(())
 }
 
-/// The prompt's ids against the vocabulary and the context window.
-pub(crate) fn check_prompt(token_ids: &[u32], limits: Limits) -> Result<(), ApiError> {
+/// The prompt's ids against the vocabulary.
+pub(crate) fn check_vocabulary(token_ids: &[u32]) -> Result<(), ApiError> {
     let out_of_vocab = token_ids.iter().filter(|&&t| t >= VOCAB_SIZE);
     let count = out_of_vocab.clone().count();
     if count > 0 {
@@ -549,6 +552,11 @@ pub(crate) fn check_prompt(token_ids: &[u32], limits: Limits) -> Result<(), ApiE
             None,
         ));
     }
+    Ok(())
+}
+
+/// The prompt against the context window.
+pub(crate) fn check_context_length(token_ids: &[u32], limits: Limits) -> Result<(), ApiError> {
     if token_ids.len() >= limits.max_model_len as usize {
         return Err(ApiError::invalid_request(
             format!(

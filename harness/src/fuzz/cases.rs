@@ -880,13 +880,49 @@ fn openai_case(scope: Scope, endpoint: Endpoint) -> BoxedStrategy<Case> {
         Just(None).boxed()
     };
     (request(), openai(endpoint), script)
-        .prop_map(move |(request, openai, script)| Case {
-            endpoint,
-            request,
-            openai: Some(openai),
-            script,
+        .prop_map(move |(request, openai, mut script)| {
+            if let (Some(script), Some(k)) = (
+                script.as_mut(),
+                asked_candidates(endpoint, &request, &openai),
+            ) {
+                keep_candidates(script, k);
+            }
+            Case {
+                endpoint,
+                request,
+                openai: Some(openai),
+                script,
+            }
         })
         .boxed()
+}
+
+/// How many top candidates per token an engine would send for this
+/// request: the number of logprobs asked for (`None`: none asked, or -1).
+fn asked_candidates(endpoint: Endpoint, request: &Request, openai: &OpenAi) -> Option<usize> {
+    let asked = match endpoint {
+        Endpoint::Chat => match (&openai.chat_logprobs, &openai.top_logprobs) {
+            (Knob::Value(true), Knob::Value(k)) => Some(*k),
+            (Knob::Value(true), _) => Some(0),
+            _ => None,
+        },
+        _ => match request.logprobs {
+            Knob::Value(k) => Some(k),
+            _ => None,
+        },
+    };
+    asked.and_then(|k| usize::try_from(k).ok())
+}
+
+/// A real engine sends the sampled token and exactly the top `k` the request
+/// asked for; the frontends differ on surplus candidates (vllm-rs lists
+/// them, Python keeps `k`), which no engine sends, so scripts keep at most `k`.
+fn keep_candidates(script: &mut Script, k: usize) {
+    for step in &mut script.steps {
+        for position in step.logprobs.iter_mut().flatten() {
+            position.truncate(1 + k);
+        }
+    }
 }
 
 #[cfg(test)]

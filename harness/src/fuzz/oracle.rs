@@ -11,7 +11,7 @@
 
 use std::fmt;
 
-use mock_engine::script::{Endpoint, FinishReason, RequestSpec, Script, StopReason};
+use mock_engine::script::{Endpoint, FinishReason, RequestSpec, Script};
 use serde_json::Value;
 
 use crate::normalize::{Body, EventData, Transcript};
@@ -242,9 +242,10 @@ impl ScriptOutcome {
                 .any(|s| s.tokens.is_empty() && s.fail.is_none()),
             first_output_finishes_empty: script.steps.iter().all(|s| s.tokens.is_empty())
                 && last.finish.is_some(),
-            stop_token: end == ScriptEnd::Finish(FinishReason::Stop)
-                && !last.tokens.is_empty()
-                && !matches!(last.stop_reason, Some(StopReason::Text(_))),
+            // Whatever the engine's stop reason: both 0.32.0 frontends
+            // hide the last token of an engine `stop`
+            // (`completions_stop_reason_text_from_engine_*`).
+            stop_token: end == ScriptEnd::Finish(FinishReason::Stop) && !last.tokens.is_empty(),
         })
     }
 }
@@ -277,6 +278,8 @@ pub struct Expected {
     /// The id the client chose: the header's, else the body's.
     pub request_id: Option<String>,
     pub script: Option<ScriptOutcome>,
+    /// Completions and chat name a model the targets do not serve.
+    pub unknown_model: bool,
 }
 
 impl Expected {
@@ -340,6 +343,10 @@ impl Expected {
                 _ => None,
             },
             script,
+            unknown_model: endpoint != Endpoint::Generate
+                && get("model")
+                    .and_then(Value::as_str)
+                    .is_some_and(|m| !m.is_empty() && m != served_model),
         }
     }
 
@@ -467,11 +474,15 @@ fn openai_validity(endpoint: Endpoint, body: &Value, served_model: &str) -> Vali
     } else {
         given(map.get("logprobs")).and_then(Value::as_i64)
     };
-    if let Some(k) = logprobs {
+    // The number of logprobs is the engine's limit, which chat checks after
+    // the model (seen on both 0.32.0 frontends: an unknown model with
+    // `top_logprobs` -1 is a 404).
+    let logprobs_refused = logprobs.is_some_and(|k| {
         let resolved = if k == -1 { VOCAB_SIZE as i64 } else { k };
-        if k < -1 || resolved > MAX_LOGPROBS {
-            return invalid(400, chat && k == -1);
-        }
+        k < -1 || resolved > MAX_LOGPROBS
+    });
+    if logprobs_refused && !chat {
+        return invalid(400, false);
     }
     match endpoint.prompt_token_ids(body) {
         Some(ids)
@@ -482,6 +493,9 @@ fn openai_validity(endpoint: Endpoint, body: &Value, served_model: &str) -> Vali
     }
     if unknown_model {
         return invalid(404, false);
+    }
+    if logprobs_refused {
+        return invalid(400, logprobs == Some(-1));
     }
     if n_refused {
         return invalid(400, true);
@@ -557,11 +571,15 @@ fn generate_validity(body: &Value, served_model: &str) -> Validity {
             return invalid(400, false);
         }
     }
+    // Python passes ids past the vocabulary to the engine (registered as
+    // `python-accepts-out-of-vocab-prompt`).
     if ids
         .iter()
         .any(|t| t.as_u64().is_some_and(|t| t >= VOCAB_SIZE))
-        || ids.len() >= MAX_MODEL_LEN
     {
+        return invalid(400, true);
+    }
+    if ids.len() >= MAX_MODEL_LEN {
         return invalid(400, false);
     }
     Validity::Valid
@@ -598,6 +616,13 @@ pub fn check(expected: &Expected, t: &Transcript, lenient: bool) -> Vec<Violatio
                         && (500..600).contains(&status))) =>
         {
             // Accepted under the lenient reading; what it means then is not ours to model.
+            return out;
+        }
+        // Python looks at the model before the checks its request types do
+        // not make (empty messages, ranges), so a request wrong in both is
+        // a 404 there.
+        Validity::Invalid { .. } if lenient && expected.unknown_model && status == 404 => {
+            check_error_body(t, &mut out);
             return out;
         }
         Validity::Invalid { status: want, .. } => {
@@ -656,26 +681,27 @@ pub fn check(expected: &Expected, t: &Transcript, lenient: bool) -> Vec<Violatio
 /// A known quirk, kept by vllm-rs 0.32 and so by the reference: a plain
 /// request that asks for logprobs and generates no token at all is a 500
 /// ("requested logprobs but generation returned none"), although its stream
-/// finishes normally. On completions and chat the stream ends with that
-/// error in-band instead of its finish. Later vllm-rs answers an empty
-/// logprobs block instead.
-/// See `fixtures/found/fuzz_empty_generation_logprobs.json`.
+/// finishes normally. An `error` finish without a token is the same 500 on
+/// generate (the logprobs check comes first). Python answers 200 with empty
+/// logprobs. See `fixtures/found/fuzz_empty_generation_logprobs.json`,
+/// `completions_logprobs_no_token_non_stream`, `chat_logprobs_no_token_non_stream`.
 pub fn refuses_empty_logprobs(expected: &Expected) -> bool {
     expected.logprobs.is_some()
-        && expected
-            .script
-            .as_ref()
-            .is_some_and(|s| s.all_tokens.is_empty() && matches!(s.end, ScriptEnd::Finish(_)))
+        && expected.script.as_ref().is_some_and(|s| {
+            s.all_tokens.is_empty()
+                && matches!(s.end, ScriptEnd::Finish(_) | ScriptEnd::ErrorFinish)
+        })
 }
 
-/// vllm-rs 0.32's completions and chat streams want logprobs on every
-/// engine output when they are asked for, and end with an in-band error
-/// ("completion stream requested logprobs but generation returned none") at
-/// an output without tokens, which an engine sends none for; its generate
-/// route skips such outputs. The stream may end there (a prefix of its text,
-/// no finish); a stream that goes on must be right.
+/// vllm-rs 0.32's completions stream wants logprobs on every engine output
+/// when they are asked for, and ends with an in-band error ("completion
+/// stream requested logprobs but generation returned none") at an output
+/// without tokens, which an engine sends none for; its generate route skips
+/// such outputs, its chat route sends only their finish. The stream may end
+/// there (a prefix of its text, no finish); a stream that goes on must be
+/// right. Pinned by `completions_logprobs_*_stream`.
 pub fn refuses_tokenless_logprobs(expected: &Expected) -> bool {
-    expected.endpoint != Endpoint::Generate
+    expected.endpoint == Endpoint::Completions
         && expected.logprobs.is_some()
         && expected.script.as_ref().is_some_and(|s| s.tokenless_step)
 }
@@ -883,7 +909,7 @@ fn check_stream(expected: &Expected, t: &Transcript, lenient: bool, out: &mut Ve
             format!("bytes after [DONE]: {note}"),
         ));
     }
-    let s = stream_summary(expected, events, out);
+    let s = stream_summary(expected, events, lenient, out);
     // Stop strings end the text where the frontend finds them, not where
     // the script ends.
     if let Some(script) = expected.script.as_ref().filter(|_| !expected.stop_strings) {
@@ -1006,7 +1032,13 @@ fn finish_first_without_tokens(expected: &Expected) -> bool {
             .is_some_and(|s| s.first_output_finishes_empty)
 }
 
-fn stream_summary(expected: &Expected, events: &[EventData], out: &mut Vec<Violation>) -> Streamed {
+/// `lenient`: the target is vLLM's Python server (see [`check`]).
+fn stream_summary(
+    expected: &Expected,
+    events: &[EventData],
+    lenient: bool,
+    out: &mut Vec<Violation>,
+) -> Streamed {
     let mut s = Streamed::default();
     let mut finished = std::collections::BTreeSet::new();
     let mut error_at: Option<usize> = None;
@@ -1140,7 +1172,13 @@ fn stream_summary(expected: &Expected, events: &[EventData], out: &mut Vec<Viola
         }
         if let Some(p) = prompt_ids_of(v) {
             prompt_ids_seen += 1;
-            check_prompt_ids(expected, p, &format!("event {i}"), out);
+            // Python's completions stream sets prompt_token_ids on the
+            // chunk that echoes the prompt, asked for or not (registered as
+            // `python-echo-merges-prompt-into-first-chunk`).
+            let echoed = lenient && expected.echo;
+            if expected.return_token_ids || !echoed {
+                check_prompt_ids(expected, p, &format!("event {i}"), out);
+            }
             s.prompt_token_ids = Some(p.clone());
         }
         match (expected.continuous_usage, present(v, "usage")) {
@@ -1446,7 +1484,7 @@ pub fn streamed(expected: &Expected, t: &Transcript) -> Option<Streamed> {
     let Body::Events(events) = &t.body else {
         return None;
     };
-    Some(stream_summary(expected, events, &mut Vec::new()))
+    Some(stream_summary(expected, events, false, &mut Vec::new()))
 }
 
 /// The non-streamed result must be the concatenation of the streamed one:
@@ -1500,13 +1538,16 @@ pub fn check_twins(
         ));
     };
     // With `echo`, vllm-rs gives the prompt's logprobs in the answer and not
-    // in the stream: their count is not compared.
+    // in the stream: their count is not compared. Prompt ids not asked for
+    // are the prompt-token-ids property's business (Python's echo stream
+    // sends them anyway).
     let echo = stream_expected.echo;
+    let asked_ids = stream_expected.return_token_ids;
     let pair = |x: &Streamed| {
         (
             x.tokens.clone(),
             x.finish_reason.clone(),
-            x.prompt_token_ids.clone(),
+            x.prompt_token_ids.clone().filter(|_| asked_ids),
             x.logprob_tokens.clone(),
             x.logprob_count.filter(|_| !echo),
             x.text.clone(),
@@ -1529,8 +1570,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_text_stop_reason_keeps_the_last_tokens_text() {
-        use mock_engine::script::Step;
+    fn an_engine_stop_hides_the_last_tokens_text_whatever_its_reason() {
+        use mock_engine::script::{Step, StopReason};
         let script = |stop_reason: Option<StopReason>| Script {
             steps: vec![Step {
                 tokens: vec![0],
@@ -1545,9 +1586,9 @@ mod tests {
         let on_id = ScriptOutcome::of(&script(Some(StopReason::Token(0)))).unwrap();
         assert!(on_id.stop_token);
         let on_text = ScriptOutcome::of(&script(Some(StopReason::Text("\n".into())))).unwrap();
-        assert!(!on_text.stop_token);
+        assert!(on_text.stop_token);
         let text = ExpectedText::of(&[3839, 236, 227], &on_text).unwrap();
-        assert_eq!(text.all, " t0");
+        assert_eq!(text.all, "");
     }
     use crate::normalize::{ClientValues, TranscriptBuilder};
 

@@ -82,13 +82,13 @@ impl ChunkState {
                 vec![with_usage(chunk, counts)]
             }
             TextEvent::Delta(delta) => {
-                let logprobs = self.options.top_logprobs.map(|top| {
-                    chat_logprobs(
-                        self.tokenizer,
-                        delta.logprobs.as_deref().unwrap_or_default(),
-                        top,
-                    )
-                });
+                // An engine output without tokens has no logprobs: vllm-rs
+                // sends no content chunk for it (only its finish, if any).
+                let logprobs = self
+                    .options
+                    .top_logprobs
+                    .zip(delta.logprobs.as_deref())
+                    .map(|(top, positions)| chat_logprobs(self.tokenizer, positions, top));
                 let TextDelta {
                     text,
                     token_ids,
@@ -97,11 +97,16 @@ impl ChunkState {
                     ..
                 } = delta;
                 let mut out = Vec::new();
-                if !text.is_empty() || logprobs.is_some() || self.options.return_token_ids {
+                // vllm-rs sends a step that has tokens but no text yet (a
+                // character's first bytes) only for its logprobs or token
+                // ids, with an empty delta; a step without tokens, not at all.
+                let carries_tokens =
+                    logprobs.is_some() || (self.options.return_token_ids && !token_ids.is_empty());
+                if !text.is_empty() || carries_tokens {
                     let choice = ChatCompletionStreamChoice {
                         delta: ChatMessageDelta {
                             role: None,
-                            content: Some(text),
+                            content: Some(text).filter(|t| !t.is_empty()),
                         },
                         logprobs,
                         token_ids: self.options.return_token_ids.then_some(token_ids),
@@ -184,6 +189,17 @@ pub async fn collect(
             "failed to collect chat completion response: the engine stream ended without finishing",
         )
         .await?;
+    let logprobs = match (options.top_logprobs, positions) {
+        (Some(top), Some(positions)) => Some(chat_logprobs(tokenizer, &positions, top)),
+        // As vllm-rs 0.32 (and its generate route): asked for logprobs, and
+        // no engine output carried any (no token at all), is a 500.
+        (Some(_), None) => {
+            return Err(ApiError::server_error(
+                "chat response requested logprobs but generation returned none",
+            ));
+        }
+        (None, _) => None,
+    };
     Ok(ChatCompletionResponse {
         id: envelope.id,
         object: "chat.completion",
@@ -197,9 +213,7 @@ pub async fn collect(
                 tool_calls: Vec::new(),
                 reasoning: None,
             },
-            logprobs: options
-                .top_logprobs
-                .map(|top| chat_logprobs(tokenizer, &positions, top)),
+            logprobs,
             finish_reason: Some(finished.reason),
             stop_reason: finished.stop_reason,
             token_ids: options.return_token_ids.then_some(token_ids),

@@ -54,16 +54,30 @@ pub fn validate(
             ));
         }
     }
-    // Checks of the whole request (`__all__`), before the model is looked at.
-    if request.stream_options.is_some() && !request.stream {
+    // Chat's `temperature` has a range of its own (the `validator` crate's;
+    // the other routes check it with the sampling fields, in other words).
+    if let Some(t) = request.sampling.temperature
+        && !(0.0..=2.0).contains(&t)
+    {
         return Err(ApiError::invalid_request(
-            "__all__: stream_options can only be used when stream is true",
+            format!(
+                "temperature: Validation error: range [{{\"max\": Number(2.0), \"min\": Number(0.0), \"value\": Number({})}}]",
+                validator_number(t)
+            ),
             None,
         ));
     }
+    // Checks of the whole request (`__all__`), before the model is looked at.
+    // (With both wrong, vllm-rs 0.32 names `top_logprobs`.)
     if request.top_logprobs.is_some() && !request.logprobs {
         return Err(ApiError::invalid_request(
             "__all__: top_logprobs is only allowed when logprobs is enabled",
+            None,
+        ));
+    }
+    if request.stream_options.is_some() && !request.stream {
+        return Err(ApiError::invalid_request(
+            "__all__: stream_options can only be used when stream is true",
             None,
         ));
     }
@@ -95,6 +109,11 @@ pub fn validate(
         ));
     }
     Ok(())
+}
+
+/// A float as serde_json's `Number` prints in `Debug` (`5.0`, `-0.5`, `2.5`).
+fn validator_number(x: f32) -> String {
+    format!("{:?}", f64::from(x))
 }
 
 /// The messages as the client sent them (role, content, name).

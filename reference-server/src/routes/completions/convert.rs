@@ -39,10 +39,14 @@ pub fn prepare(
     request
         .sampling
         .check(&prompt, max_tokens, request.logprobs, limits)?;
+    let return_token_ids = request.return_token_ids.unwrap_or(false);
     let echo = match (&request.prompt, request.echo) {
         (_, false) => None,
         (Prompt::Text(text), true) => Some(text.clone()),
-        (_, true) => Some(
+        // vllm-rs 0.32 echoes no text for a prompt of ids whose ids it
+        // returns (Python echoes no text whenever it returns the ids).
+        (Prompt::Ids(_), true) if return_token_ids => None,
+        (Prompt::Ids(_), true) => Some(
             tokenizer
                 .decode(&prompt, request.sampling.skip_special_tokens)
                 .map_err(|e| ApiError::invalid_request(e.to_string(), Some("prompt")))?,
@@ -56,7 +60,7 @@ pub fn prepare(
             usage: UsageOptions::new(request.stream, request.stream_options)?,
             echo,
             logprobs: request.logprobs,
-            return_token_ids: request.return_token_ids.unwrap_or(false),
+            return_token_ids,
         },
         prompt,
     })

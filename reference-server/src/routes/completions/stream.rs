@@ -163,6 +163,10 @@ pub fn completion_logprobs(
     out
 }
 
+/// vllm-rs's answer when logprobs were asked for and no engine output had any.
+const LOGPROBS_MISSING: &str =
+    "completion response requested logprobs but generation returned none";
+
 /// Runs the request to its end and builds the body.
 pub async fn collect(
     events: TextEvents,
@@ -170,6 +174,10 @@ pub async fn collect(
     options: ResponseOptions,
     tokenizer: &'static Tokenizer,
 ) -> Result<CompletionResponse, ApiError> {
+    let events = match options.logprobs {
+        Some(_) => events.with_logprobs_checked_first(LOGPROBS_MISSING),
+        None => events,
+    };
     let Collected {
         prompt_token_ids,
         mut text,
@@ -180,9 +188,17 @@ pub async fn collect(
         .collect("completion stream failed: the engine stream ended without finishing")
         .await?;
     let echo_len = options.echo.as_deref().map_or(0, char_len);
-    let logprobs = options
-        .logprobs
-        .map(|requested| completion_logprobs(tokenizer, &positions, requested, echo_len));
+    let logprobs = match (options.logprobs, positions) {
+        (Some(requested), Some(positions)) => Some(completion_logprobs(
+            tokenizer, &positions, requested, echo_len,
+        )),
+        // As vllm-rs 0.32 (and its generate route): asked for logprobs, and
+        // no engine output carried any (no token at all), is a 500.
+        (Some(_), None) => {
+            return Err(ApiError::server_error(LOGPROBS_MISSING));
+        }
+        (None, _) => None,
+    };
     if let Some(echo) = &options.echo {
         text.insert_str(0, echo);
     }

@@ -58,8 +58,9 @@ pub struct Collected {
     pub prompt_token_ids: Vec<u32>,
     pub text: String,
     pub token_ids: Vec<u32>,
-    /// Per token: the sampled entry first, then the candidates.
-    pub positions: Vec<Vec<LogprobEntry>>,
+    /// Per token: the sampled entry first, then the candidates; `None` when
+    /// no engine output carried logprobs (none asked for, or no token).
+    pub positions: Option<Vec<Vec<LogprobEntry>>>,
     pub finished: Finished,
 }
 
@@ -73,6 +74,10 @@ pub struct TextEvents {
     pending: VecDeque<Result<TextEvent, ApiError>>,
     /// Put before the engine's failure message (vllm-rs says where it was collecting).
     failure_prefix: &'static str,
+    /// The error of an `error` finish when no output carried logprobs yet
+    /// (see [`Self::with_logprobs_checked_first`]).
+    logprobs_missing: Option<&'static str>,
+    logprobs_seen: bool,
 }
 
 impl TextEvents {
@@ -89,7 +94,17 @@ impl TextEvents {
             prompt: Some(prompt),
             pending: VecDeque::new(),
             failure_prefix: "",
+            logprobs_missing: None,
+            logprobs_seen: false,
         }
+    }
+
+    /// An `error` finish before any logprobs fails with `message` instead of
+    /// "Internal server error": vllm-rs's collected completions check the
+    /// logprobs they were asked for before the finish.
+    pub fn with_logprobs_checked_first(mut self, message: &'static str) -> Self {
+        self.logprobs_missing = Some(message);
+        self
     }
 
     /// Reports an engine failure as `{prefix}{message}` (a collected response does).
@@ -138,10 +153,12 @@ impl TextEvents {
             }));
         }
         self.counts.cached_tokens = self.counts.cached_tokens.max(output.num_cached_tokens);
-        // A request the engine stopped on a token (EOS or `stop_token_ids`)
-        // does not show that token's text, as in vLLM.
-        let stopped_on_token = output.finish_reason == Some(FinishReason::Stop)
-            && matches!(output.stop_reason, None | Some(StopReason::Token(_)));
+        self.logprobs_seen |= output.logprobs.is_some();
+        // A request the engine stopped does not show the last token's text,
+        // as in vLLM: both frontends take an engine `stop` to be a stop on
+        // a token (EOS or `stop_token_ids`), whatever its stop reason says
+        // (seen on 0.32.0 with a text stop reason from the engine).
+        let stopped_on_token = output.finish_reason == Some(FinishReason::Stop);
         let decoded = match stopped_on_token {
             true => &output.new_token_ids[..output.new_token_ids.len().saturating_sub(1)],
             false => &output.new_token_ids[..],
@@ -179,15 +196,16 @@ impl TextEvents {
             }),
             (None, None) => None,
         };
-        if finished.is_some() {
-            // Finished, by the engine or by a stop string: read no more, and
-            // let out an incomplete character's bytes.
+        let failed = output.finish_reason == Some(FinishReason::Error) && finished.is_none();
+        if finished.is_some() || failed {
+            // Finished, by the engine or by a stop string, or failed by an
+            // `error` finish: read no more, and let out an incomplete
+            // character's bytes (vllm-rs sends them before the error too).
             self.engine = None;
             if let Err(e) = self.text.flush() {
                 return self.fail(e);
             }
         }
-        let failed = output.finish_reason == Some(FinishReason::Error) && finished.is_none();
         let text = self.text.take_delta(finished.is_some() || failed);
         self.pending.push_back(Ok(TextEvent::Delta(TextDelta {
             text,
@@ -197,7 +215,11 @@ impl TextEvents {
             counts: self.counts,
         })));
         if failed {
-            self.fail(ApiError::server_error("Internal server error"));
+            let message = match self.logprobs_missing {
+                Some(message) if !self.logprobs_seen => message,
+                _ => "Internal server error",
+            };
+            self.fail(ApiError::server_error(message));
         }
     }
 
@@ -234,7 +256,7 @@ impl TextEvents {
         let mut prompt_token_ids = Vec::new();
         let mut text = String::new();
         let mut token_ids = Vec::new();
-        let mut positions = Vec::new();
+        let mut positions: Option<Vec<_>> = None;
         let mut finished = None;
         while let Some(event) = self.next().await {
             match event? {
@@ -244,7 +266,9 @@ impl TextEvents {
                 TextEvent::Delta(delta) => {
                     text.push_str(&delta.text);
                     token_ids.extend(delta.token_ids);
-                    positions.extend(delta.logprobs.unwrap_or_default());
+                    if let Some(step) = delta.logprobs {
+                        positions.get_or_insert_default().extend(step);
+                    }
                     finished = delta.finished.or(finished);
                 }
             }

@@ -101,7 +101,9 @@ impl OpenAiSampling {
         }
     }
 
-    /// Range checks, then the prompt against the vocabulary and the context.
+    /// The checks of a prompt and its sampling fields, in vllm-rs 0.32.0's
+    /// order (the same as generate's): vocabulary, logprobs, context
+    /// length, the other ranges.
     pub fn check(
         &self,
         prompt: &[u32],
@@ -109,9 +111,10 @@ impl OpenAiSampling {
         logprobs: Option<i32>,
         limits: Limits,
     ) -> Result<(), ApiError> {
+        request::check_vocabulary(prompt)?;
         request::check_logprob_count("logprobs", logprobs)?;
-        request::check_sampling(&self.params(max_tokens, logprobs), prompt.len(), limits)?;
-        request::check_prompt(prompt, limits)
+        request::check_context_length(prompt, limits)?;
+        request::check_sampling(&self.params(max_tokens, logprobs), prompt.len(), limits)
     }
 
     pub fn text_options(&self, stop: Vec<String>) -> TextOptions {
