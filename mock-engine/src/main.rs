@@ -73,9 +73,8 @@ fn run(args: Args) -> Result<(), String> {
     opts.rank = args.rank;
     opts.layout = match &args.layout_file {
         Some(path) => {
-            let (layout, report) = LayoutFile::read(path)
-                .and_then(|file| file.layout())
-                .map_err(|e| e.to_string())?;
+            let file = LayoutFile::read(path).map_err(|e| e.to_string())?;
+            let (layout, report) = file.layout().map_err(|e| e.to_string())?;
             eprintln!("mock-engine: {report}");
             layout
         }

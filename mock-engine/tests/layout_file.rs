@@ -68,7 +68,12 @@ fn an_unknown_field_is_reported_once_and_its_default_sent() {
     assert_eq!(report.unknown.len(), 1, "{report}");
     let unknown = report.unknown[0];
     assert_eq!(
-        (unknown.class, unknown.name, unknown.position, unknown.default),
+        (
+            unknown.class,
+            unknown.name,
+            unknown.position,
+            unknown.default
+        ),
         (Struct::Output, "debug_tag", 18, FieldDefault::Nil)
     );
     let text = report.to_string();
@@ -85,7 +90,10 @@ fn an_unknown_field_is_reported_once_and_its_default_sent() {
     let output = &value[1][0];
     assert_eq!(output.as_array().unwrap().len(), 19);
     assert_eq!(output[18], Value::Nil);
-    assert_eq!(mock_engine::wire::to_bytes(&finished().to_value(layout)), bytes);
+    assert_eq!(
+        mock_engine::wire::to_bytes(&finished().to_value(layout)),
+        bytes
+    );
     assert_eq!(
         EngineCoreOutputs::decode(layout, &bytes, &[]).unwrap(),
         finished()
@@ -109,7 +117,10 @@ fn an_unknown_field_is_reported_once_and_its_default_sent() {
 fn a_moved_field_is_spoken_at_its_new_position() {
     let mut file = canned("v0.32.0.json");
     let fields = output_fields(&mut file);
-    let finish = fields.iter().position(|f| f.name == "finish_reason").unwrap();
+    let finish = fields
+        .iter()
+        .position(|f| f.name == "finish_reason")
+        .unwrap();
     let stop = fields.iter().position(|f| f.name == "stop_reason").unwrap();
     fields.swap(finish, stop);
     let (layout, report) = file.layout().unwrap();
@@ -118,7 +129,11 @@ fn a_moved_field_is_spoken_at_its_new_position() {
     let value = mock_engine::wire::from_bytes("x", &bytes).unwrap();
     let output = &value[1][0];
     assert_eq!(output[finish], Value::from("\n"), "stop_reason moved here");
-    assert_eq!(output[stop], Value::from(0), "finish_reason (stop) moved here");
+    assert_eq!(
+        output[stop],
+        Value::from(0),
+        "finish_reason (stop) moved here"
+    );
     assert_eq!(
         EngineCoreOutputs::decode(layout, &bytes, &[]).unwrap(),
         finished()
@@ -198,7 +213,10 @@ fn an_output_field_without_a_default_fails() {
     assert_eq!(report.unknown[0].name, "new_required", "{report}");
     assert!(report.to_string().contains("ignored when read"), "{report}");
     let bytes = EngineCoreRequest::new("r", vec![1]).encode(layout);
-    assert_eq!(EngineCoreRequest::decode(layout, &bytes).unwrap().wire_len, 23);
+    assert_eq!(
+        EngineCoreRequest::decode(layout, &bytes).unwrap().wire_len,
+        23
+    );
 }
 
 #[test]
@@ -241,11 +259,14 @@ fn a_bad_layout_file_names_file_and_field() {
     .to_string();
     assert!(text.contains("mine.json"), "{text}");
     assert!(text.contains("structs.EngineCoreOutput[0]"), "{text}");
-    let text = LayoutFile::parse(r#"{"vllm_version": "1", "source": "s", "structs": {}}"#, "m")
-        .unwrap()
-        .layout()
-        .unwrap_err()
-        .to_string();
+    let text = LayoutFile::parse(
+        r#"{"vllm_version": "1", "source": "s", "structs": {}}"#,
+        "m",
+    )
+    .unwrap()
+    .layout()
+    .unwrap_err()
+    .to_string();
     assert!(text.contains("no struct `EngineCoreRequest`"), "{text}");
 }
 

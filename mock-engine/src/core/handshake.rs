@@ -107,7 +107,10 @@ async fn steps(
         .send(HandshakeStatus::remote(StatusKind::Ready).encode().into())
         .await
         .map_err(CoreError::zmq("sending READY"))?;
-    tracing::info!(version = opts.layout.version, "READY sent; serving requests");
+    tracing::info!(
+        version = opts.layout.version,
+        "READY sent; serving requests"
+    );
     Ok(Sockets {
         inputs,
         outputs,

@@ -158,7 +158,9 @@ impl Layout {
     /// installs a process talks to: a few KiB each.
     pub fn leak(self) -> &'static Layout {
         static LEAKED: std::sync::Mutex<Vec<&'static Layout>> = std::sync::Mutex::new(Vec::new());
-        let mut leaked = LEAKED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut leaked = LEAKED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(same) = leaked.iter().find(|l| ***l == self) {
             return same;
         }
@@ -171,7 +173,9 @@ impl Layout {
 /// A name for the rest of the process (see [`Layout::leak`]).
 pub(crate) fn leak_str(s: &str) -> &'static str {
     static LEAKED: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
-    let mut leaked = LEAKED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut leaked = LEAKED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(same) = leaked.iter().find(|l| **l == s) {
         return same;
     }
