@@ -48,6 +48,9 @@ pub enum Command {
     /// Run the recording tap between any vLLM frontend and engine pair, and
     /// write what the engine sends into fixtures.
     Tap(crate::record::standalone::TapArgs),
+    /// Read the engine-core wire layout of a vLLM install (cached), check it
+    /// as a run would, and compare it field by field with a hand-written table.
+    Layout(crate::vllm::layout_diff::LayoutArgs),
     /// Install what a target needs, into a cache outside the clone.
     Setup {
         #[command(subcommand)]
@@ -188,6 +191,7 @@ pub fn main() -> ExitCode {
         Command::Fuzz(args) => crate::fuzz::fuzz_command(args),
         Command::Record(args) => crate::record::record_command(args),
         Command::Tap(args) => crate::record::standalone::tap_command(args),
+        Command::Layout(args) => crate::vllm::layout_diff::command(args),
         Command::Bench(args) => crate::bench::bench_command(args),
         Command::Setup { what } => {
             let installed = match what {

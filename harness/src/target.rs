@@ -23,7 +23,7 @@ use clap::Args;
 use mock_engine::core::{CoreError, CoreOptions, run_engine_core};
 use mock_engine::script::{Fixture, ServerOptions};
 use mock_engine::tap::{TapError, TapEvent, TapOptions, run_tap};
-use mock_engine::wire::VllmVersion;
+use mock_engine::wire::{Layout, LayoutFile, VllmVersion, check_layout};
 use mock_engine::{Corpus, Engine, EngineConfig};
 use reference_server::RunningServer;
 use tokio::sync::mpsc;
@@ -162,6 +162,8 @@ pub struct VllmOptions {
     pub work_dir: PathBuf,
     /// How long a frontend may take to answer `/health`.
     pub ready_timeout: Duration,
+    /// Speak this layout file instead of reading the install's.
+    pub layout_file: Option<PathBuf>,
     /// Puts the tap between a frontend and the mock engine core too (the
     /// real engine is always behind one), to measure what the tap costs.
     pub through_tap: bool,
@@ -173,6 +175,7 @@ impl Default for VllmOptions {
             version: vllm::DEFAULT_VERSION.into(),
             python: None,
             rs_bin: None,
+            layout_file: None,
             work_dir: PathBuf::from(".genconform"),
             ready_timeout: Duration::from_secs(240),
             through_tap: false,
@@ -193,6 +196,11 @@ pub struct VllmArgs {
     /// Your own `vllm-rs` binary, for `vllm-rs`.
     #[arg(long)]
     pub vllm_rs_bin: Option<PathBuf>,
+    /// The engine-core wire layout to speak (JSON, as `genconform layout
+    /// --json` prints it). Default: read from the target's install when it
+    /// has a Python interpreter, else the table of --vllm-version.
+    #[arg(long, value_name = "PATH")]
+    pub layout_file: Option<PathBuf>,
     /// Logs of the started frontends and their model directory.
     #[arg(long, default_value = ".genconform")]
     pub work_dir: PathBuf,
@@ -207,6 +215,7 @@ impl VllmArgs {
             version: self.vllm_version.clone(),
             python: self.vllm_python.clone(),
             rs_bin: self.vllm_rs_bin.clone(),
+            layout_file: self.layout_file.clone(),
             work_dir: self.work_dir.clone(),
             ready_timeout: Duration::from_secs(self.ready_timeout_secs),
             through_tap: false,
@@ -236,7 +245,8 @@ struct VllmBackend {
     frontend: Frontend,
     /// The program and the arguments that come before `serve`.
     program: (PathBuf, Vec<String>),
-    version: VllmVersion,
+    /// The engine-core wire layout, checked at start-up.
+    layout: &'static Layout,
     engine: EngineKind,
     model_dir: PathBuf,
     log_dir: PathBuf,
@@ -486,10 +496,6 @@ impl Target {
 
 impl VllmBackend {
     fn new(spec: &TargetSpec, corpus: &Corpus, options: &VllmOptions) -> anyhow::Result<Self> {
-        let version: VllmVersion = options
-            .version
-            .parse()
-            .map_err(|e| anyhow::anyhow!("--vllm-version: {e}"))?;
         let frontend = spec.frontend().unwrap_or(Frontend::Python);
         let install = || Install::find(&options.version);
         let program = match (frontend, &options.rs_bin, &options.python) {
@@ -510,6 +516,7 @@ impl VllmBackend {
         if !program.0.is_file() {
             anyhow::bail!("{} does not exist", program.0.display());
         }
+        let layout = wire_layout(spec, frontend, &program.0, options)?;
         let model_dir = options.work_dir.join("model");
         vllm::write_model_dir(&model_dir).map_err(|e| {
             anyhow::anyhow!(
@@ -535,7 +542,7 @@ impl VllmBackend {
         Ok(Self {
             frontend,
             program,
-            version,
+            layout,
             engine,
             model_dir,
             log_dir: options.work_dir.join("logs").join(spec.name()),
@@ -626,7 +633,7 @@ impl VllmBackend {
                     let engine_port = free_port().map_err(|e| format!("no free port: {e}"))?;
                     let engine_handshake = format!("tcp://127.0.0.1:{engine_port}");
                     let mut tap = TapOptions::new(frontend_handshake, engine_handshake.clone());
-                    tap.version = self.version;
+                    tap.layout = self.layout;
                     tap.handshake_timeout = self.ready_timeout;
                     // Nobody reads this journal: the tap is here to be timed.
                     let (journal, _) = mpsc::unbounded_channel();
@@ -635,7 +642,7 @@ impl VllmBackend {
                     (frontend_handshake, None)
                 };
                 let mut core = CoreOptions::new(engine_handshake);
-                core.version = self.version;
+                core.layout = self.layout;
                 core.handshake_timeout = self.ready_timeout;
                 Core::Mock {
                     core: tokio::spawn(run_engine_core(core, engine.clone())),
@@ -648,7 +655,7 @@ impl VllmBackend {
                 let engine_port = free_port().map_err(|e| format!("no free port: {e}"))?;
                 let mut tap =
                     TapOptions::new(frontend_handshake, format!("tcp://127.0.0.1:{engine_port}"));
-                tap.version = self.version;
+                tap.layout = self.layout;
                 tap.handshake_timeout = self.ready_timeout;
                 let tap = tokio::spawn(run_tap(tap, journal.clone()));
                 let log = self.log_dir.join(format!("engine-{}.log", self.started));
@@ -718,6 +725,38 @@ impl VllmBackend {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
+}
+
+/// The layout a target's engine side speaks: `--layout-file`, else the one
+/// read from the frontend's install when it has an interpreter (cached),
+/// else the hand-written table of `--vllm-version`. Checked, and the check's
+/// report (fields the mock has no meaning for) printed once.
+fn wire_layout(
+    spec: &TargetSpec,
+    frontend: Frontend,
+    program: &std::path::Path,
+    options: &VllmOptions,
+) -> anyhow::Result<&'static Layout> {
+    let python = match frontend {
+        Frontend::Python => Some(program.to_path_buf()),
+        Frontend::Rust => vllm::layout::python_of_rs_bin(program),
+    };
+    let (layout, report) = if let Some(path) = &options.layout_file {
+        LayoutFile::read(path)?.layout()?
+    } else if let Some(python) = python {
+        let file = vllm::layout::read(&python)
+            .map_err(|e| anyhow::anyhow!("{spec}: the wire layout of {}: {e}", python.display()))?;
+        file.layout().map_err(|e| anyhow::anyhow!("{spec}: {e}"))?
+    } else {
+        let version: VllmVersion = options
+            .version
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--vllm-version: {e}"))?;
+        let layout = version.layout();
+        (layout, check_layout(layout)?)
+    };
+    eprintln!("{spec}: {report}");
+    Ok(layout)
 }
 
 /// Runs vLLM's CLI from a given interpreter, so a contributor's own

@@ -6,6 +6,9 @@
 //! ```text
 //! mock-engine --handshake tcp://127.0.0.1:29550 --fixtures fixtures/ --vllm-version 0.32.0
 //! ```
+//!
+//! `--layout-file layout.json` speaks the layout `genconform layout --json`
+//! read from an install instead of a hand-written table.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -13,7 +16,7 @@ use std::time::Duration;
 use clap::Parser;
 use mock_engine::cli::EngineArgs;
 use mock_engine::core::{CoreOptions, run_engine_core};
-use mock_engine::wire::VllmVersion;
+use mock_engine::wire::{LayoutFile, VllmVersion};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -27,6 +30,10 @@ struct Args {
     /// The frontend's vLLM version: picks the wire layout.
     #[arg(long, default_value = "0.32.0")]
     vllm_version: VllmVersion,
+    /// Speak this layout (JSON, as `genconform layout --json` prints it)
+    /// instead of the hand-written table of --vllm-version.
+    #[arg(long, value_name = "PATH")]
+    layout_file: Option<std::path::PathBuf>,
     /// Give up when the frontend has not completed the handshake by then.
     #[arg(long, default_value_t = 60)]
     handshake_timeout_secs: u64,
@@ -64,7 +71,15 @@ fn run(args: Args) -> Result<(), String> {
     let engine = args.engine.engine().map_err(|e| format!("fixtures: {e}"))?;
     let mut opts = CoreOptions::new(args.handshake);
     opts.rank = args.rank;
-    opts.version = args.vllm_version;
+    opts.layout = match &args.layout_file {
+        Some(path) => {
+            let file = LayoutFile::read(path).map_err(|e| e.to_string())?;
+            let (layout, report) = file.layout().map_err(|e| e.to_string())?;
+            eprintln!("mock-engine: {report}");
+            layout
+        }
+        None => args.vllm_version.layout(),
+    };
     opts.handshake_timeout = Duration::from_secs(args.handshake_timeout_secs);
     if let Some(loops) = args.loops {
         opts.loops = loops.max(1);

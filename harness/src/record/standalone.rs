@@ -87,7 +87,7 @@ pub fn tap_command(args: TapArgs) -> ExitCode {
     };
     runtime.block_on(async {
         let mut options = TapOptions::new(args.frontend.clone(), args.listen.clone());
-        options.version = version;
+        options.layout = version.layout();
         options.handshake_timeout = Duration::from_secs(args.handshake_timeout_secs);
         let (journal, mut events) = mpsc::unbounded_channel();
         let mut tap = tokio::spawn(run_tap(options, journal));

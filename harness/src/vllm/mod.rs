@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 pub mod engine;
+pub mod layout;
+pub mod layout_diff;
 
 pub use model::{MAX_MODEL_LEN, VOCAB, write_model_dir};
 

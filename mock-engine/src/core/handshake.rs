@@ -72,7 +72,7 @@ async fn steps(
     let ready = ReadyResponse::mock(
         engine.config().max_model_len,
         opts.rank,
-        opts.version.as_str(),
+        opts.layout.version,
         &opts.instance_id,
     )
     .encode();
@@ -107,7 +107,10 @@ async fn steps(
         .send(HandshakeStatus::remote(StatusKind::Ready).encode().into())
         .await
         .map_err(CoreError::zmq("sending READY"))?;
-    tracing::info!(version = %opts.version, "READY sent; serving requests");
+    tracing::info!(
+        version = opts.layout.version,
+        "READY sent; serving requests"
+    );
     Ok(Sockets {
         inputs,
         outputs,

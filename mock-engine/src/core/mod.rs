@@ -27,7 +27,7 @@ pub use convert::{ConvertError, to_engine_request, to_wire_output};
 pub use error::CoreError;
 
 use crate::engine::Engine;
-use crate::wire::VllmVersion;
+use crate::wire::{Layout, VllmVersion};
 
 /// How to reach the frontend and which protocol to speak.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,8 +37,9 @@ pub struct CoreOptions {
     /// Data-parallel rank: the ZeroMQ identity (two little-endian bytes) and
     /// the `engine_index` of every output.
     pub rank: u16,
-    /// The wire layout; a frontend of another version fails at its first request.
-    pub version: VllmVersion,
+    /// The wire layout (a hand-written table, or one read from the install
+    /// and checked); a frontend of another version fails at its first request.
+    pub layout: &'static Layout,
     /// From first connection attempt to READY.
     pub handshake_timeout: Duration,
     /// Sent in the ready response; vLLM uses it to tell engine instances apart.
@@ -54,7 +55,7 @@ impl CoreOptions {
         Self {
             handshake_address: handshake_address.into(),
             rank: 0,
-            version: VllmVersion::V0_32_0,
+            layout: VllmVersion::V0_32_0.layout(),
             handshake_timeout: Duration::from_secs(60),
             instance_id: "genconform-mock-engine".to_string(),
             loops: std::thread::available_parallelism().map_or(1, usize::from),
@@ -67,7 +68,7 @@ impl CoreOptions {
 /// the frontend speaks another layout (`Err(Wire)`, also after ENGINE_CORE_DEAD).
 /// Cancel it by dropping the future (or aborting its task).
 pub async fn run_engine_core(opts: CoreOptions, engine: Engine) -> Result<(), CoreError> {
-    let layout = opts.version.layout();
+    let layout = opts.layout;
     if !layout.verified {
         tracing::warn!(
             version = layout.version,

@@ -35,7 +35,7 @@ pub(crate) async fn serve(
     engine: Engine,
     opts: &CoreOptions,
 ) -> Result<(), CoreError> {
-    let layout = opts.version.layout();
+    let layout = opts.layout;
     let Sockets {
         inputs,
         outputs,

@@ -40,7 +40,7 @@ use tokio::sync::mpsc;
 
 pub use error::TapError;
 
-use crate::wire::{EngineCoreOutputs, EngineCoreRequest, VllmVersion};
+use crate::wire::{EngineCoreOutputs, EngineCoreRequest, Layout, VllmVersion};
 
 /// Where the two sides are and which layout to decode with.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,7 +53,7 @@ pub struct TapOptions {
     /// on the same host, on ephemeral ports.
     pub engine_handshake: String,
     /// The layout the journal decodes with; forwarding ignores it.
-    pub version: VllmVersion,
+    pub layout: &'static Layout,
     /// From start to the forwarded READY.
     pub handshake_timeout: Duration,
 }
@@ -65,7 +65,7 @@ impl TapOptions {
         Self {
             frontend_handshake: frontend_handshake.into(),
             engine_handshake: engine_handshake.into(),
-            version: VllmVersion::V0_32_0,
+            layout: VllmVersion::V0_32_0.layout(),
             handshake_timeout: Duration::from_secs(300),
         }
     }
@@ -119,7 +119,7 @@ pub async fn run_tap(
     opts: TapOptions,
     journal: mpsc::UnboundedSender<TapEvent>,
 ) -> Result<(), TapError> {
-    let layout = opts.version.layout();
+    let layout = opts.layout;
     let connected = handshake::connect(&opts).await?;
     let recorder = journal::spawn_decoder(layout, journal);
     let handshake::Connected {

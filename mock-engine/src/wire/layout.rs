@@ -1,8 +1,20 @@
-//! Field order of every positional message, one table per vLLM release.
+//! Field order of every positional message: read from a vLLM install at
+//! start-up ([`super::LayoutFile`]), or one hand-written table per release
+//! (the tested fallback for a bare `vllm-rs` binary).
 //!
 //! Facts, from `vllm/v1/engine/__init__.py` of each release: a struct declared
 //! `array_like=True` is a msgpack array in declaration order. Defaults matter
 //! when reading: a shorter array means the missing fields have theirs.
+//!
+//! What `genconform layout` read from the installed wheels (2026-12):
+//! - 0.30.0: `EngineCoreRequest` has no `kv_hints` (21 fields),
+//!   `EngineCoreOutput` no `prompt_token_id_logprobs` (17),
+//!   `EngineCoreOutputs` no `weight_version` (8).
+//! - 0.31.0: as 0.32.0, except `EngineCoreOutputs` has no `weight_version`.
+//! - 0.32.0 and 0.33.0: equal to the tables below, field by field.
+//! - Every release 0.30.0 to 0.33.0: `UtilityOutput` is `[call_id,
+//!   failure_message, result]`, `LogprobsLists` has 4 fields and
+//!   `LogprobsTensors` 5, as the mock writes them.
 
 use std::fmt;
 use std::str::FromStr;
@@ -42,6 +54,20 @@ impl FieldDefault {
         }
     }
 
+    /// The default a layout file gives as JSON (`null`, a number, a bool,
+    /// `[]`); `None` for one the mock cannot send.
+    pub fn from_json(value: &serde_json::Value) -> Option<Self> {
+        use serde_json::Value as J;
+        match value {
+            J::Null => Some(Self::Nil),
+            J::Bool(b) => Some(Self::Bool(*b)),
+            J::Number(n) if n.is_f64() => n.as_f64().map(Self::Float),
+            J::Number(n) => n.as_i64().map(Self::Int),
+            J::Array(a) if a.is_empty() => Some(Self::EmptyArray),
+            _ => None,
+        }
+    }
+
     pub fn value(self) -> Option<rmpv::Value> {
         match self {
             Self::Required => None,
@@ -66,21 +92,96 @@ const fn f(name: &'static str, default: FieldDefault) -> Field {
 
 use FieldDefault::{Bool, EmptyArray, Float, Int, Nil, Required};
 
-/// The positional layouts of one vLLM release.
+/// The positional layouts of one vLLM release (or build).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Layout {
     pub version: &'static str,
-    /// Whether these tables were checked against that release's source.
+    /// Whether these tables were checked against that release's source
+    /// (always, for one read from an install).
     pub verified: bool,
+    /// Where the layout comes from: `hand-written table` or the install.
+    pub source: &'static str,
     pub request: &'static [Field],
     pub output: &'static [Field],
     pub outputs: &'static [Field],
+}
+
+/// The positional structs a [`Layout`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Struct {
+    Request,
+    Output,
+    Outputs,
+}
+
+impl Struct {
+    pub const ALL: [Self; 3] = [Self::Request, Self::Output, Self::Outputs];
+
+    /// vLLM's class name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Request => "EngineCoreRequest",
+            Self::Output => "EngineCoreOutput",
+            Self::Outputs => "EngineCoreOutputs",
+        }
+    }
+}
+
+impl fmt::Display for Struct {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl Layout {
     pub fn position(fields: &[Field], name: &str) -> Option<usize> {
         fields.iter().position(|f| f.name == name)
     }
+
+    pub fn fields(&self, s: Struct) -> &'static [Field] {
+        match s {
+            Struct::Request => self.request,
+            Struct::Output => self.output,
+            Struct::Outputs => self.outputs,
+        }
+    }
+
+    /// This layout for the rest of the process.
+    ///
+    /// Deliberately leaked rather than reference-counted: a process reads a
+    /// layout once at start-up and speaks it until it exits, and every wire
+    /// type (readers, writers, [`super::WireError`]) names fields and versions
+    /// with `&'static str`, which an `Arc<Layout>` would turn into lifetimes
+    /// threaded through the whole protocol for no gain. Equal layouts are
+    /// leaked once (a harness that starts many frontends of one install
+    /// reads the same layout each time), so what leaks is bounded by the
+    /// installs a process talks to: a few KiB each.
+    pub fn leak(self) -> &'static Layout {
+        static LEAKED: std::sync::Mutex<Vec<&'static Layout>> = std::sync::Mutex::new(Vec::new());
+        let mut leaked = LEAKED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(same) = leaked.iter().find(|l| ***l == self) {
+            return same;
+        }
+        let layout: &'static Layout = Box::leak(Box::new(self));
+        leaked.push(layout);
+        layout
+    }
+}
+
+/// A name for the rest of the process (see [`Layout::leak`]).
+pub(crate) fn leak_str(s: &str) -> &'static str {
+    static LEAKED: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut leaked = LEAKED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(same) = leaked.iter().find(|l| **l == s) {
+        return same;
+    }
+    let name: &'static str = Box::leak(s.to_string().into_boxed_str());
+    leaked.push(name);
+    name
 }
 
 const REQUEST_0_32: &[Field] = &[
@@ -147,6 +248,9 @@ const OUTPUTS_0_32: &[Field] = &[
     f("weight_version", Nil),
 ];
 
+/// [`Layout::source`] of the hand-written tables.
+pub const TABLE: &str = "hand-written table";
+
 /// A vLLM release whose wire layout we speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum VllmVersion {
@@ -177,6 +281,7 @@ impl VllmVersion {
 static LAYOUT_0_32_0: Layout = Layout {
     version: "0.32.0",
     verified: true,
+    source: TABLE,
     request: REQUEST_0_32,
     output: OUTPUT_0_32,
     outputs: OUTPUTS_0_32,
@@ -191,6 +296,7 @@ static LAYOUT_0_32_0: Layout = Layout {
 static LAYOUT_0_33_0: Layout = Layout {
     version: "0.33.0",
     verified: true,
+    source: TABLE,
     request: REQUEST_0_32,
     output: OUTPUT_0_33,
     outputs: OUTPUTS_0_32,

@@ -4,8 +4,9 @@
 //! positional msgpack arrays (vLLM's encoder writes every field; both
 //! frontends also accept arrays cut after the last non-default field), and the
 //! positions move between releases. Every positional
-//! message is therefore encoded and decoded through a [`Layout`] chosen by
-//! [`VllmVersion`], never through a hard-coded index.
+//! message is therefore encoded and decoded through a [`Layout`], never
+//! through a hard-coded index: one read from the install ([`LayoutFile`],
+//! checked by [`check_layout`]) or the hand-written table of a [`VllmVersion`].
 //!
 //! ```
 //! use mock_engine::wire::{EngineCoreOutput, EngineCoreOutputs, VllmVersion};
@@ -19,6 +20,8 @@
 mod error;
 mod handshake;
 mod layout;
+mod layout_check;
+mod layout_file;
 mod ndarray;
 mod output;
 mod positional;
@@ -26,7 +29,9 @@ mod request;
 
 pub use error::WireError;
 pub use handshake::{HandshakeStatus, InitMessage, ReadyResponse, StatusKind};
-pub use layout::{Field, FieldDefault, Layout, UnsupportedVersion, VllmVersion};
+pub use layout::{Field, FieldDefault, Layout, Struct, TABLE, UnsupportedVersion, VllmVersion};
+pub use layout_check::{LayoutError, LayoutReport, UnknownField, check as check_layout};
+pub use layout_file::{FileField, LayoutFile};
 pub use ndarray::{Dtype, DtypeNaming, LogprobsLists, LogprobsTensors, NdArray, RAW_VIEW_EXT};
 pub use output::{
     DEFAULT_WEIGHT_VERSION, ENGINE_CORE_DEAD, EngineCoreOutput, EngineCoreOutputs, OutputsWriter,

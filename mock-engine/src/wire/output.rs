@@ -521,7 +521,7 @@ impl EngineCoreOutputs {
             );
         }
         if let Some(v) = &self.weight_version {
-            w.set("weight_version", v.as_str());
+            w.set_if_present("weight_version", v.as_str());
         }
         w.finish()
     }
@@ -568,7 +568,7 @@ impl EngineCoreOutputs {
             timestamp: r.float_or("timestamp", 0.0)?,
             utility_output,
             finished_requests,
-            weight_version: r.opt_str("weight_version")?,
+            weight_version: r.opt_str_if_present("weight_version")?,
         })
     }
 }

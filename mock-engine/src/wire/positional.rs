@@ -64,6 +64,15 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// [`Self::opt_str`] of a field older layouts lack (`None` there).
+    pub fn opt_str_if_present(&self, name: &'static str) -> Result<Option<String>, WireError> {
+        if self.fields.iter().any(|f| f.name == name) {
+            self.opt_str(name)
+        } else {
+            Ok(None)
+        }
+    }
+
     /// The value, with nil and left-off both meaning `None`.
     pub fn opt(&self, name: &'static str) -> Result<Option<&'a Value>, WireError> {
         Ok(self.get(name)?.filter(|v| !v.is_nil()))
@@ -180,6 +189,14 @@ impl Writer {
             .position(|f| f.name == name)
             .unwrap_or_else(|| panic!("layout has no field {name}"));
         self.values[position] = value.into();
+        self
+    }
+
+    /// [`Self::set`] of a field older layouts lack (left out there).
+    pub fn set_if_present(&mut self, name: &'static str, value: impl Into<Value>) -> &mut Self {
+        if let Some(position) = self.fields.iter().position(|f| f.name == name) {
+            self.values[position] = value.into();
+        }
         self
     }
 
