@@ -70,7 +70,7 @@ impl fmt::Display for Kind {
 }
 
 /// One difference between the baseline and another target.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Difference {
     pub layer: Layer,
     /// `status`, `headers.content-type`, `events[2].choices[0].usage`, ...
