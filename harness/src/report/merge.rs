@@ -297,3 +297,32 @@ pub fn merge(reports: Vec<Named>) -> Result<RunReport, MergeError> {
     }
     Ok(merged)
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use crate::diff::{Difference, Kind, Layer};
+    use crate::run::Judged;
+
+    /// A merged report says what the shard said: a `null` value and no
+    /// value at all stay apart when a report is read back.
+    #[test]
+    fn null_and_absent_survive_a_round_trip() {
+        let judged = Judged {
+            difference: Difference {
+                layer: Layer::Json,
+                path: "body.service_tier".into(),
+                kind: Kind::NullVsAbsent,
+                baseline: None,
+                other: Some(Value::Null),
+            },
+            known: Some("python-null-fields".into()),
+        };
+        let text = serde_json::to_string(&judged).unwrap();
+        let back: Judged = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.difference, judged.difference, "{text}");
+        assert_eq!(back.difference.to_string(), judged.difference.to_string());
+        assert!(back.difference.to_string().ends_with("(absent) -> null"));
+    }
+}
