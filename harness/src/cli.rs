@@ -51,6 +51,11 @@ pub enum Command {
     /// Read the engine-core wire layout of a vLLM install (cached), check it
     /// as a run would, and compare it field by field with a hand-written table.
     Layout(crate::vllm::layout_diff::LayoutArgs),
+    /// Work with the JSON reports of runs.
+    Report {
+        #[command(subcommand)]
+        what: ReportWhat,
+    },
     /// Install what a target needs, into a cache outside the clone.
     Setup {
         #[command(subcommand)]
@@ -71,6 +76,30 @@ pub enum SetupWhat {
         #[arg(long, default_value = vllm::DEFAULT_VERSION)]
         version: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportWhat {
+    /// Merge the JSON reports of a run's shards (`run --partition K/N
+    /// --report-json`) into the grid, JSON and JUnit of the whole run, and
+    /// exit as the whole run would have. Fails when a shard is missing, two
+    /// overlap, or they come from different selections or targets.
+    Merge(MergeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The JSON report of every shard, in any order.
+    #[arg(required = true, value_name = "SHARD.json")]
+    pub shards: Vec<PathBuf>,
+    /// Write the merged report as JSON.
+    #[arg(long)]
+    pub report_json: Option<PathBuf>,
+    /// Write the merged report as JUnit XML.
+    #[arg(long)]
+    pub report_junit: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Color::Auto)]
+    pub color: Color,
 }
 
 #[derive(Debug, Args)]
@@ -148,6 +177,11 @@ pub struct RunArgs {
     /// Do not check snapshots (compare targets only).
     #[arg(long, conflicts_with = "accept")]
     pub no_snapshots: bool,
+    /// Run one shard of the selected fixtures: `count:K/N` (round-robin in
+    /// path order) or `hash:K/N` (by a stable hash of the name), K from 1.
+    /// `genconform report merge` puts the shards' JSON reports together.
+    #[arg(long, value_name = "KIND:K/N")]
+    pub partition: Option<crate::partition::Partition>,
     #[arg(long, value_enum, default_value_t = Color::Auto)]
     pub color: Color,
     #[command(flatten)]
@@ -193,6 +227,9 @@ pub fn main() -> ExitCode {
         Command::Tap(args) => crate::record::standalone::tap_command(args),
         Command::Layout(args) => crate::vllm::layout_diff::command(args),
         Command::Bench(args) => crate::bench::bench_command(args),
+        Command::Report {
+            what: ReportWhat::Merge(args),
+        } => merge_command(&args),
         Command::Setup { what } => {
             let installed = match what {
                 SetupWhat::Vllm { version } => vllm::setup(&version)
@@ -282,11 +319,7 @@ fn run_command(args: RunArgs) -> ExitCode {
         accept_snapshots: args.accept,
         check_snapshots: !args.no_snapshots,
         vllm: args.vllm.options(),
-    };
-    let color = match args.color {
-        Color::Always => true,
-        Color::Never => false,
-        Color::Auto => std::io::stdout().is_terminal(),
+        partition: args.partition,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -326,22 +359,13 @@ fn run_command(args: RunArgs) -> ExitCode {
             return ExitCode::from(130);
         }
     };
-    print!("{}", report::terminal(&report, color));
-    if let Some(path) = &args.report_json
-        && let Err(e) = report::write_json(&report, path)
-    {
-        eprintln!("error: {e:#}");
-        return ExitCode::from(2);
-    }
-    if let Some(path) = &args.report_junit {
-        let written = report::junit(&report).and_then(|xml| {
-            std::fs::write(path, xml)
-                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
-        });
-        if let Err(e) = written {
-            eprintln!("error: {e:#}");
-            return ExitCode::from(2);
-        }
+    if let Some(code) = deliver(
+        &report,
+        args.report_json.as_deref(),
+        args.report_junit.as_deref(),
+        args.color,
+    ) {
+        return code;
     }
     if let (Some(signal), Some(_)) = (interrupted, &report.interrupted) {
         eprintln!(
@@ -354,6 +378,71 @@ fn run_command(args: RunArgs) -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+fn use_color(color: Color) -> bool {
+    match color {
+        Color::Always => true,
+        Color::Never => false,
+        Color::Auto => std::io::stdout().is_terminal(),
+    }
+}
+
+/// Prints the grid and writes the reports asked for; the exit code when
+/// one cannot be written.
+fn deliver(
+    report: &run::RunReport,
+    json: Option<&std::path::Path>,
+    junit: Option<&std::path::Path>,
+    color: Color,
+) -> Option<ExitCode> {
+    print!("{}", report::terminal(report, use_color(color)));
+    if let Some(path) = json
+        && let Err(e) = report::write_json(report, path)
+    {
+        eprintln!("error: {e:#}");
+        return Some(ExitCode::from(2));
+    }
+    if let Some(path) = junit {
+        let written = report::junit(report).and_then(|xml| {
+            std::fs::write(path, xml)
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+        });
+        if let Err(e) = written {
+            eprintln!("error: {e:#}");
+            return Some(ExitCode::from(2));
+        }
+    }
+    None
+}
+
+/// `genconform report merge`: the whole run's grid, reports and exit code
+/// from its shards' JSON reports.
+fn merge_command(args: &MergeArgs) -> ExitCode {
+    let report = match report::merge::merge_files(&args.shards) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot merge the shard reports: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(code) = deliver(
+        &report,
+        args.report_json.as_deref(),
+        args.report_junit.as_deref(),
+        args.color,
+    ) {
+        return code;
+    }
+    // An interrupted shard leaves cases not run: the whole run would have
+    // exited with the signal's code too.
+    match report.interrupted.as_deref() {
+        Some("SIGINT") => ExitCode::from(crate::interrupt::Interrupt::Sigint.exit_code()),
+        Some("SIGTERM") => ExitCode::from(crate::interrupt::Interrupt::Sigterm.exit_code()),
+        Some(_) => ExitCode::FAILURE,
+        None if report.failed() => ExitCode::FAILURE,
+        None => ExitCode::SUCCESS,
     }
 }
 

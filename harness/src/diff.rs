@@ -70,14 +70,34 @@ impl fmt::Display for Kind {
 }
 
 /// One difference between the baseline and another target.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Difference {
     pub layer: Layer,
     /// `status`, `headers.content-type`, `events[2].choices[0].usage`, ...
     pub path: String,
     pub kind: Kind,
+    /// The baseline's value; left out of JSON when the baseline has none,
+    /// so that a JSON `null` here is the value null (`report merge` reads
+    /// reports back and must tell the two apart).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub baseline: Option<Value>,
+    /// The other target's value, as `baseline`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub other: Option<Value>,
+}
+
+/// A field that is there, `null` included, is `Some` (an absent one is
+/// `None` through `#[serde(default)]`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    serde::Deserialize::deserialize(d).map(Some)
 }
 
 impl fmt::Display for Difference {

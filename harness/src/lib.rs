@@ -19,6 +19,7 @@ pub mod excerpt;
 pub mod fuzz;
 pub mod interrupt;
 pub mod normalize;
+pub mod partition;
 pub mod process;
 pub mod record;
 pub mod report;

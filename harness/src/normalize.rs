@@ -25,7 +25,7 @@ pub const HEADERS_THAT_MATTER: &[&str] = &[
 ];
 
 /// A body, normalised.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(tag = "kind", content = "value", rename_all = "snake_case")]
 pub enum Body {
     Empty,
@@ -35,7 +35,7 @@ pub enum Body {
 }
 
 /// The data of one server-sent event.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(tag = "kind", content = "value", rename_all = "snake_case")]
 pub enum EventData {
     Json(Value),
@@ -63,7 +63,7 @@ impl EventData {
 }
 
 /// One exchange, ready to snapshot and compare.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Transcript {
     pub status: Option<u16>,
     pub headers: BTreeMap<String, String>,

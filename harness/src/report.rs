@@ -1,5 +1,8 @@
 //! Telling people and machines what a run found: a fixture x target grid
-//! with the diffs of what failed, a JSON report, and JUnit XML.
+//! with the diffs of what failed, a JSON report, and JUnit XML; [`merge`]
+//! puts the reports of a run's shards back together.
+
+pub mod merge;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -142,6 +145,16 @@ pub fn summary(report: &RunReport) -> String {
         ),
         None => String::new(),
     };
+    let shard = match &report.shard {
+        Some(shard) => format!(
+            "\nshard {}: {} of {} selected fixtures (selection {})",
+            shard.partition,
+            report.fixtures.len(),
+            report.selection.size,
+            report.selection.digest
+        ),
+        None => String::new(),
+    };
     format!(
         "{passed} passed, {failed} failed, {} skipped\n({} known divergences, {} new divergences, {} snapshot changes, {} errors; {} fixtures{} x {} targets in {:.1} s)",
         count(Outcome::Skipped),
@@ -153,7 +166,8 @@ pub fn summary(report: &RunReport) -> String {
         per_endpoint(report),
         report.targets.len(),
         report.elapsed_ms / 1000.0
-    ) + &interrupted
+    ) + &shard
+        + &interrupted
 }
 
 /// ` (generate 175, completions 35, chat 30)` when the run had more than

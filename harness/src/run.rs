@@ -10,19 +10,20 @@ use std::time::{Duration, Instant};
 
 use mock_engine::script::Endpoint;
 use mock_engine::{Corpus, Engine, Fixture, LoadedFixture};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::capture::{self, Capture, CaptureError, Limits};
 use crate::diff::{self, Difference, Layer};
 use crate::divergence::{Compared, Registry};
 use crate::excerpt;
 use crate::normalize::{ClientValues, Transcript, TranscriptBuilder};
+use crate::partition::{Partition, Selection};
 use crate::snapshot::{self, Store};
 use crate::sse;
 use crate::target::{Target, TargetSpec, Unavailable, VllmOptions};
 
 /// How a case ended, worst last.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Pass,
@@ -57,7 +58,7 @@ impl Outcome {
 }
 
 /// A difference from the baseline, with the registry entry that accepts it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Judged {
     #[serde(flatten)]
     pub difference: Difference,
@@ -66,7 +67,7 @@ pub struct Judged {
 }
 
 /// One fixture against one target.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CaseResult {
     pub fixture: String,
     /// The endpoint the fixture's request went to.
@@ -83,7 +84,7 @@ pub struct CaseResult {
     pub elapsed_ms: f64,
     /// What was cut from this case to keep it within its budget (see
     /// [`crate::excerpt`]); empty when nothing was.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub truncated: Vec<String>,
 }
 
@@ -170,12 +171,15 @@ pub struct RunOptions {
     pub check_snapshots: bool,
     /// For `vllm-rs` and `vllm-python` targets.
     pub vllm: VllmOptions,
+    /// Run only this shard of the selection (all of it, when `None`).
+    pub partition: Option<Partition>,
 }
 
 /// Everything a run found.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunReport {
     pub targets: Vec<String>,
+    /// The fixtures run (a shard's, when the run was cut), in order.
     pub fixtures: Vec<String>,
     /// The endpoint of each of `fixtures`, in the same order.
     pub endpoints: Vec<Endpoint>,
@@ -183,6 +187,21 @@ pub struct RunReport {
     pub elapsed_ms: f64,
     /// The signal that stopped the run early (its other cases are `not_run`).
     pub interrupted: Option<String>,
+    /// The fixtures selected (by `--filter` and `--endpoint`) before the
+    /// run was cut into shards: the same in every shard of one run.
+    pub selection: Selection,
+    /// Which shard of the selection this run is, when it is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<Shard>,
+}
+
+/// A sharded run's place in its selection: enough for `genconform report
+/// merge` to check that shards are disjoint and complete.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    pub partition: Partition,
+    /// The index in the selection of each of the report's `fixtures`.
+    pub indices: Vec<u64>,
 }
 
 impl RunReport {
@@ -243,7 +262,20 @@ pub async fn run_until(
     stop: impl Future<Output = String>,
 ) -> anyhow::Result<RunReport> {
     let started = Instant::now();
-    let fixtures = select(corpus, options.filter.as_deref(), options.endpoint);
+    let selected = select(corpus, options.filter.as_deref(), options.endpoint);
+    let selection = Selection::of(selected.iter().map(|f| f.fixture.name.as_str()));
+    // The corpus is in path order (the same on every machine), so `count`
+    // deals the same fixtures to the same shard everywhere.
+    let (indices, fixtures): (Vec<u64>, Vec<&LoadedFixture>) = selected
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| (i as u64, f))
+        .filter(|(i, f)| {
+            options
+                .partition
+                .is_none_or(|p| p.contains(*i, f.fixture.name.as_bytes()))
+        })
+        .unzip();
     let mut targets = Vec::new();
     for spec in &options.targets {
         targets.push(Target::start(spec.clone(), corpus, &options.vllm).await?);
@@ -333,6 +365,10 @@ pub async fn run_until(
         cases,
         elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
         interrupted,
+        selection,
+        shard: options
+            .partition
+            .map(|partition| Shard { partition, indices }),
     })
 }
 

@@ -103,7 +103,7 @@ pub struct Store {
 }
 
 /// How a fresh transcript compares with the reviewed one.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case", tag = "state", content = "diff")]
 pub enum Status {
     Unchanged,

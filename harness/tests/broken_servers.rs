@@ -41,6 +41,7 @@ async fn run_broken(damage: Damage, filter: &str) -> RunReport {
         accept_snapshots: false,
         check_snapshots: false,
         vllm: Default::default(),
+        partition: None,
     };
     let report = run::run(&corpus, &options, &()).await.expect("run");
     healthy.shutdown().await;

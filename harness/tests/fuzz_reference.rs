@@ -55,3 +55,33 @@ fn a_url_target_with_the_control_channel_is_scripted_and_agrees_with_the_referen
     );
     runtime.block_on(server.shutdown());
 }
+
+/// The shards of one seed (`--partition`) exchange disjoint cases that
+/// together are the unsharded run's.
+#[test]
+fn shards_of_a_seed_make_the_whole_run() {
+    let found = tempfile::tempdir().unwrap();
+    let whole = fuzz(&options(60, 5, found.path())).unwrap();
+    assert!(!whole.failed(), "{}", whole.summary());
+    assert_eq!(whole.ran.len(), 60, "{}", whole.summary());
+    let mut expected = whole.ran.clone();
+    expected.sort_unstable();
+    for cut in ["count:1/3", "hash:1/2"] {
+        let cut: harness::partition::Partition = cut.parse().unwrap();
+        let mut union = Vec::new();
+        for p in cut.all() {
+            let shard = fuzz(&FuzzOptions {
+                partition: Some(p),
+                ..options(60, 5, found.path())
+            })
+            .unwrap();
+            assert!(!shard.failed(), "{}", shard.summary());
+            assert_eq!(shard.generated, 60, "{p}: every shard generates the stream");
+            assert!(shard.ran.len() < 60, "{p}: {}", shard.summary());
+            assert!(shard.summary().contains(&format!("shard {p}")));
+            union.extend(shard.ran);
+        }
+        union.sort_unstable();
+        assert_eq!(union, expected, "{cut}: disjoint, and the whole run");
+    }
+}

@@ -73,6 +73,7 @@ async fn each_case_replays_its_own_script_for_a_shared_prompt() {
         accept_snapshots: false,
         check_snapshots: false,
         vllm: Default::default(),
+        partition: None,
     };
     let report = run::run(&corpus, &options, &()).await.expect("the run");
     assert_eq!(tokens(&report, "repeat_cold"), [33, 34]);

@@ -28,6 +28,7 @@ async fn reference_transcripts_match_reviewed_snapshots() {
         accept_snapshots: false,
         check_snapshots: false,
         vllm: Default::default(),
+        partition: None,
     };
     let report = run::run(&corpus, &options, &())
         .await

@@ -23,6 +23,7 @@
 pub mod cases;
 pub mod found;
 pub mod oracle;
+pub mod shard;
 
 use std::cell::{Cell, RefCell};
 use std::io::IsTerminal as _;
@@ -44,6 +45,7 @@ use crate::diff::{self, Layer};
 use crate::divergence::{Compared, Registry};
 use crate::interrupt::{Interrupt, Interrupts};
 use crate::normalize::Transcript;
+use crate::partition::Partition;
 use crate::run::transcribe;
 use crate::target::{Target, TargetSpec, Unavailable, VllmOptions};
 use cases::{Case, Endpoints, Scope};
@@ -88,6 +90,12 @@ pub struct FuzzArgs {
     /// Per-request timeout.
     #[arg(long, default_value_t = 10)]
     pub timeout_secs: u64,
+    /// Run one shard of the seed's case stream: `count:K/N` (by place in
+    /// the stream) or `hash:K/N` (by the case's digest), K from 1. Every
+    /// shard generates the whole stream; the shards of one seed together
+    /// are the unsharded run.
+    #[arg(long, value_name = "KIND:K/N")]
+    pub partition: Option<Partition>,
     #[command(flatten)]
     pub vllm: crate::target::VllmArgs,
 }
@@ -109,6 +117,8 @@ pub struct FuzzOptions {
     pub vllm: VllmOptions,
     /// Draw a progress bar (on a terminal) or log progress lines.
     pub progress: bool,
+    /// Exchange only this shard's cases (all, when `None`).
+    pub partition: Option<Partition>,
 }
 
 impl Default for FuzzOptions {
@@ -129,6 +139,7 @@ impl Default for FuzzOptions {
             model: mock_engine::script::DEFAULT_MODEL_NAME.into(),
             vllm: VllmOptions::default(),
             progress: false,
+            partition: None,
         }
     }
 }
@@ -184,6 +195,14 @@ pub struct FuzzReport {
     pub aborted: Option<String>,
     /// SIGINT (Ctrl-C) or SIGTERM ended the run early.
     pub interrupted: Option<Interrupt>,
+    /// The shard of the case stream this run exchanged, when it was cut.
+    pub partition: Option<Partition>,
+    /// Cases of the stream generated, this shard's or not (shrinks aside).
+    pub generated: u64,
+    /// The digest ([`Case::digest`]) of each case this run exchanged, in
+    /// order, shrinks aside: the shards of one seed share none, and together
+    /// they hold the unsharded run's.
+    pub ran: Vec<u64>,
 }
 
 impl FuzzReport {
@@ -202,6 +221,13 @@ impl FuzzReport {
             self.seed,
             self.targets.join(", ")
         );
+        if let Some(p) = self.partition {
+            s.push_str(&format!(
+                "  shard {p}: ran {} of the {} cases the seed generated\n",
+                self.ran.len(),
+                self.generated
+            ));
+        }
         for (target, channel) in &self.channels {
             s.push_str(&format!("  scripts for {target}: {channel}\n"));
         }
@@ -275,6 +301,7 @@ pub fn fuzz_command(args: FuzzArgs) -> ExitCode {
         model: args.model,
         vllm: args.vllm.options(),
         progress: true,
+        partition: args.partition,
     };
     match fuzz(&options) {
         Ok(report) => {
@@ -332,6 +359,7 @@ pub fn fuzz(options: &FuzzOptions) -> anyhow::Result<FuzzReport> {
     let names = bench.names.clone();
     let bench = RefCell::new(bench);
     let exchanged = Cell::new(0u64);
+    let ran = RefCell::new(Vec::new());
     let bar = Bar::new(options.progress, u64::from(options.cases));
     let started = Instant::now();
     // SIGINT or SIGTERM lets the current case finish, then every later one
@@ -346,11 +374,21 @@ pub fn fuzz(options: &FuzzOptions) -> anyhow::Result<FuzzReport> {
     };
     let interrupted = || interrupts.as_ref().and_then(Interrupts::first);
     let mut runner = TestRunner::new_with_rng(config(options), rng(options.seed));
-    let result = runner.run(&cases::case(scope), |case| {
+    let strategy = shard::Sharded::new(cases::case(scope), options.partition);
+    let result = runner.run(&strategy, |(mine, case)| {
         if interrupted().is_some() {
             return Err(TestCaseError::reject("interrupted"));
         }
+        if !mine {
+            // Another shard's: a pass here, so the stream goes on as it
+            // would unsharded.
+            bar.skipped();
+            return Ok(());
+        }
         exchanged.set(exchanged.get() + 1);
+        if !bar.is_shrinking() {
+            ran.borrow_mut().push(case.digest());
+        }
         let outcome = runtime.block_on(exchange(&mut bench.borrow_mut(), options, &case));
         match outcome {
             Ok(()) => {
@@ -368,7 +406,7 @@ pub fn fuzz(options: &FuzzOptions) -> anyhow::Result<FuzzReport> {
     let (found, aborted) = match result {
         Ok(()) => (None, None),
         Err(TestError::Abort(reason)) => (None, Some(reason.to_string())),
-        Err(TestError::Fail(reason, case)) => {
+        Err(TestError::Fail(reason, (_, case))) => {
             // Run the minimal case (the smallest so far, if interrupted) once
             // more, for its violation in full.
             let again = runtime.block_on(exchange(&mut bench.borrow_mut(), options, &case));
@@ -395,6 +433,9 @@ pub fn fuzz(options: &FuzzOptions) -> anyhow::Result<FuzzReport> {
         // The rejects that ended an interrupted run are ours, not a finding.
         aborted: aborted.filter(|_| interrupted().is_none()),
         interrupted: interrupted(),
+        partition: options.partition,
+        generated: strategy.generated(),
+        ran: ran.into_inner(),
     })
 }
 
@@ -798,6 +839,17 @@ impl Bar {
             }
             None => {}
         }
+    }
+
+    /// Another shard's case went by.
+    fn skipped(&self) {
+        if let Some(bar) = self.bar.as_ref().filter(|_| !self.shrinking.get()) {
+            bar.inc(1);
+        }
+    }
+
+    fn is_shrinking(&self) -> bool {
+        self.shrinking.get()
     }
 
     fn failing(&self, failure: &Failure) {

@@ -172,6 +172,7 @@ pub async fn replay(
         accept_snapshots: false,
         check_snapshots: false,
         vllm: args.vllm.options(),
+        partition: None,
     };
     let report = run::run(&corpus, &options, &()).await?;
     let replays: Vec<Replay> = corpus
