@@ -358,8 +358,29 @@ pub async fn run_until(
     let mut liveness: Vec<Liveness> = targets.iter().map(|_| Liveness::default()).collect();
     let mut stop = std::pin::pin!(stop);
     let mut interrupted = None;
+    // The targets' first servers start together (a real frontend's start is
+    // mostly waiting on its imports and its engine handshake), for the
+    // server options of the first fixture. A start that fails here fails
+    // again, and is reported, on the first case.
+    if let Some(first) = fixtures.first() {
+        let starts = futures::future::join_all(
+            targets
+                .iter_mut()
+                .zip(&mut liveness)
+                .map(|(target, live)| live.clock.endpoint(target, &first.fixture)),
+        );
+        tokio::select! {
+            why = &mut stop => interrupted = Some(why),
+            _ = starts => {}
+        }
+    }
     let mut cases = Vec::new();
-    for loaded in &fixtures {
+    let to_run: &[&LoadedFixture] = if interrupted.is_some() {
+        &[]
+    } else {
+        &fixtures
+    };
+    for loaded in to_run {
         let mut row: Vec<(CaseResult, Option<String>)> = Vec::new();
         for (target, live) in targets.iter_mut().zip(&mut liveness) {
             let case = if started.elapsed() > options.budget {
