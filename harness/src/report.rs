@@ -155,8 +155,10 @@ pub fn summary(report: &RunReport) -> String {
         ),
         None => String::new(),
     };
+    let t = &report.timing;
+    let secs = |ms: f64| ms / 1000.0;
     format!(
-        "{passed} passed, {failed} failed, {} skipped\n({} known divergences, {} new divergences, {} snapshot changes, {} errors; {} fixtures{} x {} targets in {:.1} s)",
+        "{passed} passed, {failed} failed, {} skipped\n({} known divergences, {} new divergences, {} snapshot changes, {} errors; {} fixtures{} x {} targets in {:.1} s: start-up {:.1} s, cases {:.1} s, restarts {:.1} s ({} restarts), stop {:.1} s)",
         count(Outcome::Skipped),
         count(Outcome::Known),
         count(Outcome::New),
@@ -165,7 +167,12 @@ pub fn summary(report: &RunReport) -> String {
         report.fixtures.len(),
         per_endpoint(report),
         report.targets.len(),
-        report.elapsed_ms / 1000.0
+        secs(report.elapsed_ms),
+        secs(t.startup_ms),
+        secs(t.cases_ms),
+        secs(t.restart_ms),
+        t.restarts,
+        secs(t.stop_ms),
     ) + &shard
         + &interrupted
 }

@@ -193,6 +193,74 @@ pub struct RunReport {
     /// Which shard of the selection this run is, when it is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<Shard>,
+    /// Where the run's time went (absent from reports of older harnesses).
+    #[serde(default)]
+    pub timing: Timing,
+}
+
+/// Where a run's time went, in milliseconds: the parts add up to
+/// [`RunReport::elapsed_ms`] (in a merged report, they are the shards'
+/// parts added up, while its `elapsed_ms` is the slowest shard's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timing {
+    /// Starting targets and the first server of each distinct server
+    /// options (a real frontend's start-up, a cold Python import).
+    pub startup_ms: f64,
+    /// Starting a server again after it had died (a scripted engine death).
+    pub restart_ms: f64,
+    /// How many servers were started again.
+    pub restarts: u32,
+    /// Sending the cases and judging what came back.
+    pub cases_ms: f64,
+    /// Stopping the targets.
+    pub stop_ms: f64,
+}
+
+impl Timing {
+    /// The parts of several shards' runs, added up.
+    pub fn add(&mut self, other: &Timing) {
+        self.startup_ms += other.startup_ms;
+        self.restart_ms += other.restart_ms;
+        self.restarts += other.restarts;
+        self.cases_ms += other.cases_ms;
+        self.stop_ms += other.stop_ms;
+    }
+}
+
+/// The start-up clock of one target: which server options it has started
+/// a server for, and how long starts took.
+#[derive(Debug, Default)]
+struct StartClock {
+    started: std::collections::BTreeSet<String>,
+    startup: Duration,
+    restart: Duration,
+    restarts: u32,
+}
+
+impl StartClock {
+    /// `target.endpoint(fixture)`, timed: when it started a server, its
+    /// time counts as start-up the first time these server options are
+    /// served, as a restart after.
+    async fn endpoint(
+        &mut self,
+        target: &mut Target,
+        fixture: &Fixture,
+    ) -> Result<String, Unavailable> {
+        let (before, clock) = (target.generation(), Instant::now());
+        let base = target.endpoint(fixture).await;
+        let (after, took) = (target.generation(), clock.elapsed());
+        let options = serde_json::to_string(&fixture.server).unwrap_or_default();
+        let first = self.started.insert(options);
+        if after > before || (first && base.is_err()) {
+            if first {
+                self.startup += took;
+            } else {
+                self.restart += took;
+                self.restarts += after - before;
+            }
+        }
+        base
+    }
 }
 
 /// A sharded run's place in its selection: enough for `genconform report
@@ -277,9 +345,11 @@ pub async fn run_until(
         })
         .unzip();
     let mut targets = Vec::new();
+    let clock = Instant::now();
     for spec in &options.targets {
         targets.push(Target::start(spec.clone(), corpus, &options.vllm).await?);
     }
+    let targets_started = clock.elapsed();
     let names: Vec<String> = targets.iter().map(Target::name).collect();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
@@ -288,8 +358,29 @@ pub async fn run_until(
     let mut liveness: Vec<Liveness> = targets.iter().map(|_| Liveness::default()).collect();
     let mut stop = std::pin::pin!(stop);
     let mut interrupted = None;
+    // The targets' first servers start together (a real frontend's start is
+    // mostly waiting on its imports and its engine handshake), for the
+    // server options of the first fixture. A start that fails here fails
+    // again, and is reported, on the first case.
+    if let Some(first) = fixtures.first() {
+        let starts = futures::future::join_all(
+            targets
+                .iter_mut()
+                .zip(&mut liveness)
+                .map(|(target, live)| live.clock.endpoint(target, &first.fixture)),
+        );
+        tokio::select! {
+            why = &mut stop => interrupted = Some(why),
+            _ = starts => {}
+        }
+    }
     let mut cases = Vec::new();
-    for loaded in &fixtures {
+    let to_run: &[&LoadedFixture] = if interrupted.is_some() {
+        &[]
+    } else {
+        &fixtures
+    };
+    for loaded in to_run {
         let mut row: Vec<(CaseResult, Option<String>)> = Vec::new();
         for (target, live) in targets.iter_mut().zip(&mut liveness) {
             let case = if started.elapsed() > options.budget {
@@ -334,9 +425,11 @@ pub async fn run_until(
         }
     }
     progress.finish();
+    let clock = Instant::now();
     for target in targets {
         target.stop().await;
     }
+    let stopped = clock.elapsed();
     if let Some(why) = &interrupted {
         // The grid and the reports name every case, run or not, in order.
         let done = cases.len();
@@ -355,6 +448,20 @@ pub async fn run_until(
             }
         }
     }
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let elapsed_ms = ms(started.elapsed());
+    let mut timing = Timing {
+        startup_ms: ms(targets_started),
+        stop_ms: ms(stopped),
+        ..Timing::default()
+    };
+    for live in &liveness {
+        timing.startup_ms += ms(live.clock.startup);
+        timing.restart_ms += ms(live.clock.restart);
+        timing.restarts += live.clock.restarts;
+    }
+    timing.cases_ms =
+        (elapsed_ms - timing.startup_ms - timing.restart_ms - timing.stop_ms).max(0.0);
     Ok(RunReport {
         targets: names,
         fixtures: fixtures.iter().map(|f| f.fixture.name.clone()).collect(),
@@ -363,12 +470,13 @@ pub async fn run_until(
             .map(|f| f.fixture.request.endpoint)
             .collect(),
         cases,
-        elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
+        elapsed_ms,
         interrupted,
         selection,
         shard: options
             .partition
             .map(|partition| Shard { partition, indices }),
+        timing,
     })
 }
 
@@ -382,6 +490,8 @@ struct Liveness {
     failures: BTreeMap<Server, u32>,
     /// Servers given up on, with the reason.
     gone: BTreeMap<Server, String>,
+    /// The time its servers took to start.
+    clock: StartClock,
 }
 
 /// One server of a target: its base URL and the target's generation when it
@@ -396,7 +506,8 @@ impl Liveness {
         target: &mut Target,
         limits: Limits,
     ) -> CaseResult {
-        let (case, exchange) = run_case(client, loaded, target, limits, &self.gone).await;
+        let (case, exchange) =
+            run_case(client, loaded, target, limits, &self.gone, &mut self.clock).await;
         let Some((server, failure)) = exchange else {
             return case;
         };
@@ -464,9 +575,10 @@ async fn run_case(
     target: &mut Target,
     limits: Limits,
     gone: &BTreeMap<Server, String>,
+    clock: &mut StartClock,
 ) -> (CaseResult, Option<(Server, Option<CaptureError>)>) {
     let name = target.name();
-    let base = match target.endpoint(&loaded.fixture).await {
+    let base = match clock.endpoint(target, &loaded.fixture).await {
         Ok(base) => base,
         Err(Unavailable::Skip(reason)) => {
             let case = CaseResult {

@@ -9,7 +9,7 @@ mod common;
 
 use common::{Damage, drop_done, spawn_broken_proxy, usage_on_first_chunk};
 use harness::fuzz::oracle::Property;
-use harness::fuzz::{Found, FuzzOptions, fuzz, replay_fixture};
+use harness::fuzz::{Found, FuzzOptions, FuzzReport, fuzz, replay_fixture};
 use harness::target::TargetSpec;
 use serde_json::Value;
 
@@ -63,11 +63,24 @@ impl Broken {
     }
 
     fn fuzz_targets(&self, targets: Vec<TargetSpec>, found_dir: &std::path::Path) -> Found {
+        self.fuzz_report(targets, found_dir, FuzzOptions::default().jobs)
+            .found
+            .expect("checked by fuzz_report")
+    }
+
+    /// Fuzzes with `jobs` cases in flight; the report has a failure.
+    fn fuzz_report(
+        &self,
+        targets: Vec<TargetSpec>,
+        found_dir: &std::path::Path,
+        jobs: usize,
+    ) -> FuzzReport {
         let options = FuzzOptions {
             targets,
             cases: 300,
             seed: 5,
             found_dir: found_dir.to_path_buf(),
+            jobs,
             ..FuzzOptions::default()
         };
         let report = fuzz(&options).expect("the fuzzer runs");
@@ -77,10 +90,8 @@ impl Broken {
             "{}",
             report.summary()
         );
-        let summary = report.summary();
+        assert!(report.found.is_some(), "not caught:\n{}", report.summary());
         report
-            .found
-            .unwrap_or_else(|| panic!("not caught:\n{summary}"))
     }
 
     /// The written fixture, loaded as the corpus would load it, and checked
@@ -174,6 +185,21 @@ fn the_same_seed_finds_the_same_minimal_case() {
     let second = broken.fuzz(b.path());
     assert_eq!(first.case, second.case);
     assert_eq!(first.fixture, second.fixture);
+}
+
+#[test]
+fn cases_in_flight_together_find_what_a_serial_run_finds() {
+    let broken = Broken::start(drop_done);
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let serial = broken.fuzz_report(vec![broken.target()], a.path(), 1);
+    let together = broken.fuzz_report(vec![broken.target()], b.path(), 8);
+    // The same cases judged, in the same order, up to the same first failure.
+    assert_eq!(serial.ran, together.ran);
+    assert_eq!(serial.generated, together.generated);
+    let (serial, together) = (serial.found.unwrap(), together.found.unwrap());
+    assert_eq!(serial.case, together.case);
+    assert_eq!(serial.fixture, together.fixture);
+    assert_eq!(serial.violation.property, together.violation.property);
 }
 
 #[test]

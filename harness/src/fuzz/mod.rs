@@ -32,6 +32,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use futures::StreamExt as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use mock_engine::script::Script;
 use mock_engine::{Corpus, Engine, Fixture};
@@ -96,6 +97,11 @@ pub struct FuzzArgs {
     /// are the unsharded run.
     #[arg(long, value_name = "KIND:K/N")]
     pub partition: Option<Partition>,
+    /// Cases in flight at once. Their verdicts are judged in stream order,
+    /// so the same seed finds and reports the same failure at any value;
+    /// shrinking a failure is serial.
+    #[arg(long, default_value_t = DEFAULT_JOBS, value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: u16,
     #[command(flatten)]
     pub vllm: crate::target::VllmArgs,
 }
@@ -119,7 +125,13 @@ pub struct FuzzOptions {
     pub progress: bool,
     /// Exchange only this shard's cases (all, when `None`).
     pub partition: Option<Partition>,
+    /// Cases in flight at once (at least 1).
+    pub jobs: usize,
 }
+
+/// Cases in flight by default: most of a case's time is its script's
+/// delays, so a few more than the cores keep them busy.
+pub const DEFAULT_JOBS: u16 = 8;
 
 impl Default for FuzzOptions {
     fn default() -> Self {
@@ -140,6 +152,7 @@ impl Default for FuzzOptions {
             vllm: VllmOptions::default(),
             progress: false,
             partition: None,
+            jobs: usize::from(DEFAULT_JOBS),
         }
     }
 }
@@ -302,6 +315,7 @@ pub fn fuzz_command(args: FuzzArgs) -> ExitCode {
         vllm: args.vllm.options(),
         progress: true,
         partition: args.partition,
+        jobs: usize::from(args.jobs),
     };
     match fuzz(&options) {
         Ok(report) => {
@@ -357,15 +371,15 @@ pub fn fuzz(options: &FuzzOptions) -> anyhow::Result<FuzzReport> {
         .zip(bench.channels.iter().map(ScriptChannel::label))
         .collect();
     let names = bench.names.clone();
-    let bench = RefCell::new(bench);
+    let bench = tokio::sync::Mutex::new(bench);
+    let locks = PromptLocks::default();
     let exchanged = Cell::new(0u64);
-    let ran = RefCell::new(Vec::new());
+    let mut ran = Vec::new();
     let bar = Bar::new(options.progress, u64::from(options.cases));
     let started = Instant::now();
-    // SIGINT or SIGTERM lets the current case finish, then every later one
-    // is rejected unsent: proptest gives up after its limit of rejects (and a
-    // shrink stops where it is), so the run ends, the targets stop, and a
-    // minimal case found so far is still written.
+    // SIGINT or SIGTERM lets the cases in flight finish and sends no more;
+    // a shrink stops where it is, the targets stop, and a minimal case found
+    // so far is still written.
     let interrupts = if options.progress {
         let _entered = runtime.enter();
         Some(Interrupts::listen().map_err(|e| anyhow::anyhow!("cannot listen for signals: {e}"))?)
@@ -373,34 +387,104 @@ pub fn fuzz(options: &FuzzOptions) -> anyhow::Result<FuzzReport> {
         None
     };
     let interrupted = || interrupts.as_ref().and_then(Interrupts::first);
-    let mut runner = TestRunner::new_with_rng(config(options), rng(options.seed));
-    let strategy = shard::Sharded::new(cases::case(scope), options.partition);
-    let result = runner.run(&strategy, |(mine, case)| {
-        if interrupted().is_some() {
-            return Err(TestCaseError::reject("interrupted"));
-        }
-        if !mine {
-            // Another shard's: a pass here, so the stream goes on as it
-            // would unsharded.
-            bar.skipped();
-            return Ok(());
-        }
-        exchanged.set(exchanged.get() + 1);
-        if !bar.is_shrinking() {
-            ran.borrow_mut().push(case.digest());
-        }
-        let outcome = runtime.block_on(exchange(&mut bench.borrow_mut(), options, &case));
-        match outcome {
-            Ok(()) => {
-                bar.passed();
-                Ok(())
+
+    // 1. The case stream, drawn as proptest's runner draws it: the runner
+    // draws the next case the same way whatever the last one's verdict (it
+    // only shrinks after a failure), so this is the stream a serial run sees.
+    let stream = shard::Sharded::new(cases::case(scope), options.partition);
+    let drawn = RefCell::new(Vec::new());
+    let drawing = TestRunner::new_with_rng(config(options), rng(options.seed)).run(
+        &stream,
+        |(mine, case)| {
+            drawn.borrow_mut().push((mine, case));
+            Ok(())
+        },
+    );
+    let drawn = drawn.into_inner();
+
+    // 2. This shard's cases, up to `jobs` in flight, judged in stream order:
+    // the first failure in the stream is the one reported, whichever case
+    // finished first.
+    let mut first_failure = None;
+    let mut judged = 0usize;
+    runtime.block_on(async {
+        let (bench, locks) = (&bench, &locks);
+        let mut verdicts = futures::stream::iter(drawn.iter())
+            .map(|(mine, case)| async move {
+                if !mine || interrupted().is_some() {
+                    return None;
+                }
+                Some(exchange(bench, locks, options, case).await)
+            })
+            .buffered(options.jobs.max(1));
+        while let Some(verdict) = verdicts.next().await {
+            if interrupted().is_some() {
+                break;
             }
-            Err(failure) => {
-                bar.failing(&failure);
-                Err(TestCaseError::fail(failure.to_string()))
+            let case = &drawn[judged].1;
+            judged += 1;
+            match verdict {
+                // Another shard's: a pass here, so the stream goes on as it
+                // would unsharded.
+                None => bar.skipped(),
+                Some(verdict) => {
+                    exchanged.set(exchanged.get() + 1);
+                    ran.push(case.digest());
+                    match verdict {
+                        Ok(()) => bar.passed(),
+                        Err(failure) => {
+                            bar.failing(&failure);
+                            first_failure = Some((judged - 1, failure));
+                            break;
+                        }
+                    }
+                }
             }
         }
     });
+
+    // 3. A failure is shrunk serially by proptest, on the same stream: the
+    // cases before it pass from step 2's verdicts, the failing one fails
+    // with its verdict, and every shrink is exchanged.
+    let stopped_early = first_failure.is_some() || interrupted().is_some();
+    let result = match first_failure {
+        None => drawing.map_err(|e| match e {
+            TestError::Abort(reason) => TestError::Abort(reason),
+            // The drawing pass fails nothing; kept total all the same.
+            TestError::Fail(reason, _) => TestError::Abort(reason),
+        }),
+        Some((at, failure)) => {
+            let calls = Cell::new(0usize);
+            let strategy = shard::Sharded::new(cases::case(scope), options.partition);
+            let mut runner = TestRunner::new_with_rng(config(options), rng(options.seed));
+            runner.run(&strategy, |(mine, case)| {
+                let call = calls.replace(calls.get() + 1);
+                let same = drawn
+                    .get(call)
+                    .is_some_and(|(_, seen)| seen.digest() == case.digest());
+                if same && call < at {
+                    return Ok(());
+                }
+                if same && call == at {
+                    return Err(TestCaseError::fail(failure.to_string()));
+                }
+                if interrupted().is_some() {
+                    return Err(TestCaseError::reject("interrupted"));
+                }
+                if !mine {
+                    return Ok(());
+                }
+                exchanged.set(exchanged.get() + 1);
+                match runtime.block_on(exchange(&bench, &locks, options, &case)) {
+                    Ok(()) => Ok(()),
+                    Err(failure) => {
+                        bar.failing(&failure);
+                        Err(TestCaseError::fail(failure.to_string()))
+                    }
+                }
+            })
+        }
+    };
     bar.finish();
     let elapsed = started.elapsed();
     let (found, aborted) = match result {
@@ -409,7 +493,7 @@ pub fn fuzz(options: &FuzzOptions) -> anyhow::Result<FuzzReport> {
         Err(TestError::Fail(reason, (_, case))) => {
             // Run the minimal case (the smallest so far, if interrupted) once
             // more, for its violation in full.
-            let again = runtime.block_on(exchange(&mut bench.borrow_mut(), options, &case));
+            let again = runtime.block_on(exchange(&bench, &locks, options, &case));
             (
                 Some(record(options, case, again.err(), reason.to_string())),
                 None,
@@ -434,8 +518,14 @@ pub fn fuzz(options: &FuzzOptions) -> anyhow::Result<FuzzReport> {
         aborted: aborted.filter(|_| interrupted().is_none()),
         interrupted: interrupted(),
         partition: options.partition,
-        generated: strategy.generated(),
-        ran: ran.into_inner(),
+        // The stream as far as it was judged: all of it, unless a failure
+        // or a signal ended the run.
+        generated: if stopped_early {
+            judged as u64
+        } else {
+            stream.generated()
+        },
+        ran,
     })
 }
 
@@ -631,7 +721,17 @@ struct Exchange {
 }
 
 /// Sends the case (and its twin) to every target and checks everything.
-async fn exchange(bench: &mut Bench, options: &FuzzOptions, case: &Case) -> Result<(), Failure> {
+///
+/// Several cases may be in flight at once ([`FuzzOptions::jobs`]): a case
+/// holds its prompt's [`PromptLocks`] lock from setting its script to its
+/// last answer, so no other case can change the script it is answered from,
+/// and holds the bench only while it sets scripts and finds the servers.
+async fn exchange(
+    bench: &tokio::sync::Mutex<Bench>,
+    locks: &PromptLocks,
+    options: &FuzzOptions,
+    case: &Case,
+) -> Result<(), Failure> {
     let primary = case.request_spec(&options.model);
     let fixture = found::fixture(
         case,
@@ -648,46 +748,57 @@ async fn exchange(bench: &mut Bench, options: &FuzzOptions, case: &Case) -> Resu
         requests.push(twin);
     }
     let prompt = case.prompt();
+    let _prompt = locks.lock(&prompt).await;
+    // Per target: its name, leniency, base URL and the script it knows;
+    // `None` for a target that skips the case.
+    let mut plan = Vec::new();
+    let (client, names, lenients) = {
+        let mut guard = bench.lock().await;
+        let Bench {
+            targets,
+            channels,
+            client,
+            names,
+        } = &mut *guard;
+        for (target, channel) in targets.iter_mut().zip(channels.iter()) {
+            let name = target.name();
+            let fail = |detail: String| Failure {
+                violation: Violation {
+                    property: Property::Transport,
+                    detail,
+                },
+                target: name.clone(),
+                twin: false,
+            };
+            let known_script = match channel {
+                ScriptChannel::None => None,
+                _ => script,
+            };
+            set_script(client, channel, &prompt, known_script)
+                .await
+                .map_err(|e| fail(format!("cannot set the script: {e}")))?;
+            match target.endpoint(&fixture).await {
+                Ok(base) => plan.push(Some((base, known_script))),
+                Err(Unavailable::Skip(_)) => plan.push(None),
+                Err(Unavailable::Error(e)) => return Err(fail(e)),
+            }
+        }
+        let lenients: Vec<bool> = targets
+            .iter()
+            .map(|t| matches!(t.spec, TargetSpec::VllmPython))
+            .collect();
+        (client.clone(), names.clone(), lenients)
+    };
     // Per target, the exchanges of each request; `None` when skipped.
     let mut rows: Vec<Option<Vec<Exchange>>> = Vec::new();
-    let Bench {
-        targets,
-        channels,
-        client,
-        ..
-    } = bench;
-    for (target, channel) in targets.iter_mut().zip(channels.iter()) {
-        let name = target.name();
-        let fail = |property, detail: String, twin| Failure {
-            violation: Violation { property, detail },
-            target: name.clone(),
-            twin,
+    for ((step, name), &lenient) in plan.into_iter().zip(&names).zip(&lenients) {
+        let Some((base, known_script)) = step else {
+            rows.push(None);
+            continue;
         };
-        let known_script = match channel {
-            ScriptChannel::None => None,
-            _ => script,
-        };
-        set_script(client, channel, &prompt, known_script)
-            .await
-            .map_err(|e| {
-                fail(
-                    Property::Transport,
-                    format!("cannot set the script: {e}"),
-                    false,
-                )
-            })?;
-        let base = match target.endpoint(&fixture).await {
-            Ok(base) => base,
-            Err(Unavailable::Skip(_)) => {
-                rows.push(None);
-                continue;
-            }
-            Err(Unavailable::Error(e)) => return Err(fail(Property::Transport, e, false)),
-        };
-        let lenient = matches!(target.spec, TargetSpec::VllmPython);
         let mut row = Vec::new();
         for (i, request) in requests.iter().enumerate() {
-            let capture = capture::capture(client, &base, request, options.limits).await;
+            let capture = capture::capture(&client, &base, request, options.limits).await;
             let transcript = transcribe(request, &capture).await;
             let expected = Expected::new(request, &options.model, known_script);
             if let Some(v) = oracle::check(&expected, &transcript, lenient)
@@ -719,7 +830,30 @@ async fn exchange(bench: &mut Bench, options: &FuzzOptions, case: &Case) -> Resu
         }
         rows.push(Some(row));
     }
-    differential(bench, options, &fixture.name, &rows)
+    differential(&names, &lenients, options, &fixture.name, &rows)
+}
+
+/// One async lock per prompt in flight: cases never share a prompt by
+/// design ([`Case::prompt`] holds the case's digest), but an empty prompt or
+/// a repeated case would, and a script is chosen by prompt.
+#[derive(Default)]
+struct PromptLocks {
+    held: std::sync::Mutex<
+        std::collections::HashMap<Vec<u32>, std::sync::Arc<tokio::sync::Mutex<()>>>,
+    >,
+}
+
+impl PromptLocks {
+    async fn lock(&self, prompt: &[u32]) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            // Forget the locks nobody holds or waits for, so the map stays
+            // as small as the cases in flight.
+            held.retain(|_, l| std::sync::Arc::strong_count(l) > 1);
+            held.entry(prompt.to_vec()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
 }
 
 /// Differences named in a failure; the rest are counted.
@@ -727,7 +861,8 @@ const SHOWN_DIFFERENCES: usize = 6;
 
 /// Every target against the first, after normalisation, through the registry.
 fn differential(
-    bench: &Bench,
+    names: &[String],
+    lenients: &[bool],
     options: &FuzzOptions,
     fixture: &str,
     rows: &[Option<Vec<Exchange>>],
@@ -737,7 +872,7 @@ fn differential(
     };
     for (i, row) in rows.iter().enumerate().skip(1) {
         let Some(row) = row else { continue };
-        let lenient = matches!(bench.targets[i].spec, TargetSpec::VllmPython);
+        let lenient = lenients[i];
         for (r, (a, b)) in baseline.iter().zip(row).enumerate() {
             // A lenient target may accept what the baseline refuses; the
             // oracle already judged that answer, and there is nothing to compare.
@@ -759,8 +894,8 @@ fn differential(
             .filter(|d| d.layer != Layer::KeyOrder)
             .filter(|d| {
                 let compared = Compared {
-                    baseline: &bench.names[0],
-                    target: &bench.names[i],
+                    baseline: &names[0],
+                    target: &names[i],
                     fixture,
                     endpoint: a.expected.endpoint,
                 };
@@ -779,11 +914,11 @@ fn differential(
                         property: Property::Differential,
                         detail: format!(
                             "differs from {}: {}{more}",
-                            bench.names[0],
+                            names[0],
                             new[..shown].join("; ")
                         ),
                     },
-                    target: bench.names[i].clone(),
+                    target: names[i].clone(),
                     twin: r == 1,
                 });
             }
@@ -846,10 +981,6 @@ impl Bar {
         if let Some(bar) = self.bar.as_ref().filter(|_| !self.shrinking.get()) {
             bar.inc(1);
         }
-    }
-
-    fn is_shrinking(&self) -> bool {
-        self.shrinking.get()
     }
 
     fn failing(&self, failure: &Failure) {

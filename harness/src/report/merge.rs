@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::partition::{Partition, Selection};
-use crate::run::{CaseResult, RunReport, Shard};
+use crate::run::{CaseResult, RunReport, Shard, Timing};
 
 /// Why shards cannot be merged, naming the file(s) at fault.
 #[derive(Debug, thiserror::Error)]
@@ -247,6 +247,7 @@ pub fn merge(reports: Vec<Named>) -> Result<RunReport, MergeError> {
     // A shard's cases, per fixture, in the order it ran them.
     let mut cases_of: Vec<BTreeMap<String, Vec<CaseResult>>> = Vec::new();
     let mut elapsed_ms: f64 = 0.0;
+    let mut timing = Timing::default();
     let mut interrupted = None;
     for (_, report, _) in &mut shards {
         let mut map: BTreeMap<String, Vec<CaseResult>> = BTreeMap::new();
@@ -255,6 +256,7 @@ pub fn merge(reports: Vec<Named>) -> Result<RunReport, MergeError> {
         }
         cases_of.push(map);
         elapsed_ms = elapsed_ms.max(report.elapsed_ms);
+        timing.add(&report.timing);
         interrupted = interrupted.or_else(|| report.interrupted.clone());
     }
     let mut merged = RunReport {
@@ -266,6 +268,7 @@ pub fn merge(reports: Vec<Named>) -> Result<RunReport, MergeError> {
         interrupted,
         selection,
         shard: None,
+        timing,
     };
     for (s, f) in rows.into_values() {
         let report = &shards[s].1;
