@@ -763,6 +763,7 @@ fn differential(
                     target: &bench.names[i],
                     fixture,
                     endpoint: a.expected.endpoint,
+                    version: &options.vllm.version,
                 };
                 options.registry.find(&compared, d).is_none()
             })
