@@ -177,7 +177,7 @@ impl Core {
                 let request = EngineCoreRequest::decode_with_frames(
                     self.layout,
                     payload,
-                    frames.get(2..).unwrap_or(&[]),
+                    frames.get(1..).unwrap_or(&[]),
                 )?;
                 if request.wire_len != self.layout.request.len() {
                     // vLLM's encoder writes every field, so a shorter array is an

@@ -95,7 +95,7 @@ pub(crate) fn decode(
                 RequestType::Add => match EngineCoreRequest::decode_with_frames(
                     layout,
                     payload,
-                    frames.get(2..).unwrap_or(&[]),
+                    frames.get(1..).unwrap_or(&[]),
                 ) {
                     Ok(request) => Tapped::Add(request),
                     Err(e) => undecodable(e.to_string()),

@@ -133,8 +133,10 @@ impl EngineCoreRequest {
         Self::decode_with_frames(layout, payload, &[])
     }
 
-    /// [`Self::decode`] with the message's extra frames, where vLLM 0.34.0
-    /// on puts a long prompt's token ids (an ndarray "out of band").
+    /// [`Self::decode`] with the message's buffers after its type byte:
+    /// `bufs[0]` is `payload`, and vLLM 0.34.0 on puts a long prompt's token
+    /// ids (an ndarray "out of band") in a later one, which the array names by
+    /// its index in `bufs` (vLLM's `MsgpackEncoder` counts the payload as 0).
     pub fn decode_with_frames(
         layout: &Layout,
         payload: &[u8],
@@ -308,15 +310,18 @@ mod tests {
         let inline = crate::wire::to_bytes(&Value::Array(value.clone()));
         let request = EngineCoreRequest::decode(layout, &inline).unwrap();
         assert_eq!(request.prompt_token_ids, Some(vec![3, 2012, 11, 4]));
-        value[1] = array(Value::from(0));
+        value[1] = array(Value::from(1));
         let indexed = crate::wire::to_bytes(&Value::Array(value.clone()));
-        let frames = [bytes::Bytes::from(bytes)];
+        let frames = [
+            bytes::Bytes::from(indexed.clone()),
+            bytes::Bytes::from(bytes),
+        ];
         let request = EngineCoreRequest::decode_with_frames(layout, &indexed, &frames).unwrap();
         assert_eq!(request.prompt_token_ids, Some(vec![3, 2012, 11, 4]));
         let e = EngineCoreRequest::decode(layout, &indexed)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("prompt_token_ids"), "no frame 0: {e}");
+        assert!(e.contains("prompt_token_ids"), "no buffer 1: {e}");
         value[1] = Value::Array(vec!["=f4".into()]);
         let e =
             EngineCoreRequest::decode(layout, &crate::wire::to_bytes(&Value::Array(value.clone())))
