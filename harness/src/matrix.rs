@@ -177,8 +177,8 @@ pub fn render(report: &MatrixReport) -> String {
         .map(String::len)
         .chain(report.versions.iter().map(String::len))
         .max()
-        .unwrap_or(7)
-        .max(7);
+        .unwrap_or(8)
+        .max("snapshot".len());
     let _ = write!(out, "{:name_width$}  {:10}", "", "");
     for version in &report.versions {
         for (i, _) in report.targets.iter().enumerate() {
