@@ -48,6 +48,9 @@ pub enum Command {
     /// Run the recording tap between any vLLM frontend and engine pair, and
     /// write what the engine sends into fixtures.
     Tap(crate::record::standalone::TapArgs),
+    /// Run the corpus against several vLLM releases: one grid of fixtures x
+    /// (release, frontend), and what changed from release to release.
+    Matrix(crate::matrix::MatrixArgs),
     /// Read the engine-core wire layout of a vLLM install (cached), check it
     /// as a run would, and compare it field by field with a hand-written table.
     Layout(crate::vllm::layout_diff::LayoutArgs),
@@ -225,6 +228,7 @@ pub fn main() -> ExitCode {
         Command::Fuzz(args) => crate::fuzz::fuzz_command(args),
         Command::Record(args) => crate::record::record_command(args),
         Command::Tap(args) => crate::record::standalone::tap_command(args),
+        Command::Matrix(args) => crate::matrix::command(args),
         Command::Layout(args) => crate::vllm::layout_diff::command(args),
         Command::Bench(args) => crate::bench::bench_command(args),
         Command::Report {
@@ -256,14 +260,14 @@ pub fn main() -> ExitCode {
 }
 
 /// What `run` and `validate` hold every fixture to.
-fn run_limits(timeout_secs: u64) -> FixtureLimits {
+pub(crate) fn run_limits(timeout_secs: u64) -> FixtureLimits {
     FixtureLimits {
         request_timeout: Some(Duration::from_secs(timeout_secs)),
         ..FixtureLimits::default()
     }
 }
 
-fn load(args: &CorpusArgs, limits: &FixtureLimits) -> Result<Corpus, ExitCode> {
+pub(crate) fn load(args: &CorpusArgs, limits: &FixtureLimits) -> Result<Corpus, ExitCode> {
     Corpus::load_dir_with(&args.fixtures, limits).map_err(|e| {
         eprintln!("error: invalid fixtures:\n{e}");
         ExitCode::from(2)
@@ -448,14 +452,14 @@ fn merge_command(args: &MergeArgs) -> ExitCode {
 
 /// A bar on a terminal; on anything else, a line per failing case and a
 /// count every so often, so a CI log shows the run is alive.
-struct Bar {
+pub(crate) struct Bar {
     bar: Option<ProgressBar>,
     done: std::sync::atomic::AtomicU64,
     total: std::sync::atomic::AtomicU64,
 }
 
 impl Bar {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new(0);
             bar.set_style(

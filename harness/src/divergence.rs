@@ -9,6 +9,7 @@
 //! layer = "json"                     # optional: http, framing, json, stream
 //! kinds = ["null-vs-absent"]         # optional
 //! paths = ["events[*].choices[*].logprobs"]
+//! versions = ["0.30.0", "0.31.0"]  # optional: the vLLM releases (`--vllm-version`)
 //! class = "intended"                 # intended | bug | artefact
 //! reason = "Python emits null for unset fields; Rust skips them"
 //! source = "vllm/entrypoints/.../protocol.py"
@@ -58,6 +59,11 @@ pub struct Entry {
     pub kinds: Vec<Kind>,
     #[serde(default = "any")]
     pub paths: Vec<String>,
+    /// The vLLM releases (exact, as `--vllm-version` names them) whose runs
+    /// this applies to; empty means every release. For what a release
+    /// changed: an entry for the old behaviour names the releases that have it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub versions: Vec<String>,
     pub class: Class,
     pub reason: String,
     #[serde(default)]
@@ -73,6 +79,8 @@ pub struct Compared<'a> {
     pub target: &'a str,
     pub fixture: &'a str,
     pub endpoint: Endpoint,
+    /// The vLLM release of the run (`--vllm-version`).
+    pub version: &'a str,
 }
 
 fn any() -> Vec<String> {
@@ -85,6 +93,7 @@ impl Entry {
             && (self.baselines.is_empty() || self.baselines.iter().any(|t| t == case.baseline))
             && self.fixtures.iter().any(|p| wildcard(p, case.fixture))
             && (self.endpoints.is_empty() || self.endpoints.contains(&case.endpoint))
+            && (self.versions.is_empty() || self.versions.iter().any(|v| v == case.version))
             && self.layer.is_none_or(|l| l == d.layer)
             && (self.kinds.is_empty() || self.kinds.contains(&d.kind))
             && self.paths.iter().any(|p| wildcard(p, &d.path))
@@ -123,6 +132,16 @@ pub enum RegistryError {
         first: usize,
         again: usize,
     },
+    #[error(
+        "{path}: at `{at}`: `{version}` is not a vLLM release genconform runs against \
+         (releases: {releases}; write the exact version, e.g. \"0.31.0\")"
+    )]
+    UnknownVersion {
+        path: String,
+        at: String,
+        version: String,
+        releases: String,
+    },
 }
 
 impl Registry {
@@ -154,6 +173,17 @@ impl Registry {
                     first,
                     again,
                 });
+            }
+            // A misspelt release would silently match no run.
+            for (j, version) in e.versions.iter().enumerate() {
+                if !crate::vllm::SUPPORTED_VERSIONS.contains(&version.as_str()) {
+                    return Err(RegistryError::UnknownVersion {
+                        path: shown,
+                        at: format!("divergence[{again}].versions[{j}]"),
+                        version: version.clone(),
+                        releases: crate::vllm::SUPPORTED_VERSIONS.join(", "),
+                    });
+                }
             }
         }
         Ok(registry)
@@ -235,6 +265,7 @@ mod tests {
             target,
             fixture,
             endpoint,
+            version: "0.32.0",
         };
         let stream_basic = at("py", "stream_basic", Endpoint::Generate);
         assert!(registry.find(&stream_basic, &d).is_some());
@@ -279,6 +310,7 @@ mod tests {
             target: "py",
             fixture: "any",
             endpoint,
+            version: "0.32.0",
         };
         assert!(registry.find(&at(Endpoint::Chat), &d).is_some());
         assert!(registry.find(&at(Endpoint::Completions), &d).is_none());
@@ -289,6 +321,49 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("chats"), "{e}");
+    }
+
+    #[test]
+    fn an_entry_scoped_to_releases_matches_only_their_runs() {
+        let registry: Registry = toml::from_str(
+            "[[divergence]]\nid='old'\nversions=['0.30.0','0.31.0']\nclass='intended'\nreason='r'\n",
+        )
+        .unwrap();
+        let d = Difference {
+            layer: Layer::Json,
+            path: "events[0].kv_transfer_params".into(),
+            kind: Kind::Missing,
+            baseline: Some(serde_json::Value::Null),
+            other: None,
+        };
+        let at = |version| Compared {
+            baseline: "reference",
+            target: "vllm-rs",
+            fixture: "f",
+            endpoint: Endpoint::Generate,
+            version,
+        };
+        assert!(registry.find(&at("0.30.0"), &d).is_some());
+        assert!(registry.find(&at("0.31.0"), &d).is_some());
+        assert!(registry.find(&at("0.32.0"), &d).is_none());
+        assert!(
+            registry.find(&at("0.31"), &d).is_none(),
+            "exact releases only"
+        );
+    }
+
+    #[test]
+    fn a_release_genconform_does_not_know_is_an_error_naming_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.toml");
+        std::fs::write(
+            &path,
+            "[[divergence]]\nid='a'\nversions=['0.31.0','0.31']\nclass='bug'\nreason='r'\n",
+        )
+        .unwrap();
+        let e = Registry::load(&path).unwrap_err().to_string();
+        assert!(e.contains("at `divergence[0].versions[1]`"), "{e}");
+        assert!(e.contains("`0.31` is not a vLLM release"), "{e}");
     }
 
     #[test]

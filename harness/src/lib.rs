@@ -18,6 +18,7 @@ pub mod divergence;
 pub mod excerpt;
 pub mod fuzz;
 pub mod interrupt;
+pub mod matrix;
 pub mod normalize;
 pub mod partition;
 pub mod process;

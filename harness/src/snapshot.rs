@@ -1,6 +1,12 @@
 //! Reviewed transcripts on disk: `snapshots/<target>/<fixture>.snap`, in
 //! insta's file format so `cargo insta review` works on them.
 //!
+//! A real frontend's snapshots are those of the pinned vLLM release
+//! ([`crate::vllm::DEFAULT_VERSION`]). Where another release answers
+//! otherwise, its snapshot lives in `snapshots/<target>@<release>/` and is
+//! used for that release only; every fixture without one there uses the
+//! pinned release's. A change accepted for another release goes there too.
+//!
 //! The text is meant to be read: status, the headers that matter, one event
 //! per line as compact sorted JSON, then the lexical notes and key order.
 
@@ -100,6 +106,9 @@ pub fn render(
 #[derive(Debug, Clone)]
 pub struct Store {
     pub dir: PathBuf,
+    /// `<target>@<release>/`: a release's own snapshots, read first and
+    /// written instead of `dir` (none for the pinned release).
+    pub release: Option<PathBuf>,
 }
 
 /// How a fresh transcript compares with the reviewed one.
@@ -119,15 +128,35 @@ impl Store {
     pub fn new(root: &Path, target: &str) -> Self {
         Self {
             dir: root.join(target),
+            release: None,
         }
     }
 
+    /// The store of a real frontend run against vLLM `release`.
+    pub fn for_release(root: &Path, target: &str, release: &str) -> Self {
+        Self {
+            release: (release != crate::vllm::DEFAULT_VERSION)
+                .then(|| root.join(format!("{target}@{release}"))),
+            ..Self::new(root, target)
+        }
+    }
+
+    /// The reviewed snapshot of `fixture`: the release's own when it has one.
     pub fn path(&self, fixture: &str) -> PathBuf {
-        self.dir.join(format!("{fixture}.snap"))
+        let name = format!("{fixture}.snap");
+        match &self.release {
+            Some(dir) if dir.join(&name).is_file() => dir.join(name),
+            _ => self.dir.join(name),
+        }
+    }
+
+    /// Where a new or accepted snapshot is written.
+    fn write_dir(&self) -> &Path {
+        self.release.as_deref().unwrap_or(&self.dir)
     }
 
     fn pending_path(&self, fixture: &str) -> PathBuf {
-        self.dir.join(format!("{fixture}.snap.new"))
+        self.write_dir().join(format!("{fixture}.snap.new"))
     }
 
     /// The reviewed text, if there is one.
@@ -148,9 +177,10 @@ impl Store {
             let _ = std::fs::remove_file(self.pending_path(fixture));
             return Ok(Status::Unchanged);
         }
-        std::fs::create_dir_all(&self.dir)?;
+        std::fs::create_dir_all(self.write_dir())?;
         if accept {
-            std::fs::write(self.path(fixture), file_text(text))?;
+            let reviewed = self.write_dir().join(format!("{fixture}.snap"));
+            std::fs::write(reviewed, file_text(text))?;
             let _ = std::fs::remove_file(self.pending_path(fixture));
             return Ok(Status::Accepted);
         }
@@ -200,6 +230,30 @@ mod tests {
             panic!()
         };
         assert!(diff.contains("-one") && diff.contains("+two"), "{diff}");
+    }
+
+    #[test]
+    fn a_release_reads_its_own_snapshot_first_and_writes_only_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let pinned = Store::new(dir.path(), "vllm-rs");
+        assert_eq!(pinned.check("a", "one", true).unwrap(), Status::Accepted);
+        let pinned_again = Store::for_release(dir.path(), "vllm-rs", crate::vllm::DEFAULT_VERSION);
+        assert!(
+            pinned_again.release.is_none(),
+            "the pinned release has no folder"
+        );
+        let old = Store::for_release(dir.path(), "vllm-rs", "0.30.0");
+        assert_eq!(old.check("a", "one", false).unwrap(), Status::Unchanged);
+        assert!(matches!(
+            old.check("a", "two", false).unwrap(),
+            Status::Changed(_)
+        ));
+        assert!(dir.path().join("vllm-rs@0.30.0/a.snap.new").exists());
+        assert!(!dir.path().join("vllm-rs/a.snap.new").exists());
+        assert_eq!(old.check("a", "two", true).unwrap(), Status::Accepted);
+        assert_eq!(old.path("a"), dir.path().join("vllm-rs@0.30.0/a.snap"));
+        assert_eq!(old.check("a", "two", false).unwrap(), Status::Unchanged);
+        assert_eq!(pinned.check("a", "one", false).unwrap(), Status::Unchanged);
     }
 
     #[test]

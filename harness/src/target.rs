@@ -748,10 +748,18 @@ fn wire_layout(
             .map_err(|e| anyhow::anyhow!("{spec}: the wire layout of {}: {e}", python.display()))?;
         file.layout().map_err(|e| anyhow::anyhow!("{spec}: {e}"))?
     } else {
-        let version: VllmVersion = options
-            .version
-            .parse()
-            .map_err(|e| anyhow::anyhow!("--vllm-version: {e}"))?;
+        let version: VllmVersion = options.version.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "{spec}: {} sits in no install with a Python interpreter, and there is no \
+                 hand-written wire layout for vLLM {v} (tables: {tables}).\n  \
+                 Give the layout as a file: genconform layout --vllm-version {v} --json > \
+                 layout-{v}.json (or --vllm-python PATH of a {v} install), then \
+                 --layout-file layout-{v}.json",
+                program.display(),
+                v = options.version,
+                tables = VllmVersion::ALL.map(VllmVersion::as_str).join(", "),
+            )
+        })?;
         let layout = version.layout();
         (layout, check_layout(layout)?)
     };

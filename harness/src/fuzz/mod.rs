@@ -898,6 +898,7 @@ fn differential(
                     target: &names[i],
                     fixture,
                     endpoint: a.expected.endpoint,
+                    version: &options.vllm.version,
                 };
                 options.registry.find(&compared, d).is_none()
             })

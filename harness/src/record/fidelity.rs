@@ -68,6 +68,12 @@ pub fn judge(
                 target: replayed_by,
                 fixture: &fixture.fixture.name,
                 endpoint: fixture.fixture.request.endpoint,
+                // A recording is judged as of the release it was recorded with.
+                version: fixture
+                    .fixture
+                    .recorded
+                    .as_ref()
+                    .map_or(crate::vllm::DEFAULT_VERSION, |r| r.vllm_version.as_str()),
             };
             let known = registry.find(&compared, &d).map(|e| e.id.clone());
             (d, known)

@@ -20,8 +20,24 @@ use mock_engine::script::ServerOptions;
 /// The vLLM release the corpus and snapshots were reviewed against.
 pub const DEFAULT_VERSION: &str = "0.32.0";
 
-/// The versions whose engine-core wire layout the mock engine speaks.
-pub const SUPPORTED_VERSIONS: &[&str] = &["0.32.0", "0.33.0"];
+/// The releases `genconform setup vllm` installs and the parity suite runs
+/// against. The engine-core wire layout of each is read from its install;
+/// 0.32.0 and 0.33.0 also have a hand-written table (for a bare `vllm-rs`).
+pub const SUPPORTED_VERSIONS: &[&str] = &["0.30.0", "0.31.0", "0.32.0", "0.33.0", "0.34.0"];
+
+/// Requirements that replace a release's own pin (`uv pip install
+/// --override`), because the pinned version is not on the registry. None of
+/// them is used by the CPU-only frontends the parity suite starts.
+pub fn overrides(version: &str) -> &'static [&'static str] {
+    match version {
+        // Pins a certifi newer than the registry's newest; any certifi works.
+        "0.33.0" => &["certifi"],
+        // Pins flashinfer-python==0.7.3, which was never published (0.7.2.post1
+        // and 0.7.4 were); flashinfer is a CUDA kernel library.
+        "0.34.0" => &["flashinfer-python==0.7.4"],
+        _ => &[],
+    }
+}
 
 pub fn cache_root() -> PathBuf {
     if let Some(dir) = std::env::var_os("GENCONFORM_CACHE") {
@@ -134,14 +150,18 @@ pub fn setup(version: &str) -> Result<Install, InstallError> {
         .args(["pip", "install", "--python"])
         .arg(venv.join("bin/python"))
         .arg(format!("vllm=={version}"));
-    if version == "0.33.0" {
-        // 0.33.0 pins a certifi newer than the registry's newest; any certifi works.
-        let overrides = venv.join("genconform-overrides.txt");
-        std::fs::write(&overrides, "certifi\n").map_err(|source| InstallError::Spawn {
-            what: "write the uv override file".into(),
+    let pins = overrides(version);
+    if !pins.is_empty() {
+        let file = venv.join("genconform-overrides.txt");
+        eprintln!(
+            "overriding {} (not on the registry as pinned)",
+            pins.join(", ")
+        );
+        std::fs::write(&file, pins.join("\n") + "\n").map_err(|source| InstallError::Spawn {
+            what: format!("write the uv override file {}", file.display()),
             source,
         })?;
-        install.arg("--override").arg(&overrides);
+        install.arg("--override").arg(&file);
     }
     step(&format!("install vllm=={version}"), &mut install)?;
     Install::find(version)

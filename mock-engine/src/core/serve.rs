@@ -174,7 +174,11 @@ impl Core {
         let payload = frames.get(1).map_or(&[][..], |f| &f[..]);
         match request_type {
             RequestType::Add => {
-                let request = EngineCoreRequest::decode(self.layout, payload)?;
+                let request = EngineCoreRequest::decode_with_frames(
+                    self.layout,
+                    payload,
+                    frames.get(1..).unwrap_or(&[]),
+                )?;
                 if request.wire_len != self.layout.request.len() {
                     // vLLM's encoder writes every field, so a shorter array is an
                     // older frontend whose early fields happened to type-check.

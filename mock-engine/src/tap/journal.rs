@@ -92,7 +92,11 @@ pub(crate) fn decode(
                 Err(e) => return undecodable(e.to_string()),
             };
             match kind {
-                RequestType::Add => match EngineCoreRequest::decode(layout, payload) {
+                RequestType::Add => match EngineCoreRequest::decode_with_frames(
+                    layout,
+                    payload,
+                    frames.get(1..).unwrap_or(&[]),
+                ) {
                     Ok(request) => Tapped::Add(request),
                     Err(e) => undecodable(e.to_string()),
                 },

@@ -14,12 +14,14 @@ use super::error::{Brief, WireError};
 /// `CUSTOM_TYPE_RAW_VIEW` in `vllm/v1/serial_utils.py`.
 pub const RAW_VIEW_EXT: i8 = 3;
 
-/// Element types the logprobs arrays use.
+/// Element types the logprobs arrays use, and (from vLLM 0.34.0) the
+/// request's `prompt_token_ids` (`uint32`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dtype {
     I32,
     I64,
     F32,
+    U32,
 }
 
 /// Whether the array came from numpy (`LogprobsLists`) or torch (`LogprobsTensors`).
@@ -38,11 +40,19 @@ impl Dtype {
             (Self::I32, DtypeNaming::Torch) => "int32",
             (Self::I64, DtypeNaming::Torch) => "int64",
             (Self::F32, DtypeNaming::Torch) => "float32",
+            (Self::U32, DtypeNaming::Numpy) => "<u4",
+            (Self::U32, DtypeNaming::Torch) => "uint32",
         }
     }
 
+    /// numpy writes native byte order as `=` (0.34.0's prompt ids: `=u4`);
+    /// every platform vLLM runs on is little-endian, so it reads as `<`.
     fn parse(name: &str) -> Option<(Self, DtypeNaming)> {
-        [Self::I32, Self::I64, Self::F32]
+        let name = match name.strip_prefix('=') {
+            Some(rest) => format!("<{rest}"),
+            None => name.to_string(),
+        };
+        [Self::I32, Self::I64, Self::F32, Self::U32]
             .into_iter()
             .flat_map(|d| [(d, DtypeNaming::Numpy), (d, DtypeNaming::Torch)])
             .find(|(d, n)| d.name(*n) == name)
@@ -50,7 +60,7 @@ impl Dtype {
 
     fn width(self) -> usize {
         match self {
-            Self::I32 | Self::F32 => 4,
+            Self::I32 | Self::F32 | Self::U32 => 4,
             Self::I64 => 8,
         }
     }
@@ -124,6 +134,12 @@ impl NdArray {
                     .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
                     .collect(),
             ),
+            Dtype::U32 => Some(
+                self.data
+                    .chunks_exact(4)
+                    .map(|c| i64::from(u32::from_le_bytes(c.try_into().unwrap())))
+                    .collect(),
+            ),
             Dtype::F32 => None,
         }
     }
@@ -164,7 +180,7 @@ impl NdArray {
         let (dtype, naming) = dtype
             .as_str()
             .and_then(Dtype::parse)
-            .ok_or_else(|| bad("a dtype of int32, int64 or float32"))?;
+            .ok_or_else(|| bad("a dtype of int32, int64, uint32 or float32"))?;
         let shape: Vec<usize> = shape
             .as_array()
             .and_then(|dims| {

@@ -139,13 +139,27 @@ impl<'a> Reader<'a> {
         }
     }
 
-    pub fn opt_token_ids(&self, name: &'static str) -> Result<Option<Vec<u32>>, WireError> {
-        match self.opt(name)? {
-            Some(v) => token_ids(v)
-                .map(Some)
-                .ok_or_else(|| self.mistyped(name, "a list of token ids", v)),
-            None => Ok(None),
+    /// A list of ids, or (vLLM 0.34.0 on) a 1-D integer ndarray, inline or
+    /// in the extra frame `aux` holds.
+    pub fn opt_token_ids(
+        &self,
+        name: &'static str,
+        aux: &[bytes::Bytes],
+    ) -> Result<Option<Vec<u32>>, WireError> {
+        let Some(v) = self.opt(name)? else {
+            return Ok(None);
+        };
+        if let Some(ids) = token_ids(v) {
+            return Ok(Some(ids));
         }
+        let from_array = super::ndarray::NdArray::from_value(self.message, v, aux)
+            .ok()
+            .filter(|a| a.shape.len() == 1)
+            .and_then(|a| a.to_i64s())
+            .and_then(|ids| ids.into_iter().map(|i| u32::try_from(i).ok()).collect());
+        from_array
+            .map(Some)
+            .ok_or_else(|| self.mistyped(name, "a list of token ids or a 1-D integer ndarray", v))
     }
 
     pub fn opt_map(&self, name: &'static str) -> Result<Option<&'a Value>, WireError> {

@@ -130,6 +130,18 @@ impl EngineCoreRequest {
     }
 
     pub fn decode(layout: &Layout, payload: &[u8]) -> Result<Self, WireError> {
+        Self::decode_with_frames(layout, payload, &[])
+    }
+
+    /// [`Self::decode`] with the message's buffers after its type byte:
+    /// `bufs[0]` is `payload`, and vLLM 0.34.0 on puts a long prompt's token
+    /// ids (an ndarray "out of band") in a later one, which the array names by
+    /// its index in `bufs` (vLLM's `MsgpackEncoder` counts the payload as 0).
+    pub fn decode_with_frames(
+        layout: &Layout,
+        payload: &[u8],
+        aux: &[bytes::Bytes],
+    ) -> Result<Self, WireError> {
         const M: &str = "EngineCoreRequest";
         let value = super::from_bytes(M, payload)?;
         let r = Reader::new(M, layout.version, layout.request, &value)?;
@@ -156,7 +168,7 @@ impl EngineCoreRequest {
         };
         Ok(Self {
             request_id: r.str("request_id")?,
-            prompt_token_ids: r.opt_token_ids("prompt_token_ids")?,
+            prompt_token_ids: r.opt_token_ids("prompt_token_ids", aux)?,
             sampling_params,
             arrival_time: r.float_or("arrival_time", 0.0)?,
             data_parallel_rank: r.opt_int("data_parallel_rank")?,
@@ -279,6 +291,44 @@ impl UtilityCall {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prompt_ids_as_a_uint32_ndarray_read_inline_or_from_an_extra_frame() {
+        // vLLM 0.34.0's frontends send `prompt_token_ids` as numpy's
+        // `["=u4", [n], ext 3 <bytes>]`, or with a frame index when long.
+        let layout = crate::wire::VllmVersion::V0_33_0.layout();
+        let payload = EngineCoreRequest::new("r", vec![1]).encode(layout);
+        let Value::Array(mut value) = crate::wire::from_bytes("test", &payload).unwrap() else {
+            panic!("a request is an array")
+        };
+        let bytes: Vec<u8> = [3u32, 2012, 11, 4]
+            .iter()
+            .flat_map(|i| i.to_le_bytes())
+            .collect();
+        let array = |data| Value::Array(vec!["=u4".into(), Value::Array(vec![4.into()]), data]);
+        value[1] = array(Value::Ext(3, bytes.clone()));
+        let inline = crate::wire::to_bytes(&Value::Array(value.clone()));
+        let request = EngineCoreRequest::decode(layout, &inline).unwrap();
+        assert_eq!(request.prompt_token_ids, Some(vec![3, 2012, 11, 4]));
+        value[1] = array(Value::from(1));
+        let indexed = crate::wire::to_bytes(&Value::Array(value.clone()));
+        let frames = [
+            bytes::Bytes::from(indexed.clone()),
+            bytes::Bytes::from(bytes),
+        ];
+        let request = EngineCoreRequest::decode_with_frames(layout, &indexed, &frames).unwrap();
+        assert_eq!(request.prompt_token_ids, Some(vec![3, 2012, 11, 4]));
+        let e = EngineCoreRequest::decode(layout, &indexed)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("prompt_token_ids"), "no buffer 1: {e}");
+        value[1] = Value::Array(vec!["=f4".into()]);
+        let e =
+            EngineCoreRequest::decode(layout, &crate::wire::to_bytes(&Value::Array(value.clone())))
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("a 1-D integer ndarray"), "{e}");
+    }
 
     #[test]
     fn utility_call_ids_use_the_whole_u64_range() {
