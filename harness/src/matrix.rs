@@ -489,6 +489,7 @@ mod tests {
                 interrupted: None,
                 selection: crate::partition::Selection::of(["f"]),
                 shard: None,
+                timing: Default::default(),
             }),
             error: None,
         }
