@@ -2,14 +2,15 @@
 //! run would check it, and compared field by field with a hand-written table.
 //!
 //! ```text
-//! $ genconform layout --vllm-version 0.31.0
-//! vLLM 0.31.0, read with ~/.cache/genconform/vllm-0.31.0/bin/python
-//!   EngineCoreRequest   22 fields
-//!   EngineCoreOutput    18 fields
-//!   EngineCoreOutputs    8 fields
-//! start-up check: every field known to the mock engine
-//! compared with the hand-written table of 0.32.0 (there is none for 0.31.0): 1 difference
-//!   EngineCoreOutputs.weight_version   only in the table (position 8, default nil)
+//! $ genconform layout --vllm-python ~/src/vllm/.venv/bin/python
+//! vLLM 0.35.0.dev12+g1234, read with ~/src/vllm/.venv/bin/python
+//!   EngineCoreRequest   23 fields
+//!   EngineCoreOutput    21 fields
+//!   EngineCoreOutputs    9 fields
+//! start-up check: ...
+//!   unknown field EngineCoreOutput.my_field (position 20): no meaning to the mock engine; sends its default: nil
+//! compared with the hand-written table of 0.34.0 (there is none for 0.35.0.dev12+g1234: the nearest older release's): 1 difference
+//!   EngineCoreOutput.my_field   only in the install (position 20, default nil)
 //! ```
 
 use std::fmt;
@@ -24,7 +25,8 @@ use super::{DEFAULT_VERSION, Install};
 #[derive(Debug, Args)]
 pub struct LayoutArgs {
     /// The install to read (`~/.cache/genconform/vllm-<V>`), and the table to
-    /// compare with (default: the install's own version's, else the pinned one's).
+    /// compare with (default: the install's own version's, else the nearest
+    /// older release's).
     #[arg(long)]
     pub vllm_version: Option<String>,
     /// Read the vLLM this interpreter imports instead (your own build).
@@ -38,13 +40,9 @@ pub struct LayoutArgs {
 /// One way a layout differs from a table.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FieldDiff {
-    OnlyInInstall {
-        class: Struct,
-        name: String,
-        position: usize,
-        default: FieldDefault,
-    },
-    OnlyInTable {
+    /// A field one side has and the other has not.
+    OnlyIn {
+        side: Side,
         class: Struct,
         name: String,
         position: usize,
@@ -68,6 +66,22 @@ pub enum FieldDiff {
     },
 }
 
+/// Which side of a comparison: the layout read from an install, or the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Install,
+    Table,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Install => "install",
+            Self::Table => "table",
+        })
+    }
+}
+
 fn render(d: FieldDefault) -> String {
     match d {
         FieldDefault::Required => "none".into(),
@@ -82,7 +96,8 @@ fn render(d: FieldDefault) -> String {
 impl fmt::Display for FieldDiff {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (class, name, what) = match self {
-            Self::OnlyInInstall {
+            Self::OnlyIn {
+                side,
                 class,
                 name,
                 position,
@@ -91,20 +106,7 @@ impl fmt::Display for FieldDiff {
                 class,
                 name,
                 format!(
-                    "only in the install (position {position}, default {})",
-                    render(*default)
-                ),
-            ),
-            Self::OnlyInTable {
-                class,
-                name,
-                position,
-                default,
-            } => (
-                class,
-                name,
-                format!(
-                    "only in the table (position {position}, default {})",
+                    "only in the {side} (position {position}, default {})",
                     render(*default)
                 ),
             ),
@@ -155,24 +157,17 @@ pub fn diff(install: &Layout, table: &Layout) -> Vec<FieldDiff> {
     for class in Struct::ALL {
         let (ours, theirs) = (install.fields(class), table.fields(class));
         let find = |fields: &[Field], name: &str| fields.iter().position(|f| f.name == name);
-        for (position, f) in ours.iter().enumerate() {
-            if find(theirs, f.name).is_none() {
-                diffs.push(FieldDiff::OnlyInInstall {
-                    class,
-                    name: f.name.into(),
-                    position,
-                    default: f.default,
-                });
-            }
-        }
-        for (position, f) in theirs.iter().enumerate() {
-            if find(ours, f.name).is_none() {
-                diffs.push(FieldDiff::OnlyInTable {
-                    class,
-                    name: f.name.into(),
-                    position,
-                    default: f.default,
-                });
+        for (side, these, other) in [(Side::Install, ours, theirs), (Side::Table, theirs, ours)] {
+            for (position, f) in these.iter().enumerate() {
+                if find(other, f.name).is_none() {
+                    diffs.push(FieldDiff::OnlyIn {
+                        side,
+                        class,
+                        name: f.name.into(),
+                        position,
+                        default: f.default,
+                    });
+                }
             }
         }
         // Order among the common fields: an insertion shifts the later
@@ -271,23 +266,21 @@ pub fn command(args: LayoutArgs) -> ExitCode {
         }
     };
     let own: Option<VllmVersion> = file.vllm_version.parse().ok();
+    // A release or build with no table of its own is compared with the
+    // newest release before it: what changed since is what the diff shows.
+    let nearest = |v: &str| {
+        (
+            VllmVersion::nearest(v),
+            format!(" (there is none for {v}: the nearest older release's)"),
+        )
+    };
     let (table, why) = match (&args.vllm_version, own) {
         (Some(v), _) => match v.parse::<VllmVersion>() {
             Ok(v) => (v, String::new()),
-            Err(_) => (
-                DEFAULT_VERSION
-                    .parse()
-                    .expect("the pinned version has a table"),
-                format!(" (there is none for {v})"),
-            ),
+            Err(_) => nearest(v),
         },
         (None, Some(own)) => (own, String::new()),
-        (None, None) => (
-            DEFAULT_VERSION
-                .parse()
-                .expect("the pinned version has a table"),
-            format!(" (there is none for {})", file.vllm_version),
-        ),
+        (None, None) => nearest(&file.vllm_version),
     };
     let Some(layout) = layout else {
         return ExitCode::from(1);
@@ -329,7 +322,8 @@ mod tests {
         let diffs = diff(VllmVersion::V0_33_0.layout(), VllmVersion::V0_32_0.layout());
         assert_eq!(
             diffs,
-            vec![FieldDiff::OnlyInInstall {
+            vec![FieldDiff::OnlyIn {
+                side: Side::Install,
                 class: Struct::Output,
                 name: "error".into(),
                 position: 18,

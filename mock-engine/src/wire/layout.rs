@@ -6,13 +6,17 @@
 //! `array_like=True` is a msgpack array in declaration order. Defaults matter
 //! when reading: a shorter array means the missing fields have theirs.
 //!
-//! What `genconform layout` read from the installed wheels (2026-12):
+//! What `genconform layout` read from the installed wheels (2026-12), kept in
+//! `tests/data/layouts/v<V>.json`, each equal to its table below (a test):
 //! - 0.30.0: `EngineCoreRequest` has no `kv_hints` (21 fields),
 //!   `EngineCoreOutput` no `prompt_token_id_logprobs` (17),
 //!   `EngineCoreOutputs` no `weight_version` (8).
 //! - 0.31.0: as 0.32.0, except `EngineCoreOutputs` has no `weight_version`.
-//! - 0.32.0 and 0.33.0: equal to the tables below, field by field.
-//! - Every release 0.30.0 to 0.33.0: `UtilityOutput` is `[call_id,
+//! - 0.33.0: 0.32.0 with a trailing `EngineCoreOutput.error`.
+//! - 0.34.0: 0.33.0 with a trailing `EngineCoreRequest.block_hashes` and
+//!   `EngineCoreOutput.watermarking` (both default nil; neither means anything
+//!   to the mock engine, so it reads the one and sends the other's default).
+//! - Every release 0.30.0 to 0.34.0: `UtilityOutput` is `[call_id,
 //!   failure_message, result]`, `LogprobsLists` has 4 fields and
 //!   `LogprobsTensors` 5, as the mock writes them.
 
@@ -184,7 +188,8 @@ pub(crate) fn leak_str(s: &str) -> &'static str {
     name
 }
 
-const REQUEST_0_32: &[Field] = &[
+/// 0.34.0's `EngineCoreRequest`; 0.34.0 appended `block_hashes`.
+const REQUEST_0_34: &[Field] = &[
     f("request_id", Required),
     f("prompt_token_ids", Required),
     f("mm_features", Required),
@@ -207,11 +212,19 @@ const REQUEST_0_32: &[Field] = &[
     f("abort_immediately", Bool(false)),
     f("session_id", Nil),
     f("kv_hints", Nil),
+    f("block_hashes", Nil),
 ];
 
-/// 0.33.0's `EngineCoreOutput`; 0.33.0 appended `error: RequestError | None`
-/// (sent with finish reason `error`, e.g. when a paused engine rejects a request).
-const OUTPUT_0_33: &[Field] = &[
+/// 0.32.0's is 0.34.0's without the trailing `block_hashes`.
+const REQUEST_0_32: &[Field] = REQUEST_0_34.split_at(REQUEST_0_34.len() - 1).0;
+
+/// 0.30.0's is 0.32.0's without the trailing `kv_hints`.
+const REQUEST_0_30: &[Field] = REQUEST_0_32.split_at(REQUEST_0_32.len() - 1).0;
+
+/// 0.34.0's `EngineCoreOutput`. 0.33.0 appended `error: RequestError | None`
+/// (sent with finish reason `error`, e.g. when a paused engine rejects a
+/// request), 0.34.0 `watermarking`.
+const OUTPUT_0_34: &[Field] = &[
     f("request_id", Required),
     f("new_token_ids", Required),
     f("new_logprobs", Nil),
@@ -231,10 +244,17 @@ const OUTPUT_0_33: &[Field] = &[
     f("spec_decode_metrics", Nil),
     f("prompt_token_id_logprobs", Nil),
     f("error", Nil),
+    f("watermarking", Nil),
 ];
 
-/// 0.32.0's is 0.33.0's without the trailing `error`.
+/// 0.33.0's is 0.34.0's without the trailing `watermarking`.
+const OUTPUT_0_33: &[Field] = OUTPUT_0_34.split_at(OUTPUT_0_34.len() - 1).0;
+
+/// 0.31.0 and 0.32.0's is 0.33.0's without the trailing `error`.
 const OUTPUT_0_32: &[Field] = OUTPUT_0_33.split_at(OUTPUT_0_33.len() - 1).0;
+
+/// 0.30.0's is 0.32.0's without the trailing `prompt_token_id_logprobs`.
+const OUTPUT_0_30: &[Field] = OUTPUT_0_32.split_at(OUTPUT_0_32.len() - 1).0;
 
 const OUTPUTS_0_32: &[Field] = &[
     f("engine_index", Int(0)),
@@ -248,33 +268,97 @@ const OUTPUTS_0_32: &[Field] = &[
     f("weight_version", Nil),
 ];
 
+/// 0.30.0 and 0.31.0's is 0.32.0's without the trailing `weight_version`.
+const OUTPUTS_0_30: &[Field] = OUTPUTS_0_32.split_at(OUTPUTS_0_32.len() - 1).0;
+
 /// [`Layout::source`] of the hand-written tables.
 pub const TABLE: &str = "hand-written table";
 
 /// A vLLM release whose wire layout we speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum VllmVersion {
+    V0_30_0,
+    V0_31_0,
     V0_32_0,
     V0_33_0,
+    V0_34_0,
 }
 
 impl VllmVersion {
-    pub const ALL: [Self; 2] = [Self::V0_32_0, Self::V0_33_0];
+    pub const ALL: [Self; 5] = [
+        Self::V0_30_0,
+        Self::V0_31_0,
+        Self::V0_32_0,
+        Self::V0_33_0,
+        Self::V0_34_0,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::V0_30_0 => "0.30.0",
+            Self::V0_31_0 => "0.31.0",
             Self::V0_32_0 => "0.32.0",
             Self::V0_33_0 => "0.33.0",
+            Self::V0_34_0 => "0.34.0",
         }
+    }
+
+    /// The table to compare a build of `version` with when it has none of
+    /// its own: the newest release not newer than it (a `main` build of
+    /// `0.35.0.dev12+g1234` is compared with 0.34.0), else the oldest.
+    ///
+    /// ```
+    /// use mock_engine::wire::VllmVersion;
+    /// assert_eq!(VllmVersion::nearest("0.35.0.dev12+g1234"), VllmVersion::V0_34_0);
+    /// assert_eq!(VllmVersion::nearest("0.33.1"), VllmVersion::V0_33_0);
+    /// assert_eq!(VllmVersion::nearest("0.12.0"), VllmVersion::V0_30_0);
+    /// ```
+    pub fn nearest(version: &str) -> Self {
+        let numbers = |v: &str| -> Vec<u64> {
+            v.trim_start_matches('v')
+                .split(['.', '+', '-'])
+                .map_while(|part| part.parse().ok())
+                .collect()
+        };
+        let wanted = numbers(version);
+        Self::ALL
+            .into_iter()
+            .rev()
+            .find(|v| numbers(v.as_str()) <= wanted)
+            .unwrap_or(Self::ALL[0])
     }
 
     pub fn layout(self) -> &'static Layout {
         match self {
+            Self::V0_30_0 => &LAYOUT_0_30_0,
+            Self::V0_31_0 => &LAYOUT_0_31_0,
             Self::V0_32_0 => &LAYOUT_0_32_0,
             Self::V0_33_0 => &LAYOUT_0_33_0,
+            Self::V0_34_0 => &LAYOUT_0_34_0,
         }
     }
 }
+
+/// Checked field by field against the installed 0.30.0 wheel
+/// (`tests/data/layouts/v0.30.0.json`).
+static LAYOUT_0_30_0: Layout = Layout {
+    version: "0.30.0",
+    verified: true,
+    source: TABLE,
+    request: REQUEST_0_30,
+    output: OUTPUT_0_30,
+    outputs: OUTPUTS_0_30,
+};
+
+/// Checked field by field against the installed 0.31.0 wheel.
+static LAYOUT_0_31_0: Layout = Layout {
+    version: "0.31.0",
+    verified: true,
+    source: TABLE,
+    request: REQUEST_0_32,
+    output: OUTPUT_0_32,
+    outputs: OUTPUTS_0_30,
+};
 
 /// Checked field by field against the installed 0.32.0 wheel and against
 /// bytes its own encoder produced (tests/data/v0.32.0).
@@ -302,6 +386,18 @@ static LAYOUT_0_33_0: Layout = Layout {
     outputs: OUTPUTS_0_32,
 };
 
+/// Checked field by field against the installed 0.34.0 wheel. Its
+/// frontends send `prompt_token_ids` as a uint32 ndarray (see
+/// `super::positional`); the layout is unchanged by that.
+static LAYOUT_0_34_0: Layout = Layout {
+    version: "0.34.0",
+    verified: true,
+    source: TABLE,
+    request: REQUEST_0_34,
+    output: OUTPUT_0_34,
+    outputs: OUTPUTS_0_32,
+};
+
 impl fmt::Display for VllmVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -309,7 +405,7 @@ impl fmt::Display for VllmVersion {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unsupported vLLM version `{0}` (supported: 0.32.0, 0.33.0)")]
+#[error("unsupported vLLM version `{0}` (supported: 0.30.0 to 0.34.0)")]
 pub struct UnsupportedVersion(pub String);
 
 impl FromStr for VllmVersion {
