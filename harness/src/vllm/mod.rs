@@ -255,6 +255,12 @@ pub fn frontend_command(
         .env("DO_NOT_TRACK", "1");
     if frontend == Frontend::Python {
         command.env("VLLM_TARGET_DEVICE", "cpu");
+        // From 0.34.0 the CPU platform's config check refuses to start
+        // without an active Triton driver ("vLLM on x86 CPUs requires Triton
+        // (triton-cpu)"), though a frontend runs no kernel. An empty device
+        // list is vLLM's own "no devices here" case, in which it accepts the
+        // CUDA Triton the wheel installs; earlier releases ignore it.
+        command.env("CUDA_VISIBLE_DEVICES", "");
     }
     command
 }
