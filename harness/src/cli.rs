@@ -267,6 +267,15 @@ pub(crate) fn run_limits(timeout_secs: u64) -> FixtureLimits {
     }
 }
 
+/// The async runtime a command runs on; when it cannot start, the error is
+/// printed and the exit code returned (2, as for any set-up failure).
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Runtime::new().map_err(|e| {
+        eprintln!("error: cannot start the async runtime: {e}");
+        ExitCode::from(2)
+    })
+}
+
 pub(crate) fn load(args: &CorpusArgs, limits: &FixtureLimits) -> Result<Corpus, ExitCode> {
     Corpus::load_dir_with(&args.fixtures, limits).map_err(|e| {
         eprintln!("error: invalid fixtures:\n{e}");
@@ -325,12 +334,9 @@ fn run_command(args: RunArgs) -> ExitCode {
         vllm: args.vllm.options(),
         partition: args.partition,
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let progress = Bar::new();
     // The first SIGINT or SIGTERM stops the run: the case in flight is

@@ -354,12 +354,9 @@ pub fn command(args: MatrixArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match crate::cli::runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let mut targets = vec![TargetSpec::Reference];
     targets.extend(args.targets.iter().cloned());

@@ -79,12 +79,9 @@ pub struct Recording {
 }
 
 pub fn record_command(args: RecordArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match crate::cli::runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     // SIGINT or SIGTERM drops the recording and with it the target: its
     // processes are killed on drop. Fixtures already written stay.

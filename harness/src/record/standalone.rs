@@ -78,12 +78,9 @@ pub fn tap_command(args: TapArgs) -> ExitCode {
         eprintln!("error: cannot create {}: {e}", args.out.display());
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match crate::cli::runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async {
         let mut options = TapOptions::new(args.frontend.clone(), args.listen.clone());
