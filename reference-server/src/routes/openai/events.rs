@@ -77,6 +77,7 @@ pub struct TextEvents {
     /// The error of an `error` finish when no output carried logprobs yet
     /// (see [`Self::with_logprobs_checked_first`]).
     logprobs_missing: Option<&'static str>,
+    /// Whether any engine output so far carried logprobs.
     logprobs_seen: bool,
 }
 
@@ -256,7 +257,7 @@ impl TextEvents {
         let mut prompt_token_ids = Vec::new();
         let mut text = String::new();
         let mut token_ids = Vec::new();
-        let mut positions: Option<Vec<_>> = None;
+        let mut positions = Vec::new();
         let mut finished = None;
         while let Some(event) = self.next().await {
             match event? {
@@ -266,9 +267,7 @@ impl TextEvents {
                 TextEvent::Delta(delta) => {
                     text.push_str(&delta.text);
                     token_ids.extend(delta.token_ids);
-                    if let Some(step) = delta.logprobs {
-                        positions.get_or_insert_default().extend(step);
-                    }
+                    positions.extend(delta.logprobs.into_iter().flatten());
                     finished = delta.finished.or(finished);
                 }
             }
@@ -278,7 +277,9 @@ impl TextEvents {
             prompt_token_ids,
             text,
             token_ids,
-            positions,
+            // One record of whether any output carried logprobs: the same
+            // flag decides an `error` finish's message.
+            positions: self.logprobs_seen.then_some(positions),
             finished,
         })
     }
