@@ -85,3 +85,27 @@ fn shards_of_a_seed_make_the_whole_run() {
         assert_eq!(union, expected, "{cut}: disjoint, and the whole run");
     }
 }
+
+/// Progress is a courtesy: a reader of stderr that goes away (`2>&1 | head`)
+/// must not turn a passing run into a failed case.
+#[test]
+fn a_closed_stderr_does_not_fail_the_run() {
+    use std::process::{Command, Stdio};
+    let found = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_genconform"))
+        .args(["fuzz", "--cases", "250", "--seed", "1", "--no-regressions"])
+        .arg("--found-dir")
+        .arg(found.path())
+        .current_dir(env!("CARGO_MANIFEST_DIR").to_string() + "/..")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Nobody reads stderr: its first progress line ("[100] cases passed")
+    // meets a closed pipe.
+    drop(child.stderr.take());
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{:?}\n{stdout}", output.status);
+    assert!(stdout.contains("no property was violated"), "{stdout}");
+}

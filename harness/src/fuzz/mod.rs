@@ -971,7 +971,7 @@ impl Bar {
         match &self.bar {
             Some(bar) => bar.inc(1),
             None if self.enabled && self.passed.get().is_multiple_of(100) => {
-                eprintln!("[{}] cases passed", self.passed.get());
+                progress_line(format_args!("[{}] cases passed", self.passed.get()));
             }
             None => {}
         }
@@ -989,7 +989,7 @@ impl Bar {
         if !self.shrinking.replace(true) {
             match &self.bar {
                 Some(bar) => bar.println(format!("failed: {failure}")),
-                None if self.enabled => eprintln!("failed: {failure}; shrinking"),
+                None if self.enabled => progress_line(format_args!("failed: {failure}; shrinking")),
                 None => {}
             }
         }
@@ -1003,6 +1003,14 @@ impl Bar {
             bar.finish_and_clear();
         }
     }
+}
+
+/// A progress line on stderr. Progress is a courtesy: a closed or full
+/// stderr (`genconform fuzz 2>&1 | head`) must not fail the case being run,
+/// as `eprintln!`'s panic would inside proptest's runner.
+fn progress_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 #[cfg(test)]
