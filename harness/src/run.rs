@@ -433,7 +433,7 @@ pub async fn run_until(
                         None => return,
                     }
                 }
-                judge_row(loaded, &mut row, &names, options);
+                judge_row(loaded, &mut row, names, options);
                 for (mut case, _) in row {
                     case.bound();
                     progress.case_done(&case);
@@ -813,5 +813,29 @@ fn judge_row(
                 case.reason = Some(format!("snapshot {}: {e}", store.path(fixture).display()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wall_time_counts_overlapping_spans_once() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // Two targets starting together (0-100, 20-150), a later restart
+        // (300-350) and one inside another (310-320).
+        let spans = vec![
+            (at(300), at(350)),
+            (at(0), at(100)),
+            (at(310), at(320)),
+            (at(20), at(150)),
+        ];
+        assert_eq!(wall_time(spans), Duration::from_millis(200));
+        assert_eq!(wall_time(Vec::new()), Duration::ZERO);
+        // Touching spans are one.
+        let touching = vec![(at(0), at(10)), (at(10), at(30))];
+        assert_eq!(wall_time(touching), Duration::from_millis(30));
     }
 }

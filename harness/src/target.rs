@@ -679,10 +679,10 @@ impl VllmBackend {
                     full.env(k, v);
                 }
             }
-            FrontendProcess::Spawned(
+            FrontendProcess::Spawned(Box::new(
                 Supervised::spawn(&format!("{:?} frontend", self.frontend), full, &log)
                     .map_err(|e| format!("cannot start {}: {e}", self.program.0.display()))?,
-            )
+            ))
         };
         let frontend_handshake = format!("tcp://127.0.0.1:{}", ports.handshake);
         let mut core = match &self.engine {

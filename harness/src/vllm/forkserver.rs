@@ -384,7 +384,7 @@ impl Drop for Forked {
 /// A real frontend's process, however it was started.
 pub enum FrontendProcess {
     /// Started cold by the harness (`vllm-rs`, or `--no-fork-server`).
-    Spawned(Supervised),
+    Spawned(Box<Supervised>),
     /// Forked by the target's warm [`ForkServer`].
     Forked(Forked),
 }
