@@ -25,20 +25,46 @@ impl Supervised {
     /// Starts `command` in a new process group, logging to `log`.
     pub fn spawn(
         name: &str,
+        command: tokio::process::Command,
+        log: &Path,
+    ) -> std::io::Result<Self> {
+        Self::spawn_with(name, command, log, false)
+    }
+
+    /// [`Supervised::spawn`], with stdin and stdout as pipes to the harness
+    /// (stderr alone goes to `log`): for a child that talks a protocol.
+    pub fn spawn_piped(
+        name: &str,
+        command: tokio::process::Command,
+        log: &Path,
+    ) -> std::io::Result<(
+        Self,
+        tokio::process::ChildStdin,
+        tokio::process::ChildStdout,
+    )> {
+        let mut child = Self::spawn_with(name, command, log, true)?;
+        let stdin = child.child.stdin.take().expect("stdin is piped");
+        let stdout = child.child.stdout.take().expect("stdout is piped");
+        Ok((child, stdin, stdout))
+    }
+
+    fn spawn_with(
+        name: &str,
         mut command: tokio::process::Command,
         log: &Path,
+        piped: bool,
     ) -> std::io::Result<Self> {
         if let Some(dir) = log.parent() {
             std::fs::create_dir_all(dir)?;
         }
         let out = std::fs::File::create(log)?;
         let err = out.try_clone()?;
-        command
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .process_group(0)
-            .kill_on_drop(true);
+        if piped {
+            command.stdin(Stdio::piped()).stdout(Stdio::piped());
+        } else {
+            command.stdin(Stdio::null()).stdout(out);
+        }
+        command.stderr(err).process_group(0).kill_on_drop(true);
         // SAFETY: prctl is async-signal-safe and touches no memory of ours.
         unsafe {
             command.pre_exec(|| {

@@ -203,10 +203,12 @@ pub struct RunReport {
 /// parts added up, while its `elapsed_ms` is the slowest shard's).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Timing {
-    /// Starting targets and the first server of each distinct server
-    /// options (a real frontend's start-up, a cold Python import).
+    /// Starting targets, then the wall time while some target was starting
+    /// the first server of some server options (a real frontend's start-up,
+    /// a cold Python import); the targets' columns run together.
     pub startup_ms: f64,
-    /// Starting a server again after it had died (a scripted engine death).
+    /// The rest of the wall time while some target was starting a server
+    /// again after it had died (a scripted engine death).
     pub restart_ms: f64,
     /// How many servers were started again.
     pub restarts: u32,
@@ -228,13 +230,34 @@ impl Timing {
 }
 
 /// The start-up clock of one target: which server options it has started
-/// a server for, and how long starts took.
+/// a server for, and when starts ran (the targets' columns run together, so
+/// the run's parts are measured as spans of wall time, see [`wall_time`]).
 #[derive(Debug, Default)]
 struct StartClock {
     started: std::collections::BTreeSet<String>,
-    startup: Duration,
-    restart: Duration,
+    /// First starts of some server options.
+    startup: Vec<(Instant, Instant)>,
+    /// Starts after a server had died.
+    restart: Vec<(Instant, Instant)>,
     restarts: u32,
+}
+
+/// The wall time covered by at least one of `spans`.
+fn wall_time(mut spans: Vec<(Instant, Instant)>) -> Duration {
+    spans.sort();
+    let mut total = Duration::ZERO;
+    let mut open: Option<(Instant, Instant)> = None;
+    for (from, to) in spans {
+        open = match open {
+            Some((a, b)) if from <= b => Some((a, b.max(to))),
+            Some((a, b)) => {
+                total += b - a;
+                Some((from, to))
+            }
+            None => Some((from, to)),
+        };
+    }
+    total + open.map_or(Duration::ZERO, |(a, b)| b - a)
 }
 
 impl StartClock {
@@ -248,14 +271,14 @@ impl StartClock {
     ) -> Result<String, Unavailable> {
         let (before, clock) = (target.generation(), Instant::now());
         let base = target.endpoint(fixture).await;
-        let (after, took) = (target.generation(), clock.elapsed());
+        let (after, span) = (target.generation(), (clock, Instant::now()));
         let options = serde_json::to_string(&fixture.server).unwrap_or_default();
         let first = self.started.insert(options);
         if after > before || (first && base.is_err()) {
             if first {
-                self.startup += took;
+                self.startup.push(span);
             } else {
-                self.restart += took;
+                self.restart.push(span);
                 self.restarts += after - before;
             }
         }
@@ -358,70 +381,71 @@ pub async fn run_until(
     let mut liveness: Vec<Liveness> = targets.iter().map(|_| Liveness::default()).collect();
     let mut stop = std::pin::pin!(stop);
     let mut interrupted = None;
-    // The targets' first servers start together (a real frontend's start is
-    // mostly waiting on its imports and its engine handshake), for the
-    // server options of the first fixture. A start that fails here fails
-    // again, and is reported, on the first case.
-    if let Some(first) = fixtures.first() {
-        let starts = futures::future::join_all(
-            targets
-                .iter_mut()
-                .zip(&mut liveness)
-                .map(|(target, live)| live.clock.endpoint(target, &first.fixture)),
-        );
-        tokio::select! {
-            why = &mut stop => interrupted = Some(why),
-            _ = starts => {}
-        }
-    }
     let mut cases = Vec::new();
-    let to_run: &[&LoadedFixture] = if interrupted.is_some() {
-        &[]
-    } else {
-        &fixtures
-    };
-    for loaded in to_run {
-        let mut row: Vec<(CaseResult, Option<String>)> = Vec::new();
-        for (target, live) in targets.iter_mut().zip(&mut liveness) {
-            let case = if started.elapsed() > options.budget {
-                error_case(
-                    loaded,
-                    &target.name(),
-                    format!(
-                        "the run's budget of {} s was spent before this case started",
-                        options.budget.as_secs()
-                    ),
-                )
-            } else {
-                tokio::select! {
-                    // A case in flight is dropped with its request.
-                    why = &mut stop => {
-                        interrupted = Some(why);
-                        break;
+    if !fixtures.is_empty() {
+        // Each target's column runs on its own (the targets are separate
+        // servers and engines; a real frontend's start is mostly waiting on
+        // its imports and its engine handshake), and rows are judged in
+        // order as soon as every column has its case.
+        let (senders, receivers): (Vec<_>, Vec<_>) = targets
+            .iter()
+            .map(|_| tokio::sync::mpsc::unbounded_channel::<(CaseResult, Option<String>)>())
+            .unzip();
+        let (client, fixtures) = (&client, &fixtures);
+        let columns =
+            futures::future::join_all(targets.iter_mut().zip(&mut liveness).zip(senders).map(
+                |((target, live), column)| async move {
+                    for loaded in fixtures {
+                        let case = if started.elapsed() > options.budget {
+                            error_case(
+                                loaded,
+                                &target.name(),
+                                format!(
+                                    "the run's budget of {} s was spent before this case started",
+                                    options.budget.as_secs()
+                                ),
+                            )
+                        } else {
+                            live.run_case(client, loaded, target, options.limits).await
+                        };
+                        let text = case.transcript.as_ref().map(|t| {
+                            snapshot::render(
+                                &loaded.fixture.name,
+                                &loaded.fixture.description,
+                                t,
+                                loaded.fixture.chunks_comparable(),
+                            )
+                        });
+                        if column.send((case, text)).is_err() {
+                            return;
+                        }
                     }
-                    case = live.run_case(&client, loaded, target, options.limits) => case,
+                },
+            ));
+        let (cases, names) = (&mut cases, &names);
+        let judge = async move {
+            let mut columns = receivers;
+            for loaded in fixtures {
+                let mut row = Vec::new();
+                for column in &mut columns {
+                    match column.recv().await {
+                        Some(case) => row.push(case),
+                        None => return,
+                    }
                 }
-            };
-            let text = case.transcript.as_ref().map(|t| {
-                snapshot::render(
-                    &loaded.fixture.name,
-                    &loaded.fixture.description,
-                    t,
-                    loaded.fixture.chunks_comparable(),
-                )
-            });
-            row.push((case, text));
-        }
-        if !row.is_empty() {
-            judge_row(loaded, &mut row, &names, options);
-        }
-        for (mut case, _) in row {
-            case.bound();
-            progress.case_done(&case);
-            cases.push(case);
-        }
-        if interrupted.is_some() {
-            break;
+                judge_row(loaded, &mut row, names, options);
+                for (mut case, _) in row {
+                    case.bound();
+                    progress.case_done(&case);
+                    cases.push(case);
+                }
+            }
+        };
+        tokio::select! {
+            // The cases in flight are dropped with their requests; cases of
+            // a row not judged yet are not run.
+            why = &mut stop => interrupted = Some(why),
+            _ = futures::future::join(columns, judge) => {}
         }
     }
     progress.finish();
@@ -450,16 +474,29 @@ pub async fn run_until(
     }
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let elapsed_ms = ms(started.elapsed());
+    // Wall time during which some target was starting a first server is
+    // start-up; the rest of the time some target was restarting one is
+    // restart time.
+    let spans = |restarts: bool| -> Vec<(Instant, Instant)> {
+        liveness
+            .iter()
+            .flat_map(|live| {
+                let mut spans = live.clock.startup.clone();
+                if restarts {
+                    spans.extend(&live.clock.restart);
+                }
+                spans
+            })
+            .collect()
+    };
+    let (startup, starts) = (wall_time(spans(false)), wall_time(spans(true)));
     let mut timing = Timing {
-        startup_ms: ms(targets_started),
+        startup_ms: ms(targets_started + startup),
+        restart_ms: ms(starts - startup),
+        restarts: liveness.iter().map(|live| live.clock.restarts).sum(),
         stop_ms: ms(stopped),
         ..Timing::default()
     };
-    for live in &liveness {
-        timing.startup_ms += ms(live.clock.startup);
-        timing.restart_ms += ms(live.clock.restart);
-        timing.restarts += live.clock.restarts;
-    }
     timing.cases_ms =
         (elapsed_ms - timing.startup_ms - timing.restart_ms - timing.stop_ms).max(0.0);
     Ok(RunReport {
@@ -776,5 +813,29 @@ fn judge_row(
                 case.reason = Some(format!("snapshot {}: {e}", store.path(fixture).display()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wall_time_counts_overlapping_spans_once() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // Two targets starting together (0-100, 20-150), a later restart
+        // (300-350) and one inside another (310-320).
+        let spans = vec![
+            (at(300), at(350)),
+            (at(0), at(100)),
+            (at(310), at(320)),
+            (at(20), at(150)),
+        ];
+        assert_eq!(wall_time(spans), Duration::from_millis(200));
+        assert_eq!(wall_time(Vec::new()), Duration::ZERO);
+        // Touching spans are one.
+        let touching = vec![(at(0), at(10)), (at(10), at(30))];
+        assert_eq!(wall_time(touching), Duration::from_millis(30));
     }
 }

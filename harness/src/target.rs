@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -31,6 +32,7 @@ use tokio::task::JoinHandle;
 
 use crate::process::{Supervised, free_port};
 use crate::vllm::engine::{EngineInstall, headless_command};
+use crate::vllm::forkserver::{ForkServer, FrontendProcess, MODULE, PRELOAD};
 use crate::vllm::{self, Frontend, Install, Ports};
 
 /// A `--target` argument, parsed.
@@ -167,6 +169,9 @@ pub struct VllmOptions {
     /// Puts the tap between a frontend and the mock engine core too (the
     /// real engine is always behind one), to measure what the tap costs.
     pub through_tap: bool,
+    /// Forks Python frontends from a warm interpreter (see
+    /// [`crate::vllm::forkserver`]) instead of starting each one cold.
+    pub fork_server: bool,
 }
 
 impl Default for VllmOptions {
@@ -179,6 +184,7 @@ impl Default for VllmOptions {
             work_dir: PathBuf::from(".genconform"),
             ready_timeout: Duration::from_secs(240),
             through_tap: false,
+            fork_server: true,
         }
     }
 }
@@ -207,6 +213,10 @@ pub struct VllmArgs {
     /// How long a real frontend may take to become healthy.
     #[arg(long, default_value_t = 240)]
     pub ready_timeout_secs: u64,
+    /// Start every Python frontend cold instead of forking it from a warm
+    /// interpreter that has imported vLLM once (see the README, "Speed").
+    #[arg(long)]
+    pub no_fork_server: bool,
 }
 
 impl VllmArgs {
@@ -219,6 +229,7 @@ impl VllmArgs {
             work_dir: self.work_dir.clone(),
             ready_timeout: Duration::from_secs(self.ready_timeout_secs),
             through_tap: false,
+            fork_server: !self.no_fork_server,
         }
     }
 }
@@ -252,6 +263,9 @@ struct VllmBackend {
     log_dir: PathBuf,
     ready_timeout: Duration,
     through_tap: bool,
+    /// Python frontends are forked from this, when it is on (started at
+    /// the first launch, again if it died).
+    fork_server: Option<Option<Arc<ForkServer>>>,
     instances: BTreeMap<ServerOptions, Instance>,
     started: u32,
 }
@@ -270,7 +284,7 @@ enum EngineKind {
 }
 
 struct Instance {
-    process: Supervised,
+    process: FrontendProcess,
     core: Core,
     base_url: String,
 }
@@ -436,7 +450,7 @@ impl Target {
             Backend::Vllm(b) => b.instances.get(&fixture.server).map(|i| {
                 format!(
                     "last lines of {}:\n{}",
-                    i.process.log.display(),
+                    i.process.log().display(),
                     i.process.log_tail(lines)
                 )
             }),
@@ -487,6 +501,9 @@ impl Target {
                 for (_, instance) in backend.instances {
                     instance.process.stop(Duration::from_secs(10)).await;
                     instance.core.stop().await;
+                }
+                if let Some(Some(server)) = backend.fork_server {
+                    server.shutdown().await;
                 }
             }
             Backend::Url { .. } => {}
@@ -548,6 +565,7 @@ impl VllmBackend {
             log_dir: options.work_dir.join("logs").join(spec.name()),
             ready_timeout: options.ready_timeout,
             through_tap: options.through_tap,
+            fork_server: (frontend == Frontend::Python && options.fork_server).then_some(None),
             instances: BTreeMap::new(),
             started: 0,
         })
@@ -569,7 +587,7 @@ impl VllmBackend {
                     // A frontend and its engine are restarted together: a
                     // running engine does not re-join a new frontend.
                     let old = self.instances.remove(&fixture.server).expect("just found");
-                    let log = old.process.log.clone();
+                    let log = old.process.log().to_path_buf();
                     old.process.stop(Duration::from_secs(5)).await;
                     match old.core.stop().await {
                         Some(e) => {
@@ -590,6 +608,34 @@ impl VllmBackend {
         let url = instance.base_url.clone();
         self.instances.insert(fixture.server.clone(), instance);
         Ok(url)
+    }
+
+    /// The target's fork server, started with the frontends' environment
+    /// `env` the first time (and again if it died).
+    async fn fork_server(&mut self, env: &[(String, String)]) -> Result<Arc<ForkServer>, String> {
+        let slot = self.fork_server.as_mut().expect("the fork server is on");
+        if let Some(server) = slot.as_ref() {
+            match server.gone() {
+                None => return Ok(Arc::clone(server)),
+                Some(why) => tracing::warn!(
+                    "the fork server {why}; starting another (last lines of its log:\n{})",
+                    server.log_tail(30)
+                ),
+            }
+        }
+        let clock = Instant::now();
+        let server = ForkServer::start(
+            &self.program.0,
+            MODULE,
+            PRELOAD,
+            env,
+            &self.log_dir,
+            self.ready_timeout,
+        )
+        .await?;
+        tracing::info!("fork server ready in {:?}", clock.elapsed());
+        *slot = Some(Arc::clone(&server));
+        Ok(server)
     }
 
     /// Starts a frontend and its engine core, and waits until it is healthy.
@@ -613,19 +659,31 @@ impl VllmBackend {
             "VLLM_ENGINE_READY_TIMEOUT_S",
             self.ready_timeout.as_secs().max(1).to_string(),
         );
-        let mut args: Vec<std::ffi::OsString> = self.program.1.iter().map(Into::into).collect();
-        args.extend(command.as_std().get_args().map(ToOwned::to_owned));
-        let mut full = tokio::process::Command::new(&self.program.0);
-        full.args(args);
-        for (k, v) in command.as_std().get_envs() {
-            if let Some(v) = v {
-                full.env(k, v);
+        let mut process = if self.fork_server.is_some() {
+            let lossy = |s: &std::ffi::OsStr| s.to_string_lossy().into_owned();
+            let args: Vec<String> = command.as_std().get_args().map(lossy).collect();
+            let env: Vec<(String, String)> = command
+                .as_std()
+                .get_envs()
+                .filter_map(|(k, v)| Some((lossy(k), lossy(v?))))
+                .collect();
+            let server = self.fork_server(&env).await?;
+            FrontendProcess::Forked(server.fork(&args, &env, &log).await?)
+        } else {
+            let mut args: Vec<std::ffi::OsString> = self.program.1.iter().map(Into::into).collect();
+            args.extend(command.as_std().get_args().map(ToOwned::to_owned));
+            let mut full = tokio::process::Command::new(&self.program.0);
+            full.args(args);
+            for (k, v) in command.as_std().get_envs() {
+                if let Some(v) = v {
+                    full.env(k, v);
+                }
             }
-        }
-        command = full;
-        let mut process =
-            Supervised::spawn(&format!("{:?} frontend", self.frontend), command, &log)
-                .map_err(|e| format!("cannot start {}: {e}", self.program.0.display()))?;
+            FrontendProcess::Spawned(Box::new(
+                Supervised::spawn(&format!("{:?} frontend", self.frontend), full, &log)
+                    .map_err(|e| format!("cannot start {}: {e}", self.program.0.display()))?,
+            ))
+        };
         let frontend_handshake = format!("tcp://127.0.0.1:{}", ports.handshake);
         let mut core = match &self.engine {
             EngineKind::Mock(engine) => {
@@ -770,7 +828,7 @@ fn wire_layout(
 /// Runs vLLM's CLI from a given interpreter, so a contributor's own
 /// environment works as well as the cached install.
 fn python_entry() -> Vec<String> {
-    vec!["-m".into(), "vllm.entrypoints.cli.main".into()]
+    vec!["-m".into(), MODULE.into()]
 }
 
 #[cfg(test)]

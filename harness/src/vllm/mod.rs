@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 pub mod engine;
+pub mod forkserver;
 pub mod layout;
 pub mod layout_diff;
 
