@@ -392,6 +392,13 @@ pub async fn run_until(
             .map(|_| tokio::sync::mpsc::unbounded_channel::<(CaseResult, Option<String>)>())
             .unzip();
         let (client, fixtures) = (&client, &fixtures);
+        // A paced case on a frontend that merges the steps it finds queued
+        // (Python's stream generator drains them) runs alone: with the
+        // other columns' cases beside it on a 2-core machine, 20 ms steps
+        // arrive together and its chunks (in its snapshot) change. Every
+        // other case, and the judging of rows, shares the machine.
+        let pacing = tokio::sync::RwLock::new(());
+        let pacing = &pacing;
         let columns =
             futures::future::join_all(targets.iter_mut().zip(&mut liveness).zip(senders).map(
                 |((target, live), column)| async move {
@@ -406,6 +413,15 @@ pub async fn run_until(
                                 ),
                             )
                         } else {
+                            let alone = loaded.fixture.chunks_comparable()
+                                && target.spec.merges_queued_steps();
+                            let _shared;
+                            let _alone;
+                            if alone {
+                                _alone = pacing.write().await;
+                            } else {
+                                _shared = pacing.read().await;
+                            }
                             live.run_case(client, loaded, target, options.limits).await
                         };
                         let text = case.transcript.as_ref().map(|t| {
@@ -433,7 +449,10 @@ pub async fn run_until(
                         None => return,
                     }
                 }
+                // Judging is CPU work too: not beside a case that runs alone.
+                let shared = pacing.read().await;
                 judge_row(loaded, &mut row, names, options);
+                drop(shared);
                 for (mut case, _) in row {
                     case.bound();
                     progress.case_done(&case);
@@ -640,6 +659,9 @@ async fn run_case(
         register_script(engine, &loaded.fixture);
     }
     let capture = capture::capture(client, &base, &loaded.fixture.request, limits).await;
+    if loaded.fixture.kills_engine() {
+        target.settle_after_death(&loaded.fixture).await;
+    }
     let transcript = transcribe(&loaded.fixture.request, &capture).await;
     let (outcome, reason) = match &capture.error {
         Some(e) => {

@@ -71,6 +71,13 @@ impl TargetSpec {
     }
 
     /// The real frontend this target runs, if it runs one.
+    /// Whether the server merges engine outputs that queued up while it
+    /// was busy into one chunk (vLLM's Python frontend does), so that a
+    /// paced case's chunking depends on how busy the machine is.
+    pub fn merges_queued_steps(&self) -> bool {
+        self.frontend() == Some(Frontend::Python)
+    }
+
     pub fn frontend(&self) -> Option<Frontend> {
         match self {
             Self::VllmRs => Some(Frontend::Rust),
@@ -235,6 +242,11 @@ impl VllmArgs {
 }
 
 /// A started target.
+/// How long [`Target::settle_after_death`] waits for a killed engine's
+/// instance to be seen dead; past it the next case runs anyway (and says
+/// what it met).
+const SETTLE_AFTER_DEATH: Duration = Duration::from_secs(10);
+
 pub struct Target {
     pub spec: TargetSpec,
     backend: Backend,
@@ -416,6 +428,27 @@ impl Target {
                 }
                 Ok(base.clone())
             }
+        }
+    }
+
+    /// After a case whose script killed the engine: waits, at most
+    /// [`SETTLE_AFTER_DEATH`], until the instance that served it knows it is
+    /// dead, so that the next case meets a restarted one. The engine core
+    /// sends `ENGINE_CORE_DEAD` before it stops, so a frontend can answer
+    /// the dying request before the instance looks dead; a case sent in
+    /// that gap would meet a frontend still up over a dead engine (a 500
+    /// no fixture scripts). Serial rows hid the gap behind the other
+    /// targets' cases; concurrent columns do not.
+    pub async fn settle_after_death(&mut self, fixture: &Fixture) {
+        let Backend::Vllm(backend) = &mut self.backend else {
+            return;
+        };
+        let Some(instance) = backend.instances.get_mut(&fixture.server) else {
+            return;
+        };
+        let deadline = Instant::now() + SETTLE_AFTER_DEATH;
+        while instance.dead().is_none() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

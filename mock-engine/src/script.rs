@@ -111,6 +111,12 @@ impl Fixture {
         paced && n <= 1
     }
 
+    /// Whether the script kills the engine (a step that `fail`s): a real
+    /// frontend behind it must be restarted before the next case.
+    pub fn kills_engine(&self) -> bool {
+        self.engine.all_steps().any(|s| s.fail.is_some())
+    }
+
     /// The reason this fixture cannot run against a real frontend: declared, or
     /// implied by a step only the in-process engine can produce.
     pub fn in_process_reason(&self) -> Option<String> {
@@ -511,6 +517,18 @@ mod tests {
             "engine": engine,
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn a_script_kills_the_engine_when_any_sample_fails() {
+        let none = serde_json::json!({});
+        let clean = serde_json::json!({"steps": [{"tokens": [3], "finish": "stop"}]});
+        assert!(!fixture(clean, none.clone()).kills_engine());
+        let in_a_sample = serde_json::json!({
+            "steps": [{"tokens": [3], "finish": "stop"}],
+            "samples": [[{"tokens": [4]}, {"fail": "boom"}]],
+        });
+        assert!(fixture(in_a_sample, none).kills_engine());
     }
 
     #[test]
