@@ -185,6 +185,12 @@ pub struct RunArgs {
     /// `genconform report merge` puts the shards' JSON reports together.
     #[arg(long, value_name = "KIND:K/N")]
     pub partition: Option<crate::partition::Partition>,
+    /// Cases in flight at once per target. A case whose script kills the
+    /// engine, and a paced one, still runs alone in its target's column;
+    /// the grid and the reports keep the fixtures' order. 1 runs each
+    /// column one case at a time.
+    #[arg(long, default_value_t = crate::run::DEFAULT_JOBS, value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: u16,
     #[arg(long, value_enum, default_value_t = Color::Auto)]
     pub color: Color,
     #[command(flatten)]
@@ -333,6 +339,7 @@ fn run_command(args: RunArgs) -> ExitCode {
         check_snapshots: !args.no_snapshots,
         vllm: args.vllm.options(),
         partition: args.partition,
+        jobs: usize::from(args.jobs),
     };
     let runtime = match runtime() {
         Ok(r) => r,

@@ -22,6 +22,7 @@ pub mod matrix;
 pub mod normalize;
 pub mod partition;
 pub mod process;
+pub mod prompt_lock;
 pub mod record;
 pub mod report;
 pub mod run;

@@ -382,6 +382,7 @@ pub fn command(args: MatrixArgs) -> ExitCode {
                 ..VllmOptions::default()
             },
             partition: None,
+            jobs: usize::from(crate::run::DEFAULT_JOBS),
         };
         eprintln!("==> vLLM {version}");
         let started = Instant::now();

@@ -4,15 +4,15 @@
 //! the target does: a crash, a hang or an exhausted budget is an `error`
 //! outcome with its reason, and the run goes on.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
 use mock_engine::script::Endpoint;
 use mock_engine::{Corpus, Engine, Fixture, LoadedFixture};
 use serde::{Deserialize, Serialize};
 
-use crate::capture::{self, Capture, CaptureError, Limits};
+use crate::capture::{Capture, Limits};
 use crate::diff::{self, Difference, Layer};
 use crate::divergence::{Compared, Registry};
 use crate::excerpt;
@@ -21,6 +21,10 @@ use crate::partition::{Partition, Selection};
 use crate::snapshot::{self, Store};
 use crate::sse;
 use crate::target::{Target, TargetSpec, Unavailable, VllmOptions};
+
+mod column;
+
+use column::{Column, Liveness};
 
 /// How a case ended, worst last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -173,7 +177,13 @@ pub struct RunOptions {
     pub vllm: VllmOptions,
     /// Run only this shard of the selection (all of it, when `None`).
     pub partition: Option<Partition>,
+    /// Cases in flight at once per target (at least 1; see [`column`]).
+    pub jobs: usize,
 }
+
+/// Cases in flight per target by default: most of a case is waiting on the
+/// server or on its script's delays.
+pub const DEFAULT_JOBS: u16 = 4;
 
 /// Everything a run found.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -392,47 +402,31 @@ pub async fn run_until(
             .map(|_| tokio::sync::mpsc::unbounded_channel::<(CaseResult, Option<String>)>())
             .unzip();
         let (client, fixtures) = (&client, &fixtures);
-        // A paced case on a frontend that merges the steps it finds queued
-        // (Python's stream generator drains them) runs alone: with the
-        // other columns' cases beside it on a 2-core machine, 20 ms steps
-        // arrive together and its chunks (in its snapshot) change. Every
-        // other case, and the judging of rows, shares the machine.
-        let pacing = tokio::sync::RwLock::new(());
-        let pacing = &pacing;
+        // See [`Column::case`]: a paced case on a frontend that merges the
+        // steps it finds queued takes the machine whole.
+        let machine = tokio::sync::RwLock::new(());
+        let machine = &machine;
         let columns =
             futures::future::join_all(targets.iter_mut().zip(&mut liveness).zip(senders).map(
-                |((target, live), column)| async move {
-                    for loaded in fixtures {
-                        let case = if started.elapsed() > options.budget {
-                            error_case(
-                                loaded,
-                                &target.name(),
-                                format!(
-                                    "the run's budget of {} s was spent before this case started",
-                                    options.budget.as_secs()
-                                ),
-                            )
-                        } else {
-                            let alone = loaded.fixture.chunks_comparable()
-                                && target.spec.merges_queued_steps();
-                            let _shared;
-                            let _alone;
-                            if alone {
-                                _alone = pacing.write().await;
-                            } else {
-                                _shared = pacing.read().await;
-                            }
-                            live.run_case(client, loaded, target, options.limits).await
-                        };
-                        let text = case.transcript.as_ref().map(|t| {
-                            snapshot::render(
-                                &loaded.fixture.name,
-                                &loaded.fixture.description,
-                                t,
-                                loaded.fixture.chunks_comparable(),
-                            )
-                        });
-                        if column.send((case, text)).is_err() {
+                |((target, live), sender)| async move {
+                    let column = Column::new(target, live, fixtures, options.jobs);
+                    let column = &column;
+                    let mut results = futures::stream::iter(fixtures.iter())
+                        .map(|loaded| async move {
+                            let case = column.case(client, loaded, options, machine, started).await;
+                            let text = case.transcript.as_ref().map(|t| {
+                                snapshot::render(
+                                    &loaded.fixture.name,
+                                    &loaded.fixture.description,
+                                    t,
+                                    loaded.fixture.chunks_comparable(),
+                                )
+                            });
+                            (case, text)
+                        })
+                        .buffered(column::WINDOW);
+                    while let Some(result) = results.next().await {
+                        if sender.send(result).is_err() {
                             return;
                         }
                     }
@@ -450,7 +444,7 @@ pub async fn run_until(
                     }
                 }
                 // Judging is CPU work too: not beside a case that runs alone.
-                let shared = pacing.read().await;
+                let shared = machine.read().await;
                 judge_row(loaded, &mut row, names, options);
                 drop(shared);
                 for (mut case, _) in row {
@@ -536,77 +530,6 @@ pub async fn run_until(
     })
 }
 
-/// Whether a target still answers: after [`Limits::give_up_after`] transport
-/// failures in a row at one server, its health endpoint is probed; when that
-/// does not answer either, the server's remaining cases are errors at once
-/// instead of costing a timeout each.
-#[derive(Debug, Default)]
-struct Liveness {
-    /// Transport failures in a row, per server.
-    failures: BTreeMap<Server, u32>,
-    /// Servers given up on, with the reason.
-    gone: BTreeMap<Server, String>,
-    /// The time its servers took to start.
-    clock: StartClock,
-}
-
-/// One server of a target: its base URL and the target's generation when it
-/// answered there (see [`Target::generation`]).
-type Server = (String, u32);
-
-impl Liveness {
-    async fn run_case(
-        &mut self,
-        client: &reqwest::Client,
-        loaded: &LoadedFixture,
-        target: &mut Target,
-        limits: Limits,
-    ) -> CaseResult {
-        let (case, exchange) =
-            run_case(client, loaded, target, limits, &self.gone, &mut self.clock).await;
-        let Some((server, failure)) = exchange else {
-            return case;
-        };
-        let Some(error) = failure.filter(CaptureError::is_transport) else {
-            self.failures.remove(&server);
-            return case;
-        };
-        let count = self.failures.entry(server.clone()).or_default();
-        *count += 1;
-        if limits.give_up_after == 0 || *count < limits.give_up_after {
-            return case;
-        }
-        let failed = *count;
-        // A target that answers anything at all is alive: it may just be
-        // slow for these cases, so it gets another round.
-        self.failures.remove(&server);
-        let base = &server.0;
-        if let Err(probe) = probe(client, base, limits.probe_timeout).await {
-            self.gone.insert(
-                server.clone(),
-                format!(
-                    "the target stopped answering after case {}: {failed} requests in a row failed \
-                     (the last: {error}), and {base}/health gave no answer within {} ms ({probe})",
-                    loaded.fixture.name,
-                    limits.probe_timeout.as_millis()
-                ),
-            );
-        }
-        case
-    }
-}
-
-/// Whether anything answers HTTP at `base` (any status will do).
-async fn probe(client: &reqwest::Client, base: &str, timeout: Duration) -> Result<(), String> {
-    client
-        .get(format!("{}/health", base.trim_end_matches('/')))
-        .timeout(timeout)
-        .send()
-        .await
-        .map(drop)
-        .map_err(|e| capture::error_chain(&e))
-}
-
 fn error_case(loaded: &LoadedFixture, target: &str, reason: String) -> CaseResult {
     CaseResult {
         fixture: loaded.fixture.name.clone(),
@@ -621,72 +544,6 @@ fn error_case(loaded: &LoadedFixture, target: &str, reason: String) -> CaseResul
         elapsed_ms: 0.0,
         truncated: Vec::new(),
     }
-}
-
-/// One case, and where it was sent with what went wrong (nothing, when it
-/// was not sent).
-async fn run_case(
-    client: &reqwest::Client,
-    loaded: &LoadedFixture,
-    target: &mut Target,
-    limits: Limits,
-    gone: &BTreeMap<Server, String>,
-    clock: &mut StartClock,
-) -> (CaseResult, Option<(Server, Option<CaptureError>)>) {
-    let name = target.name();
-    let base = match clock.endpoint(target, &loaded.fixture).await {
-        Ok(base) => base,
-        Err(Unavailable::Skip(reason)) => {
-            let case = CaseResult {
-                outcome: Outcome::Skipped,
-                ..error_case(loaded, &name, reason)
-            };
-            return (case, None);
-        }
-        Err(Unavailable::Error(reason)) => return (error_case(loaded, &name, reason), None),
-    };
-    let server = (base.clone(), target.generation());
-    if let Some(reason) = gone.get(&server) {
-        return (
-            error_case(loaded, &name, format!("not sent: {reason}")),
-            None,
-        );
-    }
-    // Cases run one at a time per target, so the script registered now is
-    // the one this case's requests meet, even when other fixtures share
-    // its prompt.
-    if let Some(engine) = target.engine() {
-        register_script(engine, &loaded.fixture);
-    }
-    let capture = capture::capture(client, &base, &loaded.fixture.request, limits).await;
-    if loaded.fixture.kills_engine() {
-        target.settle_after_death(&loaded.fixture).await;
-    }
-    let transcript = transcribe(&loaded.fixture.request, &capture).await;
-    let (outcome, reason) = match &capture.error {
-        Some(e) => {
-            let log = target
-                .log_tail(&loaded.fixture, 20)
-                .map(|l| format!("\n{l}"))
-                .unwrap_or_default();
-            (Outcome::Error, Some(format!("{e}{log}")))
-        }
-        None => (Outcome::Pass, None),
-    };
-    let case = CaseResult {
-        fixture: loaded.fixture.name.clone(),
-        endpoint: loaded.fixture.request.endpoint,
-        target: name,
-        outcome,
-        reason,
-        transcript: Some(transcript),
-        differences: Vec::new(),
-        text_diff: None,
-        snapshot: None,
-        elapsed_ms: capture.elapsed_ms,
-        truncated: Vec::new(),
-    };
-    (case, Some((server, capture.error)))
 }
 
 /// Makes `engine` answer `fixture`'s prompt with `fixture`'s script (which

@@ -13,7 +13,7 @@
 //!   the recording tap ([`mock_engine::tap`]). They answer with whatever the
 //!   model generates, not with the fixtures' scripts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -21,19 +21,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use mock_engine::core::{CoreError, CoreOptions, run_engine_core};
 use mock_engine::script::{Fixture, ServerOptions};
-use mock_engine::tap::{TapError, TapEvent, TapOptions, run_tap};
+use mock_engine::tap::TapEvent;
 use mock_engine::wire::{Layout, LayoutFile, VllmVersion, check_layout};
 use mock_engine::{Corpus, Engine, EngineConfig};
 use reference_server::RunningServer;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::process::{Supervised, free_port};
-use crate::vllm::engine::{EngineInstall, headless_command};
-use crate::vllm::forkserver::{ForkServer, FrontendProcess, MODULE, PRELOAD};
+use crate::process::free_port;
+use crate::vllm::engine::EngineInstall;
+use crate::vllm::forkserver::{ForkServer, MODULE, PRELOAD};
 use crate::vllm::{self, Frontend, Install, Ports};
+
+mod instance;
+
+use instance::{Core, Instance, Launch, LaunchEngine, args_and_env};
 
 /// A `--target` argument, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,7 +182,14 @@ pub struct VllmOptions {
     /// Forks Python frontends from a warm interpreter (see
     /// [`crate::vllm::forkserver`]) instead of starting each one cold.
     pub fork_server: bool,
+    /// At most this many frontends start ahead of scripted engine deaths
+    /// (see [`Target::keep_spares`]).
+    pub spare_frontends: usize,
 }
+
+/// Spare frontends per target by default: the corpus kills the engine in
+/// runs of up to six fixtures.
+pub const DEFAULT_SPARES: u16 = 2;
 
 impl Default for VllmOptions {
     fn default() -> Self {
@@ -192,6 +202,7 @@ impl Default for VllmOptions {
             ready_timeout: Duration::from_secs(240),
             through_tap: false,
             fork_server: true,
+            spare_frontends: usize::from(DEFAULT_SPARES),
         }
     }
 }
@@ -224,6 +235,11 @@ pub struct VllmArgs {
     /// interpreter that has imported vLLM once (see the README, "Speed").
     #[arg(long)]
     pub no_fork_server: bool,
+    /// Frontends to start ahead of the fixtures that kill the engine, one at
+    /// a time while other cases run, so a scripted death costs no restart
+    /// (0: restart after each death).
+    #[arg(long, default_value_t = DEFAULT_SPARES)]
+    pub spare_frontends: u16,
 }
 
 impl VllmArgs {
@@ -237,6 +253,7 @@ impl VllmArgs {
             ready_timeout: Duration::from_secs(self.ready_timeout_secs),
             through_tap: false,
             fork_server: !self.no_fork_server,
+            spare_frontends: usize::from(self.spare_frontends),
         }
     }
 }
@@ -279,7 +296,20 @@ struct VllmBackend {
     /// the first launch, again if it died).
     fork_server: Option<Option<Arc<ForkServer>>>,
     instances: BTreeMap<ServerOptions, Instance>,
+    /// Frontends starting or started for the scripted engine deaths ahead
+    /// (see [`Target::keep_spares`]), oldest first.
+    spares: BTreeMap<ServerOptions, VecDeque<JoinHandle<Result<Instance, String>>>>,
+    /// Spares start one at a time: on two cores, a Python frontend's start
+    /// is a second of one core's work beside the cases.
+    spare_gate: Arc<tokio::sync::Mutex<()>>,
+    /// Dead instances being stopped while cases go on.
+    retiring: Vec<JoinHandle<()>>,
+    /// `--spare-frontends`.
+    max_spares: usize,
+    /// Frontends started (their logs' numbers).
     started: u32,
+    /// Instances that served: a new one is a new server.
+    generation: u32,
 }
 
 /// What answers the frontend's engine requests.
@@ -293,89 +323,6 @@ enum EngineKind {
         journal: mpsc::UnboundedSender<TapEvent>,
         events: mpsc::UnboundedReceiver<TapEvent>,
     },
-}
-
-struct Instance {
-    process: FrontendProcess,
-    core: Core,
-    base_url: String,
-}
-
-/// The engine side of a running instance.
-enum Core {
-    Mock {
-        core: JoinHandle<Result<(), CoreError>>,
-        tap: Option<JoinHandle<Result<(), TapError>>>,
-    },
-    Real {
-        tap: JoinHandle<Result<(), TapError>>,
-        /// Boxed: a process handle is large beside two task handles.
-        engine: Box<Supervised>,
-    },
-}
-
-impl Core {
-    /// Why the engine side can no longer serve, if it cannot.
-    fn dead(&mut self) -> Option<String> {
-        match self {
-            Self::Mock { core, tap } => {
-                if core.is_finished() {
-                    Some("the mock engine core stopped".to_string())
-                } else {
-                    tap.as_ref()
-                        .is_some_and(JoinHandle::is_finished)
-                        .then(|| "the tap stopped".to_string())
-                }
-            }
-            Self::Real { tap, engine } => {
-                if let Some(status) = engine.exited() {
-                    Some(format!(
-                        "the engine core exited ({status}); last lines of {}:\n{}",
-                        engine.log.display(),
-                        engine.log_tail(30)
-                    ))
-                } else {
-                    tap.is_finished().then(|| "the tap stopped".to_string())
-                }
-            }
-        }
-    }
-
-    /// Stops the engine side and says why it had ended, if it had.
-    async fn stop(self) -> Option<String> {
-        match self {
-            Self::Mock { core, tap } => {
-                core.abort();
-                if let Some(tap) = tap {
-                    tap.abort();
-                }
-                match core.await {
-                    // A fixture that scripts `fail` kills the engine on purpose.
-                    Ok(Err(CoreError::ScriptedDeath(_))) => None,
-                    Ok(Err(e)) => Some(e.to_string()),
-                    _ => None,
-                }
-            }
-            Self::Real { tap, engine } => {
-                tap.abort();
-                engine.stop(Duration::from_secs(10)).await;
-                match tap.await {
-                    Ok(Err(e)) => Some(e.to_string()),
-                    _ => None,
-                }
-            }
-        }
-    }
-}
-
-impl Instance {
-    /// Why this instance can no longer serve, if it cannot.
-    fn dead(&mut self) -> Option<String> {
-        if let Some(status) = self.process.exited() {
-            return Some(format!("the frontend exited ({status})"));
-        }
-        self.core.dead()
-    }
 }
 
 impl Target {
@@ -452,6 +399,20 @@ impl Target {
         }
     }
 
+    /// Keeps frontends starting, one at a time, for `options` beside the
+    /// one serving, for the `deaths` scripted engine deaths ahead (at most
+    /// `--spare-frontends` of them): after a death the next case meets a
+    /// frontend that is already up, instead of waiting for a start (a
+    /// second of a forked Python frontend's). A spare is the same frontend
+    /// with the same options and engine as a restart would get; only when
+    /// it starts differs. Nothing for other targets.
+    pub async fn keep_spares(&mut self, options: &ServerOptions, deaths: usize) {
+        if let Backend::Vllm(backend) = &mut self.backend {
+            let count = deaths.min(backend.max_spares);
+            backend.keep_spares(options, count).await;
+        }
+    }
+
     /// The engine behind this target, when the harness owns it (the
     /// reference and the real frontends): scripts registered on it are
     /// answered from the next request on.
@@ -471,7 +432,7 @@ impl Target {
     /// server all the same.
     pub fn generation(&self) -> u32 {
         match &self.backend {
-            Backend::Vllm(b) => b.started,
+            Backend::Vllm(b) => b.generation,
             Backend::Reference { servers, .. } => servers.len() as u32,
             Backend::Url { .. } => 0,
         }
@@ -534,6 +495,16 @@ impl Target {
                 for (_, instance) in backend.instances {
                     instance.process.stop(Duration::from_secs(10)).await;
                     instance.core.stop().await;
+                }
+                // A spare still starting comes up first: the fork server
+                // would stop it all the same, a spawned one would not.
+                for spare in backend.spares.into_values().flatten() {
+                    if let Ok(Ok(instance)) = spare.await {
+                        instance.stop().await;
+                    }
+                }
+                for retiring in backend.retiring {
+                    let _ = retiring.await;
                 }
                 if let Some(Some(server)) = backend.fork_server {
                     server.shutdown().await;
@@ -600,7 +571,12 @@ impl VllmBackend {
             through_tap: options.through_tap,
             fork_server: (frontend == Frontend::Python && options.fork_server).then_some(None),
             instances: BTreeMap::new(),
+            spares: BTreeMap::new(),
+            spare_gate: Arc::default(),
+            retiring: Vec::new(),
+            max_spares: options.spare_frontends,
             started: 0,
+            generation: 0,
         })
     }
 
@@ -613,34 +589,151 @@ impl VllmBackend {
         if let Some(reason) = fixture.in_process_reason() {
             return Err(Unavailable::Skip(format!("in-process only: {reason}")));
         }
-        if let Some(instance) = self.instances.get_mut(&fixture.server) {
-            match instance.dead() {
-                None => return Ok(instance.base_url.clone()),
-                Some(why) => {
-                    // A frontend and its engine are restarted together: a
-                    // running engine does not re-join a new frontend.
-                    let old = self.instances.remove(&fixture.server).expect("just found");
-                    let log = old.process.log().to_path_buf();
-                    old.process.stop(Duration::from_secs(5)).await;
-                    match old.core.stop().await {
-                        Some(e) => {
-                            tracing::warn!("{why} ({e}); restarting (log: {})", log.display())
-                        }
-                        None => tracing::info!(
-                            "{why}; restarting the {:?} frontend and its engine",
-                            self.frontend
-                        ),
+        let options = &fixture.server;
+        if let Some(instance) = self.instances.get_mut(options) {
+            let Some(why) = instance.dead() else {
+                return Ok(instance.base_url.clone());
+            };
+            // A frontend and its engine are restarted together: a running
+            // engine does not re-join a new frontend. The dead one stops
+            // while the next serves.
+            let old = self.instances.remove(options).expect("just found");
+            tracing::info!(
+                "{why}; restarting the {:?} frontend and its engine",
+                self.frontend
+            );
+            self.retiring.push(tokio::spawn(async move {
+                let log = old.process.log().to_path_buf();
+                old.process.stop(Duration::from_secs(5)).await;
+                if let Some(e) = old.core.stop().await {
+                    tracing::warn!("{why} ({e}) (log: {})", log.display());
+                }
+            }));
+        }
+        let instance = match self.take_spare(options).await {
+            Some(instance) => instance,
+            None => {
+                let launch = self.prepare(options).await.map_err(Unavailable::Error)?;
+                launch.run().await.map_err(Unavailable::Error)?
+            }
+        };
+        let url = instance.base_url.clone();
+        self.instances.insert(options.clone(), instance);
+        self.generation += 1;
+        Ok(url)
+    }
+
+    /// The oldest spare for `options` that came up and is still alive.
+    async fn take_spare(&mut self, options: &ServerOptions) -> Option<Instance> {
+        while let Some(spare) = self.spares.get_mut(options)?.pop_front() {
+            match spare.await {
+                Ok(Ok(mut instance)) => match instance.dead() {
+                    None => return Some(instance),
+                    Some(why) => {
+                        tracing::warn!("a spare {:?} frontend died unused: {why}", self.frontend);
+                        self.retiring.push(tokio::spawn(instance.stop()));
                     }
+                },
+                Ok(Err(e)) => {
+                    tracing::warn!("a spare {:?} frontend did not start: {e}", self.frontend)
+                }
+                Err(e) => {
+                    tracing::warn!("a spare {:?} frontend's start failed: {e}", self.frontend)
                 }
             }
         }
-        let instance = self
-            .launch(&fixture.server)
-            .await
-            .map_err(Unavailable::Error)?;
-        let url = instance.base_url.clone();
-        self.instances.insert(fixture.server.clone(), instance);
-        Ok(url)
+        None
+    }
+
+    /// See [`Target::keep_spares`].
+    async fn keep_spares(&mut self, options: &ServerOptions, count: usize) {
+        // Spares start beside cases, never beside a target's first start,
+        // and only in front of our own engine (a real one is minutes of
+        // start and gigabytes each).
+        if !matches!(self.engine, EngineKind::Mock(_)) || !self.instances.contains_key(options) {
+            return;
+        }
+        let have = self.spares.get(options).map_or(0, VecDeque::len);
+        // Past the last death, the spares left are stopped (the newest
+        // first: they started last).
+        for _ in count..have {
+            if let Some(spare) = self.spares.get_mut(options).and_then(VecDeque::pop_back) {
+                self.retiring.push(tokio::spawn(async move {
+                    if let Ok(Ok(instance)) = spare.await {
+                        instance.stop().await;
+                    }
+                }));
+            }
+        }
+        for _ in have..count {
+            let launch = match self.prepare(options).await {
+                Ok(launch) => launch,
+                Err(e) => {
+                    tracing::warn!("no spare {:?} frontend: {e}", self.frontend);
+                    return;
+                }
+            };
+            let gate = Arc::clone(&self.spare_gate);
+            let spare = tokio::spawn(async move {
+                let _one_at_a_time = gate.lock().await;
+                launch.run().await
+            });
+            self.spares
+                .entry(options.clone())
+                .or_default()
+                .push_back(spare);
+        }
+    }
+
+    /// Everything one frontend start for `options` needs: its ports, its
+    /// log's number and the fork server (started the first time).
+    async fn prepare(&mut self, options: &ServerOptions) -> Result<Launch, String> {
+        let ports = Ports {
+            http: free_port().map_err(|e| format!("no free port: {e}"))?,
+            handshake: free_port().map_err(|e| format!("no free port: {e}"))?,
+        };
+        self.started += 1;
+        let mut command = vllm::frontend_command(
+            self.frontend,
+            &self.program.0,
+            &self.model_dir,
+            options,
+            &ports,
+        );
+        // The frontend gives up on its engine after this; a real engine on a
+        // busy 2-core machine takes minutes to import torch and vLLM.
+        command.env(
+            "VLLM_ENGINE_READY_TIMEOUT_S",
+            self.ready_timeout.as_secs().max(1).to_string(),
+        );
+        let fork = match self.fork_server {
+            Some(_) => Some(self.fork_server(&args_and_env(&command).1).await?),
+            None => None,
+        };
+        let engine = match &self.engine {
+            EngineKind::Mock(engine) => LaunchEngine::Mock(engine.clone()),
+            EngineKind::Real {
+                install, journal, ..
+            } => LaunchEngine::Real {
+                install: install.clone(),
+                journal: journal.clone(),
+            },
+        };
+        Ok(Launch {
+            frontend: self.frontend,
+            program: self.program.clone(),
+            command,
+            ports,
+            number: self.started,
+            log: self.log_dir.join(format!("frontend-{}.log", self.started)),
+            log_dir: self.log_dir.clone(),
+            model_dir: self.model_dir.clone(),
+            fork,
+            engine,
+            layout: self.layout,
+            through_tap: self.through_tap,
+            ready_timeout: self.ready_timeout,
+        })
     }
 
     /// The target's fork server, started with the frontends' environment
@@ -669,152 +762,6 @@ impl VllmBackend {
         tracing::info!("fork server ready in {:?}", clock.elapsed());
         *slot = Some(Arc::clone(&server));
         Ok(server)
-    }
-
-    /// Starts a frontend and its engine core, and waits until it is healthy.
-    async fn launch(&mut self, options: &ServerOptions) -> Result<Instance, String> {
-        let ports = Ports {
-            http: free_port().map_err(|e| format!("no free port: {e}"))?,
-            handshake: free_port().map_err(|e| format!("no free port: {e}"))?,
-        };
-        self.started += 1;
-        let log = self.log_dir.join(format!("frontend-{}.log", self.started));
-        let mut command = vllm::frontend_command(
-            self.frontend,
-            &self.program.0,
-            &self.model_dir,
-            options,
-            &ports,
-        );
-        // The frontend gives up on its engine after this; a real engine on a
-        // busy 2-core machine takes minutes to import torch and vLLM.
-        command.env(
-            "VLLM_ENGINE_READY_TIMEOUT_S",
-            self.ready_timeout.as_secs().max(1).to_string(),
-        );
-        let mut process = if self.fork_server.is_some() {
-            let lossy = |s: &std::ffi::OsStr| s.to_string_lossy().into_owned();
-            let args: Vec<String> = command.as_std().get_args().map(lossy).collect();
-            let env: Vec<(String, String)> = command
-                .as_std()
-                .get_envs()
-                .filter_map(|(k, v)| Some((lossy(k), lossy(v?))))
-                .collect();
-            let server = self.fork_server(&env).await?;
-            FrontendProcess::Forked(server.fork(&args, &env, &log).await?)
-        } else {
-            let mut args: Vec<std::ffi::OsString> = self.program.1.iter().map(Into::into).collect();
-            args.extend(command.as_std().get_args().map(ToOwned::to_owned));
-            let mut full = tokio::process::Command::new(&self.program.0);
-            full.args(args);
-            for (k, v) in command.as_std().get_envs() {
-                if let Some(v) = v {
-                    full.env(k, v);
-                }
-            }
-            FrontendProcess::Spawned(Box::new(
-                Supervised::spawn(&format!("{:?} frontend", self.frontend), full, &log)
-                    .map_err(|e| format!("cannot start {}: {e}", self.program.0.display()))?,
-            ))
-        };
-        let frontend_handshake = format!("tcp://127.0.0.1:{}", ports.handshake);
-        let mut core = match &self.engine {
-            EngineKind::Mock(engine) => {
-                let (engine_handshake, tap) = if self.through_tap {
-                    let engine_port = free_port().map_err(|e| format!("no free port: {e}"))?;
-                    let engine_handshake = format!("tcp://127.0.0.1:{engine_port}");
-                    let mut tap = TapOptions::new(frontend_handshake, engine_handshake.clone());
-                    tap.layout = self.layout;
-                    tap.handshake_timeout = self.ready_timeout;
-                    // Nobody reads this journal: the tap is here to be timed.
-                    let (journal, _) = mpsc::unbounded_channel();
-                    (engine_handshake, Some(tokio::spawn(run_tap(tap, journal))))
-                } else {
-                    (frontend_handshake, None)
-                };
-                let mut core = CoreOptions::new(engine_handshake);
-                core.layout = self.layout;
-                core.handshake_timeout = self.ready_timeout;
-                Core::Mock {
-                    core: tokio::spawn(run_engine_core(core, engine.clone())),
-                    tap,
-                }
-            }
-            EngineKind::Real {
-                install, journal, ..
-            } => {
-                let engine_port = free_port().map_err(|e| format!("no free port: {e}"))?;
-                let mut tap =
-                    TapOptions::new(frontend_handshake, format!("tcp://127.0.0.1:{engine_port}"));
-                tap.layout = self.layout;
-                tap.handshake_timeout = self.ready_timeout;
-                let tap = tokio::spawn(run_tap(tap, journal.clone()));
-                let log = self.log_dir.join(format!("engine-{}.log", self.started));
-                let engine = Supervised::spawn(
-                    "engine core",
-                    headless_command(install, &self.model_dir, engine_port),
-                    &log,
-                )
-                .map_err(|e| format!("cannot start the engine core {}: {e}", log.display()))?;
-                Core::Real {
-                    tap,
-                    engine: Box::new(engine),
-                }
-            }
-        };
-        let base_url = format!("http://127.0.0.1:{}", ports.http);
-        let client = reqwest::Client::new();
-        let started = Instant::now();
-        loop {
-            if let Some(status) = process.exited() {
-                let tail = process.log_tail(30);
-                core.stop().await;
-                return Err(format!(
-                    "the frontend exited during start-up ({status}); last lines of {}:\n{tail}",
-                    log.display(),
-                ));
-            }
-            if let Some(dead) = core.dead() {
-                let why = core.stop().await.unwrap_or(dead);
-                process.stop(Duration::from_secs(5)).await;
-                return Err(format!("the engine side failed during start-up: {why}"));
-            }
-            let health = client
-                .get(format!("{base_url}/health"))
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await;
-            if health.is_ok_and(|r| r.status().is_success()) {
-                tracing::info!(
-                    "{:?} frontend ready at {base_url} in {:?}",
-                    self.frontend,
-                    started.elapsed()
-                );
-                return Ok(Instance {
-                    process,
-                    core,
-                    base_url,
-                });
-            }
-            if started.elapsed() > self.ready_timeout {
-                let tail = process.log_tail(30);
-                process.stop(Duration::from_secs(5)).await;
-                if let Core::Real { engine, .. } = &core {
-                    tracing::warn!(
-                        "the engine core's last lines ({}):\n{}",
-                        engine.log.display(),
-                        engine.log_tail(30)
-                    );
-                }
-                core.stop().await;
-                return Err(format!(
-                    "the frontend did not become healthy within {:?}; last lines of {}:\n{tail}",
-                    self.ready_timeout,
-                    log.display()
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
     }
 }
 

@@ -42,6 +42,7 @@ async fn run_broken(damage: Damage, filter: &str) -> RunReport {
         check_snapshots: false,
         vllm: Default::default(),
         partition: None,
+        jobs: usize::from(harness::run::DEFAULT_JOBS),
     };
     let report = run::run(&corpus, &options, &()).await.expect("run");
     healthy.shutdown().await;

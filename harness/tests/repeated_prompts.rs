@@ -74,6 +74,7 @@ async fn each_case_replays_its_own_script_for_a_shared_prompt() {
         check_snapshots: false,
         vllm: Default::default(),
         partition: None,
+        jobs: usize::from(harness::run::DEFAULT_JOBS),
     };
     let report = run::run(&corpus, &options, &()).await.expect("the run");
     assert_eq!(tokens(&report, "repeat_cold"), [33, 34]);

@@ -56,6 +56,7 @@ async fn run_once(corpus: &Corpus, partition: Option<Partition>) -> RunReport {
         check_snapshots: true,
         vllm: Default::default(),
         partition,
+        jobs: usize::from(harness::run::DEFAULT_JOBS),
     };
     run::run(corpus, &options, &())
         .await

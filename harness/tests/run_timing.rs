@@ -46,6 +46,7 @@ async fn the_run_says_where_its_time_went() {
         check_snapshots: false,
         vllm: Default::default(),
         partition: None,
+        jobs: usize::from(harness::run::DEFAULT_JOBS),
     };
     let report = run::run(&corpus, &options, &()).await.expect("the run");
     let t = report.timing;

@@ -29,6 +29,7 @@ async fn reference_transcripts_match_reviewed_snapshots() {
         check_snapshots: false,
         vllm: Default::default(),
         partition: None,
+        jobs: usize::from(harness::run::DEFAULT_JOBS),
     };
     let report = run::run(&corpus, &options, &())
         .await

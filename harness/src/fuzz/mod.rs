@@ -47,6 +47,7 @@ use crate::divergence::{Compared, Registry};
 use crate::interrupt::{Interrupt, Interrupts};
 use crate::normalize::Transcript;
 use crate::partition::Partition;
+use crate::prompt_lock::PromptLocks;
 use crate::run::transcribe;
 use crate::target::{Target, TargetSpec, Unavailable, VllmOptions};
 use cases::{Case, Endpoints, Scope};
@@ -867,29 +868,6 @@ async fn exchange(
         rows.push(Some(row));
     }
     differential(&names, &lenients, options, &fixture.name, &rows)
-}
-
-/// One async lock per prompt in flight: cases never share a prompt by
-/// design ([`Case::prompt`] holds the case's digest), but an empty prompt or
-/// a repeated case would, and a script is chosen by prompt.
-#[derive(Default)]
-struct PromptLocks {
-    held: std::sync::Mutex<
-        std::collections::HashMap<Vec<u32>, std::sync::Arc<tokio::sync::Mutex<()>>>,
-    >,
-}
-
-impl PromptLocks {
-    async fn lock(&self, prompt: &[u32]) -> tokio::sync::OwnedMutexGuard<()> {
-        let lock = {
-            let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-            // Forget the locks nobody holds or waits for, so the map stays
-            // as small as the cases in flight.
-            held.retain(|_, l| std::sync::Arc::strong_count(l) > 1);
-            held.entry(prompt.to_vec()).or_default().clone()
-        };
-        lock.lock_owned().await
-    }
 }
 
 /// Differences named in a failure; the rest are counted.

@@ -179,6 +179,8 @@ pub async fn replay(
         check_snapshots: false,
         vllm: args.vllm.options(),
         partition: None,
+        // A replay keeps its recorded pacing best alone.
+        jobs: 1,
     };
     let report = run::run(&corpus, &options, &()).await?;
     let replays: Vec<Replay> = corpus
