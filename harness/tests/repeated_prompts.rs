@@ -28,10 +28,12 @@ fn fixture(name: &str, engine: Value) -> LoadedFixture {
     }
 }
 
-fn scripted(tokens: [u32; 2], cached: u32) -> Value {
+/// `delay_ms` 20 is paced (each such case runs alone in its column), 3 is
+/// not (cases run together, one per prompt at a time).
+fn scripted(tokens: [u32; 2], cached: u32, delay_ms: u64) -> Value {
     json!({"steps": [
-        {"delay_ms": 20, "tokens": [tokens[0]], "cached_tokens": cached},
-        {"delay_ms": 20, "tokens": [tokens[1]], "finish": "stop"}
+        {"delay_ms": delay_ms, "tokens": [tokens[0]], "cached_tokens": cached},
+        {"delay_ms": delay_ms, "tokens": [tokens[1]], "finish": "stop"}
     ]})
 }
 
@@ -54,12 +56,18 @@ fn tokens(report: &run::RunReport, fixture: &str) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_case_replays_its_own_script_for_a_shared_prompt() {
+    for delay_ms in [20, 3] {
+        replays_its_own_script(delay_ms).await;
+    }
+}
+
+async fn replays_its_own_script(delay_ms: u64) {
     let corpus = Corpus {
         fixtures: vec![
-            fixture("repeat_cold", scripted([33, 34], 0)),
+            fixture("repeat_cold", scripted([33, 34], 0, delay_ms)),
             fixture("repeat_generated", json!({})),
-            fixture("repeat_warm", scripted([55, 56], 2)),
-            fixture("repeat_cold_again", scripted([33, 34], 0)),
+            fixture("repeat_warm", scripted([55, 56], 2, delay_ms)),
+            fixture("repeat_cold_again", scripted([33, 34], 0, delay_ms)),
         ],
     };
     let options = RunOptions {
@@ -74,7 +82,7 @@ async fn each_case_replays_its_own_script_for_a_shared_prompt() {
         check_snapshots: false,
         vllm: Default::default(),
         partition: None,
-        jobs: usize::from(harness::run::DEFAULT_JOBS),
+        jobs: 4,
     };
     let report = run::run(&corpus, &options, &()).await.expect("the run");
     assert_eq!(tokens(&report, "repeat_cold"), [33, 34]);

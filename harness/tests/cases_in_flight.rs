@@ -1,0 +1,111 @@
+//! A column keeps several cases in flight (`--jobs`), except the ones that
+//! must run alone: a paced case (its chunk boundaries are compared) and one
+//! whose script kills the engine. The report keeps the fixtures' order.
+//!
+//! The target is a server of this test's own that answers every request
+//! after 100 ms and writes down when each one was in flight.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use harness::run::{self, Outcome, RunOptions};
+use harness::target::TargetSpec;
+use mock_engine::{Corpus, Fixture, LoadedFixture};
+use serde_json::{Value, json};
+
+/// When each request was in flight, by the first prompt token.
+type Log = Arc<Mutex<Vec<(u64, Instant, Instant)>>>;
+
+async fn answer(State(log): State<Log>, body: axum::body::Bytes) -> axum::Json<Value> {
+    let from = Instant::now();
+    let body: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let id = body["token_ids"][0].as_u64().unwrap_or(0);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    log.lock().unwrap().push((id, from, Instant::now()));
+    axum::Json(json!({"choices": [{"index": 0, "token_ids": [1], "finish_reason": "stop"}]}))
+}
+
+fn fixture(name: &str, prompt: u32, engine: Value) -> LoadedFixture {
+    let fixture: Fixture = serde_json::from_value(json!({
+        "name": name,
+        "description": "a case for the cases in flight",
+        "request": {"body": {"token_ids": [prompt], "sampling_params": {"max_tokens": 1}}},
+        "engine": engine,
+    }))
+    .expect("a valid fixture");
+    LoadedFixture {
+        path: PathBuf::from(format!("fixtures/{name}.json")),
+        fixture,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpaced_cases_overlap_and_the_others_run_alone() {
+    let log = Log::default();
+    let app = Router::new()
+        .fallback(axum::routing::post(answer))
+        .with_state(log.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let unpaced = || json!({"steps": [{"delay_ms": 1, "tokens": [1], "finish": "stop"}]});
+    let paced = json!({"steps": [{"delay_ms": 20, "tokens": [1], "finish": "stop"}]});
+    let kills = json!({"steps": [{"delay_ms": 1, "tokens": [1]}, {"fail": "boom"}]});
+    let mut fixtures = Vec::new();
+    for i in 0..4 {
+        fixtures.push(fixture(&format!("a_unpaced_{i}"), 100 + i, unpaced()));
+    }
+    fixtures.push(fixture("b_paced", 200, paced));
+    for i in 0..4 {
+        fixtures.push(fixture(&format!("c_unpaced_{i}"), 300 + i, unpaced()));
+    }
+    fixtures.push(fixture("d_kills", 400, kills));
+    for i in 0..4 {
+        fixtures.push(fixture(&format!("e_unpaced_{i}"), 500 + i, unpaced()));
+    }
+    let names: Vec<String> = fixtures.iter().map(|f| f.fixture.name.clone()).collect();
+    let corpus = Corpus { fixtures };
+    let options = RunOptions {
+        targets: vec![format!("url={base}").parse::<TargetSpec>().unwrap()],
+        filter: None,
+        endpoint: None,
+        limits: Default::default(),
+        budget: Duration::from_secs(120),
+        snapshots: Default::default(),
+        registry: Default::default(),
+        accept_snapshots: false,
+        check_snapshots: false,
+        vllm: Default::default(),
+        partition: None,
+        jobs: 4,
+    };
+    let report = run::run(&corpus, &options, &()).await.expect("the run");
+
+    let ran: Vec<&str> = report.cases.iter().map(|c| c.fixture.as_str()).collect();
+    assert_eq!(ran, names, "the report keeps the fixtures' order");
+    for case in &report.cases {
+        assert_eq!(case.outcome, Outcome::Pass, "{case:#?}");
+    }
+    let log = log.lock().unwrap().clone();
+    assert_eq!(log.len(), names.len());
+    let overlaps = |id: u64| {
+        let (_, from, to) = log.iter().find(|(i, ..)| *i == id).unwrap();
+        log.iter()
+            .filter(|(i, f, t)| *i != id && f < to && from < t)
+            .count()
+    };
+    assert!(
+        (100..104).any(|id| overlaps(id) > 0),
+        "unpaced cases run together: {log:?}"
+    );
+    assert_eq!(overlaps(200), 0, "the paced case runs alone");
+    assert_eq!(
+        overlaps(400),
+        0,
+        "the case that kills the engine runs alone"
+    );
+}
