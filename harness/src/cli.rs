@@ -1,20 +1,16 @@
 //! The `genconform` command line.
 
-use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
-use mock_engine::Corpus;
-use mock_engine::fixture::Limits as FixtureLimits;
+use clap::{Args, Parser, Subcommand};
 
-use crate::capture::Limits;
+use crate::args::runtime;
+pub use crate::args::{CaseArgs, Color, CorpusArgs, DEFAULT_TIMEOUT_SECS};
 use crate::divergence::Registry;
 use crate::interrupt::Interrupts;
 use crate::report;
-use crate::run::{self, CaseResult, Progress, RunOptions};
+use crate::run::{self, Bar, Progress as _, RunOptions};
 use crate::target::TargetSpec;
 pub use crate::target::VllmArgs;
 use crate::vllm;
@@ -106,22 +102,6 @@ pub struct MergeArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct CorpusArgs {
-    /// Directory of fixture files.
-    #[arg(long, default_value = "fixtures")]
-    pub fixtures: PathBuf,
-    /// Only fixtures whose name contains this (or matches it, with `*`).
-    #[arg(long)]
-    pub filter: Option<String>,
-    /// Only the fixtures of this endpoint: generate, completions or chat.
-    #[arg(long)]
-    pub endpoint: Option<mock_engine::script::Endpoint>,
-}
-
-/// The per-request timeout `run` and `validate` default to.
-pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
-
-#[derive(Debug, Args)]
 pub struct ValidateArgs {
     #[command(flatten)]
     pub corpus: CorpusArgs,
@@ -134,13 +114,6 @@ pub struct ValidateArgs {
     pub timeout_secs: u64,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Color {
-    Auto,
-    Always,
-    Never,
-}
-
 #[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]
@@ -149,48 +122,22 @@ pub struct RunArgs {
     /// compare; the first is the baseline.
     #[arg(long = "target", default_value = "reference")]
     pub targets: Vec<TargetSpec>,
-    /// Reviewed snapshots, one folder per target.
-    #[arg(long, default_value = "snapshots")]
-    pub snapshots: PathBuf,
-    /// Registry of known divergences.
-    #[arg(long, default_value = "fixtures/divergences.toml")]
-    pub divergences: PathBuf,
+    #[command(flatten)]
+    pub cases: CaseArgs,
     /// Write every case (outcome, transcript, diffs) as JSON.
     #[arg(long)]
     pub report_json: Option<PathBuf>,
     /// Write JUnit XML for CI systems.
     #[arg(long)]
     pub report_junit: Option<PathBuf>,
-    /// Per-request timeout. Fixtures whose scripts take this long or longer
-    /// are refused before the run starts, as `validate` refuses them.
-    #[arg(long, default_value_t = DEFAULT_TIMEOUT_SECS)]
-    pub timeout_secs: u64,
-    /// After this many requests in a row to a target fail to get an answer
-    /// (refused, reset, timed out), probe its `/health`; when that does not
-    /// answer within 5 s, the target's remaining cases are errors at once.
-    /// 0: never give up.
-    #[arg(long, default_value_t = 3)]
-    pub give_up_after: u32,
-    /// Budget for the whole run; cases not started by then are errors.
-    #[arg(long, default_value_t = 1800)]
-    pub budget_secs: u64,
     /// Write changed or new snapshots as reviewed.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "no_snapshots")]
     pub accept: bool,
-    /// Do not check snapshots (compare targets only).
-    #[arg(long, conflicts_with = "accept")]
-    pub no_snapshots: bool,
     /// Run one shard of the selected fixtures: `count:K/N` (round-robin in
     /// path order) or `hash:K/N` (by a stable hash of the name), K from 1.
     /// `genconform report merge` puts the shards' JSON reports together.
     #[arg(long, value_name = "KIND:K/N")]
     pub partition: Option<crate::partition::Partition>,
-    /// Cases in flight at once per target. A case whose script kills the
-    /// engine, and a paced one, still runs alone in its target's column;
-    /// the grid and the reports keep the fixtures' order. 1 runs each
-    /// column one case at a time.
-    #[arg(long, default_value_t = crate::run::DEFAULT_JOBS, value_parser = clap::value_parser!(u16).range(1..))]
-    pub jobs: u16,
     #[arg(long, value_enum, default_value_t = Color::Auto)]
     pub color: Color,
     #[command(flatten)]
@@ -207,7 +154,7 @@ pub fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Validate(args) => validate_command(&args),
-        Command::List(args) => match load(&args, &FixtureLimits::default()) {
+        Command::List(args) => match args.load(None) {
             Ok(corpus) => {
                 for f in run::select(&corpus, args.filter.as_deref(), args.endpoint) {
                     let scope = match f.fixture.in_process_reason() {
@@ -265,34 +212,10 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// What `run` and `validate` hold every fixture to.
-pub(crate) fn run_limits(timeout_secs: u64) -> FixtureLimits {
-    FixtureLimits {
-        request_timeout: Some(Duration::from_secs(timeout_secs)),
-        ..FixtureLimits::default()
-    }
-}
-
-/// The async runtime a command runs on; when it cannot start, the error is
-/// printed and the exit code returned (2, as for any set-up failure).
-pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Runtime::new().map_err(|e| {
-        eprintln!("error: cannot start the async runtime: {e}");
-        ExitCode::from(2)
-    })
-}
-
-pub(crate) fn load(args: &CorpusArgs, limits: &FixtureLimits) -> Result<Corpus, ExitCode> {
-    Corpus::load_dir_with(&args.fixtures, limits).map_err(|e| {
-        eprintln!("error: invalid fixtures:\n{e}");
-        ExitCode::from(2)
-    })
-}
-
 /// The fixtures and the registry, each with the loader `run` uses, so what
 /// passes here loads there; every problem of both is reported.
 fn validate_command(args: &ValidateArgs) -> ExitCode {
-    let corpus = load(&args.corpus, &run_limits(args.timeout_secs));
+    let corpus = args.corpus.load(Some(args.timeout_secs));
     let registry = Registry::load(&args.divergences).map_err(|e| {
         eprintln!("error: invalid divergence registry: {e}");
     });
@@ -312,40 +235,29 @@ fn validate_command(args: &ValidateArgs) -> ExitCode {
 }
 
 fn run_command(args: RunArgs) -> ExitCode {
-    let corpus = match load(&args.corpus, &run_limits(args.timeout_secs)) {
+    let corpus = match args.corpus.load(Some(args.cases.timeout_secs)) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let registry = match Registry::load(&args.divergences) {
+    let registry = match args.cases.registry() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: invalid divergence registry: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let options = RunOptions {
-        targets: args.targets.clone(),
-        filter: args.corpus.filter.clone(),
-        endpoint: args.corpus.endpoint,
-        limits: Limits {
-            timeout: Duration::from_secs(args.timeout_secs),
-            give_up_after: args.give_up_after,
-            ..Limits::default()
-        },
-        budget: Duration::from_secs(args.budget_secs),
-        snapshots: args.snapshots.clone(),
-        registry,
         accept_snapshots: args.accept,
-        check_snapshots: !args.no_snapshots,
-        vllm: args.vllm.options(),
         partition: args.partition,
-        jobs: usize::from(args.jobs),
+        ..args.cases.run_options(
+            &args.corpus,
+            args.targets.clone(),
+            registry,
+            args.vllm.options(),
+        )
     };
     let runtime = match runtime() {
         Ok(r) => r,
         Err(code) => return code,
     };
-    let progress = Bar::new();
+    let progress = Bar::on_stderr();
     // The first SIGINT or SIGTERM stops the run: the case in flight is
     // dropped, the targets are stopped, and what was done is reported. A
     // second one drops the run at once (the processes it started are killed
@@ -398,14 +310,6 @@ fn run_command(args: RunArgs) -> ExitCode {
     }
 }
 
-fn use_color(color: Color) -> bool {
-    match color {
-        Color::Always => true,
-        Color::Never => false,
-        Color::Auto => std::io::stdout().is_terminal(),
-    }
-}
-
 /// Prints the grid and writes the reports asked for; the exit code when
 /// one cannot be written.
 fn deliver(
@@ -414,7 +318,7 @@ fn deliver(
     junit: Option<&std::path::Path>,
     color: Color,
 ) -> Option<ExitCode> {
-    print!("{}", report::terminal(report, use_color(color)));
+    print!("{}", report::terminal(report, color.enabled()));
     if let Some(path) = json
         && let Err(e) = report::write_json(report, path)
     {
@@ -460,79 +364,5 @@ fn merge_command(args: &MergeArgs) -> ExitCode {
         Some(_) => ExitCode::FAILURE,
         None if report.failed() => ExitCode::FAILURE,
         None => ExitCode::SUCCESS,
-    }
-}
-
-/// A bar on a terminal; on anything else, a line per failing case and a
-/// count every so often, so a CI log shows the run is alive.
-pub(crate) struct Bar {
-    bar: Option<ProgressBar>,
-    done: std::sync::atomic::AtomicU64,
-    total: std::sync::atomic::AtomicU64,
-}
-
-impl Bar {
-    pub(crate) fn new() -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = ProgressBar::new(0);
-            bar.set_style(
-                ProgressStyle::with_template("{spinner} [{elapsed}] {bar:30} {pos}/{len} {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-            bar
-        });
-        Self {
-            bar,
-            done: 0.into(),
-            total: 0.into(),
-        }
-    }
-}
-
-impl Progress for Bar {
-    fn start(&self, total: u64) {
-        self.total
-            .store(total, std::sync::atomic::Ordering::Relaxed);
-        if let Some(bar) = &self.bar {
-            bar.set_length(total);
-        }
-    }
-
-    fn case_done(&self, case: &CaseResult) {
-        let done = self.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        let total = self.total.load(std::sync::atomic::Ordering::Relaxed);
-        match &self.bar {
-            Some(bar) => {
-                bar.set_message(format!("{} @ {}", case.fixture, case.target));
-                bar.inc(1);
-                if case.outcome.fails() {
-                    bar.println(format!(
-                        "{:>8} {} @ {}",
-                        case.outcome.label(),
-                        case.fixture,
-                        case.target
-                    ));
-                }
-            }
-            None => {
-                if case.outcome.fails() {
-                    eprintln!(
-                        "{:>8} {} @ {}",
-                        case.outcome.label(),
-                        case.fixture,
-                        case.target
-                    );
-                }
-                if done.is_multiple_of(50) || done == total {
-                    eprintln!("[{done}/{total}] cases run");
-                }
-            }
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
     }
 }

@@ -10,6 +10,7 @@
 //! [`run`] ties them together. [`vllm`] and [`process`] start the real vLLM
 //! frontends against the mock engine core.
 
+pub mod args;
 pub mod bench;
 pub mod capture;
 pub mod cli;

@@ -17,16 +17,15 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{Color, CorpusArgs, DEFAULT_TIMEOUT_SECS};
+use crate::args::{CaseArgs, Color, CorpusArgs};
 use crate::diff::{self, Difference};
-use crate::divergence::Registry;
-use crate::run::{self, CaseResult, Outcome, Progress, RunOptions, RunReport};
-use crate::target::{TargetSpec, VllmOptions};
+use crate::run::{self, CaseResult, Outcome, Progress, RunReport};
+use crate::target::{FrontendArgs, TargetSpec};
 use crate::vllm;
 
 #[derive(Debug, Args)]
@@ -41,28 +40,13 @@ pub struct MatrixArgs {
     /// for both. The reference is always the baseline.
     #[arg(long = "target", default_value = "vllm-rs")]
     pub targets: Vec<TargetSpec>,
-    /// Reviewed snapshots (a release's own in `<target>@<release>/`).
-    #[arg(long, default_value = "snapshots")]
-    pub snapshots: PathBuf,
-    /// Registry of known divergences (entries may be scoped by `versions`).
-    #[arg(long, default_value = "fixtures/divergences.toml")]
-    pub divergences: PathBuf,
+    #[command(flatten)]
+    pub cases: CaseArgs,
     /// Write every release's run and the changes between releases as JSON.
     #[arg(long)]
     pub report_json: Option<PathBuf>,
-    /// Do not check snapshots (compare with the reference only).
-    #[arg(long)]
-    pub no_snapshots: bool,
-    #[arg(long, default_value_t = DEFAULT_TIMEOUT_SECS)]
-    pub timeout_secs: u64,
-    /// Budget of each release's run.
-    #[arg(long, default_value_t = 1800)]
-    pub budget_secs: u64,
-    /// Logs of the started frontends and their model directory.
-    #[arg(long, default_value = ".genconform")]
-    pub work_dir: PathBuf,
-    #[arg(long, default_value_t = 240)]
-    pub ready_timeout_secs: u64,
+    #[command(flatten)]
+    pub frontends: FrontendArgs,
     #[arg(long, value_enum, default_value_t = Color::Auto)]
     pub color: Color,
 }
@@ -343,18 +327,15 @@ pub fn command(args: MatrixArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let corpus = match crate::cli::load(&args.corpus, &crate::cli::run_limits(args.timeout_secs)) {
+    let corpus = match args.corpus.load(Some(args.cases.timeout_secs)) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let registry = match Registry::load(&args.divergences) {
+    let registry = match args.cases.registry() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: invalid divergence registry: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    let runtime = match crate::cli::runtime() {
+    let runtime = match crate::args::runtime() {
         Ok(r) => r,
         Err(code) => return code,
     };
@@ -362,31 +343,15 @@ pub fn command(args: MatrixArgs) -> ExitCode {
     targets.extend(args.targets.iter().cloned());
     let mut runs = Vec::new();
     for version in &args.versions {
-        let options = RunOptions {
-            targets: targets.clone(),
-            filter: args.corpus.filter.clone(),
-            endpoint: args.corpus.endpoint,
-            limits: crate::capture::Limits {
-                timeout: Duration::from_secs(args.timeout_secs),
-                ..Default::default()
-            },
-            budget: Duration::from_secs(args.budget_secs),
-            snapshots: args.snapshots.clone(),
-            registry: registry.clone(),
-            accept_snapshots: false,
-            check_snapshots: !args.no_snapshots,
-            vllm: VllmOptions {
-                version: version.clone(),
-                work_dir: args.work_dir.clone(),
-                ready_timeout: Duration::from_secs(args.ready_timeout_secs),
-                ..VllmOptions::default()
-            },
-            partition: None,
-            jobs: usize::from(crate::run::DEFAULT_JOBS),
-        };
+        let options = args.cases.run_options(
+            &args.corpus,
+            targets.clone(),
+            registry.clone(),
+            args.frontends.options(version),
+        );
         eprintln!("==> vLLM {version}");
         let started = Instant::now();
-        let progress = crate::cli::Bar::new();
+        let progress = crate::run::Bar::on_stderr();
         let result = runtime.block_on(run::run(&corpus, &options, &progress));
         progress.finish();
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;

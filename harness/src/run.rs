@@ -22,8 +22,10 @@ use crate::snapshot::{self, Store};
 use crate::sse;
 use crate::target::{Target, TargetSpec, Unavailable, VllmOptions};
 
+mod bar;
 mod column;
 
+pub use bar::Bar;
 use column::{Column, Liveness};
 
 /// How a case ended, worst last.

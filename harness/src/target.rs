@@ -225,6 +225,13 @@ pub struct VllmArgs {
     /// has a Python interpreter, else the table of --vllm-version.
     #[arg(long, value_name = "PATH")]
     pub layout_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub frontends: FrontendArgs,
+}
+
+/// How the real frontends of a run are started, whatever their release.
+#[derive(Debug, Clone, Args)]
+pub struct FrontendArgs {
     /// Logs of the started frontends and their model directory.
     #[arg(long, default_value = ".genconform")]
     pub work_dir: PathBuf,
@@ -242,18 +249,27 @@ pub struct VllmArgs {
     pub spare_frontends: u16,
 }
 
+impl FrontendArgs {
+    /// The options of `version`'s frontends from its install.
+    pub fn options(&self, version: &str) -> VllmOptions {
+        VllmOptions {
+            version: version.to_string(),
+            work_dir: self.work_dir.clone(),
+            ready_timeout: Duration::from_secs(self.ready_timeout_secs),
+            fork_server: !self.no_fork_server,
+            spare_frontends: usize::from(self.spare_frontends),
+            ..VllmOptions::default()
+        }
+    }
+}
+
 impl VllmArgs {
     pub fn options(&self) -> VllmOptions {
         VllmOptions {
-            version: self.vllm_version.clone(),
             python: self.vllm_python.clone(),
             rs_bin: self.vllm_rs_bin.clone(),
             layout_file: self.layout_file.clone(),
-            work_dir: self.work_dir.clone(),
-            ready_timeout: Duration::from_secs(self.ready_timeout_secs),
-            through_tap: false,
-            fork_server: !self.no_fork_server,
-            spare_frontends: usize::from(self.spare_frontends),
+            ..self.frontends.options(&self.vllm_version)
         }
     }
 }

@@ -79,7 +79,7 @@ pub struct Recording {
 }
 
 pub fn record_command(args: RecordArgs) -> ExitCode {
-    let runtime = match crate::cli::runtime() {
+    let runtime = match crate::args::runtime() {
         Ok(r) => r,
         Err(code) => return code,
     };

@@ -78,7 +78,7 @@ pub fn tap_command(args: TapArgs) -> ExitCode {
         eprintln!("error: cannot create {}: {e}", args.out.display());
         return ExitCode::from(2);
     }
-    let runtime = match crate::cli::runtime() {
+    let runtime = match crate::args::runtime() {
         Ok(r) => r,
         Err(code) => return code,
     };
