@@ -107,7 +107,6 @@ impl CaseArgs {
         vllm: VllmOptions,
     ) -> RunOptions {
         RunOptions {
-            targets,
             filter: corpus.filter.clone(),
             endpoint: corpus.endpoint,
             limits: Limits {
@@ -118,11 +117,10 @@ impl CaseArgs {
             budget: Duration::from_secs(self.budget_secs),
             snapshots: self.snapshots.clone(),
             registry,
-            accept_snapshots: false,
             check_snapshots: !self.no_snapshots,
             vllm,
-            partition: None,
             jobs: usize::from(self.jobs),
+            ..RunOptions::new(targets)
         }
     }
 }

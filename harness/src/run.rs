@@ -187,6 +187,41 @@ pub struct RunOptions {
 /// server or on its script's delays.
 pub const DEFAULT_JOBS: u16 = 4;
 
+impl RunOptions {
+    /// Every fixture on `targets`, judged against each other only: no
+    /// snapshots, no registered divergences, default request limits,
+    /// [`DEFAULT_JOBS`] cases in flight and half an hour in all. Set what a
+    /// run needs on top of it:
+    ///
+    /// ```
+    /// use harness::run::RunOptions;
+    /// use harness::target::TargetSpec;
+    ///
+    /// let options = RunOptions {
+    ///     filter: Some("stream".into()),
+    ///     jobs: 1,
+    ///     ..RunOptions::new(vec![TargetSpec::Reference])
+    /// };
+    /// assert!(!options.check_snapshots);
+    /// ```
+    pub fn new(targets: Vec<TargetSpec>) -> Self {
+        Self {
+            targets,
+            filter: None,
+            endpoint: None,
+            limits: Limits::default(),
+            budget: Duration::from_secs(1800),
+            snapshots: PathBuf::from("snapshots"),
+            registry: Registry::default(),
+            accept_snapshots: false,
+            check_snapshots: false,
+            vllm: VllmOptions::default(),
+            partition: None,
+            jobs: usize::from(DEFAULT_JOBS),
+        }
+    }
+}
+
 /// Everything a run found.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunReport {

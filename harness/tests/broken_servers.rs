@@ -28,21 +28,12 @@ async fn run_broken(damage: Damage, filter: &str) -> RunReport {
     .expect("reference starts");
     let proxy = spawn_broken_proxy(healthy.base_url(), damage).await;
     let options = RunOptions {
-        targets: vec![
+        filter: Some(filter.to_string()),
+        budget: std::time::Duration::from_secs(120),
+        ..RunOptions::new(vec![
             TargetSpec::Reference,
             format!("url={proxy},name=broken").parse().unwrap(),
-        ],
-        filter: Some(filter.to_string()),
-        endpoint: None,
-        limits: Default::default(),
-        budget: std::time::Duration::from_secs(120),
-        snapshots: Default::default(),
-        registry: Default::default(),
-        accept_snapshots: false,
-        check_snapshots: false,
-        vllm: Default::default(),
-        partition: None,
-        jobs: usize::from(harness::run::DEFAULT_JOBS),
+        ])
     };
     let report = run::run(&corpus, &options, &()).await.expect("run");
     healthy.shutdown().await;

@@ -70,18 +70,9 @@ async fn unpaced_cases_overlap_and_the_others_run_alone() {
     let names: Vec<String> = fixtures.iter().map(|f| f.fixture.name.clone()).collect();
     let corpus = Corpus { fixtures };
     let options = RunOptions {
-        targets: vec![format!("url={base}").parse::<TargetSpec>().unwrap()],
-        filter: None,
-        endpoint: None,
-        limits: Default::default(),
         budget: Duration::from_secs(120),
-        snapshots: Default::default(),
-        registry: Default::default(),
-        accept_snapshots: false,
-        check_snapshots: false,
-        vllm: Default::default(),
-        partition: None,
         jobs: 4,
+        ..RunOptions::new(vec![format!("url={base}").parse::<TargetSpec>().unwrap()])
     };
     let report = run::run(&corpus, &options, &()).await.expect("the run");
 

@@ -71,18 +71,9 @@ async fn replays_its_own_script(delay_ms: u64) {
         ],
     };
     let options = RunOptions {
-        targets: vec![TargetSpec::Reference],
-        filter: None,
-        endpoint: None,
-        limits: Default::default(),
         budget: std::time::Duration::from_secs(120),
-        snapshots: Default::default(),
-        registry: Default::default(),
-        accept_snapshots: false,
-        check_snapshots: false,
-        vllm: Default::default(),
-        partition: None,
         jobs: 4,
+        ..RunOptions::new(vec![TargetSpec::Reference])
     };
     let report = run::run(&corpus, &options, &()).await.expect("the run");
     assert_eq!(tokens(&report, "repeat_cold"), [33, 34]);

@@ -45,18 +45,12 @@ async fn run_once(corpus: &Corpus, partition: Option<Partition>) -> RunReport {
     // Each run has its own copy: a run writes pending snapshots.
     let dir = tempfile::tempdir().unwrap();
     let options = RunOptions {
-        targets: vec![TargetSpec::Reference],
         filter: Some(FILTER.into()),
-        endpoint: None,
-        limits: Default::default(),
         budget: std::time::Duration::from_secs(600),
         snapshots: snapshots(corpus, dir.path()),
-        registry: Default::default(),
-        accept_snapshots: false,
         check_snapshots: true,
-        vllm: Default::default(),
         partition,
-        jobs: usize::from(harness::run::DEFAULT_JOBS),
+        ..RunOptions::new(vec![TargetSpec::Reference])
     };
     run::run(corpus, &options, &())
         .await

@@ -35,18 +35,8 @@ async fn the_run_says_where_its_time_went() {
         fixtures: vec![fixture("timed_a", 701), fixture("timed_b", 801)],
     };
     let options = RunOptions {
-        targets: vec![TargetSpec::Reference],
-        filter: None,
-        endpoint: None,
-        limits: Default::default(),
         budget: std::time::Duration::from_secs(120),
-        snapshots: Default::default(),
-        registry: Default::default(),
-        accept_snapshots: false,
-        check_snapshots: false,
-        vllm: Default::default(),
-        partition: None,
-        jobs: usize::from(harness::run::DEFAULT_JOBS),
+        ..RunOptions::new(vec![TargetSpec::Reference])
     };
     let report = run::run(&corpus, &options, &()).await.expect("the run");
     let t = report.timing;

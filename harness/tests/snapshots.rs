@@ -18,18 +18,9 @@ fn workspace() -> &'static Path {
 async fn reference_transcripts_match_reviewed_snapshots() {
     let corpus = Corpus::load_dir(&workspace().join("fixtures")).unwrap_or_else(|e| panic!("{e}"));
     let options = RunOptions {
-        targets: vec![TargetSpec::Reference],
-        filter: None,
-        endpoint: None,
-        limits: Default::default(),
         budget: std::time::Duration::from_secs(600),
         snapshots: workspace().join("snapshots"),
-        registry: Default::default(),
-        accept_snapshots: false,
-        check_snapshots: false,
-        vllm: Default::default(),
-        partition: None,
-        jobs: usize::from(harness::run::DEFAULT_JOBS),
+        ..RunOptions::new(vec![TargetSpec::Reference])
     };
     let report = run::run(&corpus, &options, &())
         .await

@@ -165,9 +165,6 @@ pub async fn replay(
     );
     let corpus = corpus_of(recordings);
     let options = RunOptions {
-        targets: vec![spec],
-        filter: None,
-        endpoint: None,
         limits: Limits {
             timeout: std::time::Duration::from_secs(args.timeout_secs),
             ..Limits::default()
@@ -175,12 +172,10 @@ pub async fn replay(
         budget: std::time::Duration::from_secs(3600),
         snapshots: args.snapshots.clone(),
         registry: registry.clone(),
-        accept_snapshots: false,
-        check_snapshots: false,
         vllm: args.vllm.options(),
-        partition: None,
         // A replay keeps its recorded pacing best alone.
         jobs: 1,
+        ..RunOptions::new(vec![spec])
     };
     let report = run::run(&corpus, &options, &()).await?;
     let replays: Vec<Replay> = corpus
