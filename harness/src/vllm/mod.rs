@@ -204,7 +204,8 @@ pub(crate) fn compile_bytecode(venv: &Path) -> Result<(), InstallError> {
         // -qq: some packages ship files that are not Python 3 (templates,
         // test data); they fail here, are listed by nobody, and are read
         // from source at import as before.
-        .args(["-m", "compileall", "-qq", "-j", "0"])
+        // SyntaxWarnings of vendored examples say nothing about the install.
+        .args(["-W", "ignore::SyntaxWarning", "-m", "compileall", "-qq", "-j", "0"])
         .args(&sites)
         .stdin(Stdio::null())
         .status()
