@@ -4,6 +4,7 @@
 //! the target does: a crash, a hang or an exhausted budget is an `error`
 //! outcome with its reason, and the run goes on.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -182,6 +183,9 @@ pub struct RunOptions {
     /// Cases in flight at once per target (at least 1; see [`column`]).
     pub jobs: usize,
 }
+
+/// A case that ended, with its snapshot text (when it got a transcript).
+type Done = (CaseResult, Option<String>);
 
 /// Cases in flight per target by default: most of a case is waiting on the
 /// server or on its script's delays.
@@ -436,9 +440,10 @@ pub async fn run_until(
         // order as soon as every column has its case.
         let (senders, receivers): (Vec<_>, Vec<_>) = targets
             .iter()
-            .map(|_| tokio::sync::mpsc::unbounded_channel::<(CaseResult, Option<String>)>())
+            .map(|_| tokio::sync::mpsc::unbounded_channel::<(usize, Done)>())
             .unzip();
-        let (client, fixtures) = (&client, &fixtures);
+        let order = column::start_order(&fixtures);
+        let (client, fixtures, order) = (&client, &fixtures, &order);
         // See [`Column::case`]: a paced case on a frontend that merges the
         // steps it finds queued takes the machine whole.
         let machine = tokio::sync::RwLock::new(());
@@ -448,8 +453,9 @@ pub async fn run_until(
                 |((target, live), sender)| async move {
                     let column = Column::new(target, live, fixtures, options.jobs);
                     let column = &column;
-                    let mut results = futures::stream::iter(fixtures.iter())
-                        .map(|loaded| async move {
+                    let mut results = futures::stream::iter(order.iter().copied())
+                        .map(|i| async move {
+                            let loaded = fixtures[i];
                             let case = column.case(client, loaded, options, machine, started).await;
                             let text = case.transcript.as_ref().map(|t| {
                                 snapshot::render(
@@ -459,9 +465,9 @@ pub async fn run_until(
                                     loaded.fixture.chunks_comparable(),
                                 )
                             });
-                            (case, text)
+                            (i, (case, text))
                         })
-                        .buffered(column::WINDOW);
+                        .buffer_unordered(column::WINDOW);
                     while let Some(result) = results.next().await {
                         if sender.send(result).is_err() {
                             return;
@@ -469,47 +475,52 @@ pub async fn run_until(
                     }
                 },
             ));
-        let (cases, names) = (&mut cases, &names);
-        let judge = async move {
-            let mut columns = receivers;
-            for loaded in fixtures {
-                let mut row = Vec::new();
-                for column in &mut columns {
-                    match column.recv().await {
-                        Some(case) => row.push(case),
-                        None => return,
+        // Cases end in any order; row `i` is judged once every column has
+        // handed on its case `i`. What ended and was not judged yet is kept
+        // here, so an interrupted run still reports it.
+        let mut receivers = receivers;
+        let mut ended: Vec<BTreeMap<usize, Done>> =
+            receivers.iter().map(|_| BTreeMap::new()).collect();
+        {
+            let (cases, names, receivers, ended) = (&mut cases, &names, &mut receivers, &mut ended);
+            let judge = async move {
+                for (i, loaded) in fixtures.iter().enumerate() {
+                    for (column, ended) in receivers.iter_mut().zip(ended.iter_mut()) {
+                        while !ended.contains_key(&i) {
+                            match column.recv().await {
+                                Some((j, case)) => ended.insert(j, case),
+                                None => return,
+                            };
+                        }
                     }
+                    // Judging is CPU work too: not beside a case that runs alone.
+                    let shared = machine.read().await;
+                    judge_next_row(loaded, ended, cases, names, options, progress);
+                    drop(shared);
                 }
-                // Judging is CPU work too: not beside a case that runs alone.
-                let shared = machine.read().await;
-                judge_row(loaded, &mut row, names, options);
-                drop(shared);
-                for (mut case, _) in row {
-                    case.bound();
-                    progress.case_done(&case);
-                    cases.push(case);
+            };
+            tokio::select! {
+                // The cases in flight are dropped with their requests.
+                why = &mut stop => interrupted = Some(why),
+                _ = futures::future::join(columns, judge) => {}
+            }
+        }
+        if let Some(why) = &interrupted {
+            // Every row whose cases all ended is judged, wherever it is in
+            // the order the columns started their cases; a row with a case
+            // still in flight is not run (its cases cannot be compared).
+            for (receiver, ended) in receivers.iter_mut().zip(ended.iter_mut()) {
+                while let Ok((j, case)) = receiver.try_recv() {
+                    ended.insert(j, case);
                 }
             }
-        };
-        tokio::select! {
-            // The cases in flight are dropped with their requests; cases of
-            // a row not judged yet are not run.
-            why = &mut stop => interrupted = Some(why),
-            _ = futures::future::join(columns, judge) => {}
-        }
-    }
-    progress.finish();
-    let clock = Instant::now();
-    for target in targets {
-        target.stop().await;
-    }
-    let stopped = clock.elapsed();
-    if let Some(why) = &interrupted {
-        // The grid and the reports name every case, run or not, in order.
-        let done = cases.len();
-        for (i, loaded) in fixtures.iter().enumerate() {
-            for (j, name) in names.iter().enumerate() {
-                if i * names.len() + j >= done {
+            let next = cases.len() / names.len().max(1);
+            for (i, loaded) in fixtures.iter().enumerate().skip(next) {
+                if ended.iter().all(|column| column.contains_key(&i)) {
+                    judge_next_row(loaded, &mut ended, &mut cases, &names, options, progress);
+                    continue;
+                }
+                for name in &names {
                     cases.push(CaseResult {
                         outcome: Outcome::NotRun,
                         ..error_case(
@@ -522,6 +533,12 @@ pub async fn run_until(
             }
         }
     }
+    progress.finish();
+    let clock = Instant::now();
+    for target in targets {
+        target.stop().await;
+    }
+    let stopped = clock.elapsed();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let elapsed_ms = ms(started.elapsed());
     // Wall time during which some target was starting a first server is
@@ -644,6 +661,29 @@ pub async fn transcribe(
 /// Compares each case of one fixture with the baseline (the first target
 /// that produced a transcript is not enough: the baseline is the first named
 /// target), classifies differences, and checks snapshots.
+/// Judges the next row (its cases taken out of `ended`, one map per column)
+/// and hands its cases on to `cases` and the progress.
+fn judge_next_row(
+    loaded: &LoadedFixture,
+    ended: &mut [BTreeMap<usize, Done>],
+    cases: &mut Vec<CaseResult>,
+    names: &[String],
+    options: &RunOptions,
+    progress: &dyn Progress,
+) {
+    let i = cases.len() / names.len().max(1);
+    let mut row: Vec<Done> = ended
+        .iter_mut()
+        .filter_map(|column| column.remove(&i))
+        .collect();
+    judge_row(loaded, &mut row, names, options);
+    for (mut case, _) in row {
+        case.bound();
+        progress.case_done(&case);
+        cases.push(case);
+    }
+}
+
 fn judge_row(
     loaded: &LoadedFixture,
     row: &mut [(CaseResult, Option<String>)],

@@ -100,3 +100,46 @@ async fn unpaced_cases_overlap_and_the_others_run_alone() {
         "the case that kills the engine runs alone"
     );
 }
+
+/// A column starts the long scripts first, then the cases that share it,
+/// then those that run alone, each group in the fixtures' order; the report
+/// keeps the fixtures' order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_scripts_start_first_and_the_report_keeps_the_fixtures_order() {
+    let log = Log::default();
+    let app = Router::new()
+        .fallback(axum::routing::post(answer))
+        .with_state(log.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let step =
+        |delay_ms: u64| json!({"steps": [{"delay_ms": delay_ms, "tokens": [1], "finish": "stop"}]});
+    // Names in path order; prompts say which group each is in.
+    let fixtures = vec![
+        fixture("a_paced", 300, step(20)),
+        fixture("b_unpaced", 200, step(1)),
+        fixture("c_long", 100, step(1000)),
+        fixture("d_paced", 301, step(20)),
+        fixture("e_unpaced", 201, step(1)),
+        fixture("f_long", 101, step(1500)),
+    ];
+    let names: Vec<String> = fixtures.iter().map(|f| f.fixture.name.clone()).collect();
+    let corpus = Corpus { fixtures };
+    let options = RunOptions {
+        budget: Duration::from_secs(120),
+        // One at a time: the order the requests arrive in is the start order.
+        jobs: 1,
+        ..RunOptions::new(vec![format!("url={base}").parse::<TargetSpec>().unwrap()])
+    };
+    let report = run::run(&corpus, &options, &()).await.expect("the run");
+
+    let ran: Vec<&str> = report.cases.iter().map(|c| c.fixture.as_str()).collect();
+    assert_eq!(ran, names, "the report keeps the fixtures' order");
+    assert!(report.cases.iter().all(|c| c.outcome == Outcome::Pass));
+    let mut log = log.lock().unwrap().clone();
+    log.sort_by_key(|(_, from, _)| *from);
+    let started: Vec<u64> = log.iter().map(|(id, ..)| *id).collect();
+    assert_eq!(started, [100, 101, 200, 201, 300, 301]);
+}

@@ -406,6 +406,36 @@ impl Script {
     pub fn all_steps(&self) -> impl Iterator<Item = &Step> {
         self.steps.iter().chain(self.samples.iter().flatten())
     }
+
+    /// How long the script plays: a request waits out its steps' delays one
+    /// after the other, and the samples play side by side, so the longest
+    /// list's sum (saturating).
+    ///
+    /// ```
+    /// use mock_engine::script::{Script, Step};
+    /// use std::time::Duration;
+    ///
+    /// let step = |delay_ms| Step { delay_ms, ..Step::default() };
+    /// let script = Script {
+    ///     steps: vec![step(20), step(30)],
+    ///     samples: vec![vec![step(70)]],
+    ///     ..Script::default()
+    /// };
+    /// assert_eq!(script.plays_for(), Duration::from_millis(70));
+    /// ```
+    pub fn plays_for(&self) -> std::time::Duration {
+        let sum = |steps: &[Step]| {
+            steps
+                .iter()
+                .fold(0u64, |sum, s| sum.saturating_add(s.delay_ms))
+        };
+        let longest = std::iter::once(self.steps.as_slice())
+            .chain(self.samples.iter().map(Vec::as_slice))
+            .map(sum)
+            .max()
+            .unwrap_or(0);
+        std::time::Duration::from_millis(longest)
+    }
 }
 
 /// One engine step: what the engine emits after `delay_ms`.

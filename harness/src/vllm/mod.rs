@@ -205,7 +205,15 @@ pub(crate) fn compile_bytecode(venv: &Path) -> Result<(), InstallError> {
         // test data); they fail here, are listed by nobody, and are read
         // from source at import as before.
         // SyntaxWarnings of vendored examples say nothing about the install.
-        .args(["-W", "ignore::SyntaxWarning", "-m", "compileall", "-qq", "-j", "0"])
+        .args([
+            "-W",
+            "ignore::SyntaxWarning",
+            "-m",
+            "compileall",
+            "-qq",
+            "-j",
+            "0",
+        ])
         .args(&sites)
         .stdin(Stdio::null())
         .status()
