@@ -42,8 +42,8 @@ fn fixture(name: &str, prompt: u32, engine: Value) -> LoadedFixture {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unpaced_cases_overlap_and_the_others_run_alone() {
+/// This test's server, at the returned base URL, and its log.
+async fn logging_target() -> (String, Log) {
     let log = Log::default();
     let app = Router::new()
         .fallback(axum::routing::post(answer))
@@ -51,6 +51,12 @@ async fn unpaced_cases_overlap_and_the_others_run_alone() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
+    (base, log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpaced_cases_overlap_and_the_others_run_alone() {
+    let (base, log) = logging_target().await;
 
     let unpaced = || json!({"steps": [{"delay_ms": 1, "tokens": [1], "finish": "stop"}]});
     let paced = json!({"steps": [{"delay_ms": 20, "tokens": [1], "finish": "stop"}]});
@@ -106,13 +112,7 @@ async fn unpaced_cases_overlap_and_the_others_run_alone() {
 /// keeps the fixtures' order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_scripts_start_first_and_the_report_keeps_the_fixtures_order() {
-    let log = Log::default();
-    let app = Router::new()
-        .fallback(axum::routing::post(answer))
-        .with_state(log.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (base, log) = logging_target().await;
 
     let step =
         |delay_ms: u64| json!({"steps": [{"delay_ms": delay_ms, "tokens": [1], "finish": "stop"}]});
