@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::args::runtime;
-pub use crate::args::{CaseArgs, Color, CorpusArgs, DEFAULT_TIMEOUT_SECS};
+use crate::args::{CaseArgs, Color, CorpusArgs, DEFAULT_TIMEOUT_SECS};
 use crate::divergence::Registry;
 use crate::interrupt::Interrupts;
 use crate::report;

@@ -437,8 +437,8 @@ pub async fn run_until(
         // Each target's column runs on its own (the targets are separate
         // servers and engines; a real frontend's start is mostly waiting on
         // its imports and its engine handshake), and rows are judged in
-        // order as soon as every column has its case.
-        let (senders, receivers): (Vec<_>, Vec<_>) = targets
+        // the fixtures' order as soon as every column has its case.
+        let (senders, mut receivers): (Vec<_>, Vec<_>) = targets
             .iter()
             .map(|_| tokio::sync::mpsc::unbounded_channel::<(usize, Done)>())
             .unzip();
@@ -478,7 +478,6 @@ pub async fn run_until(
         // Cases end in any order; row `i` is judged once every column has
         // handed on its case `i`. What ended and was not judged yet is kept
         // here, so an interrupted run still reports it.
-        let mut receivers = receivers;
         let mut ended: Vec<BTreeMap<usize, Done>> =
             receivers.iter().map(|_| BTreeMap::new()).collect();
         {
@@ -495,7 +494,7 @@ pub async fn run_until(
                     }
                     // Judging is CPU work too: not beside a case that runs alone.
                     let shared = machine.read().await;
-                    judge_next_row(loaded, ended, cases, names, options, progress);
+                    judge_row_at(i, loaded, ended, cases, names, options, progress);
                     drop(shared);
                 }
             };
@@ -517,7 +516,7 @@ pub async fn run_until(
             let next = cases.len() / names.len().max(1);
             for (i, loaded) in fixtures.iter().enumerate().skip(next) {
                 if ended.iter().all(|column| column.contains_key(&i)) {
-                    judge_next_row(loaded, &mut ended, &mut cases, &names, options, progress);
+                    judge_row_at(i, loaded, &mut ended, &mut cases, &names, options, progress);
                     continue;
                 }
                 for name in &names {
@@ -658,12 +657,10 @@ pub async fn transcribe(
     )
 }
 
-/// Compares each case of one fixture with the baseline (the first target
-/// that produced a transcript is not enough: the baseline is the first named
-/// target), classifies differences, and checks snapshots.
-/// Judges the next row (its cases taken out of `ended`, one map per column)
-/// and hands its cases on to `cases` and the progress.
-fn judge_next_row(
+/// Judges row `i` (its cases taken out of `ended`, one map per column) and
+/// hands its cases on to `cases` and the progress.
+fn judge_row_at(
+    i: usize,
     loaded: &LoadedFixture,
     ended: &mut [BTreeMap<usize, Done>],
     cases: &mut Vec<CaseResult>,
@@ -671,7 +668,6 @@ fn judge_next_row(
     options: &RunOptions,
     progress: &dyn Progress,
 ) {
-    let i = cases.len() / names.len().max(1);
     let mut row: Vec<Done> = ended
         .iter_mut()
         .filter_map(|column| column.remove(&i))
@@ -684,12 +680,10 @@ fn judge_next_row(
     }
 }
 
-fn judge_row(
-    loaded: &LoadedFixture,
-    row: &mut [(CaseResult, Option<String>)],
-    names: &[String],
-    options: &RunOptions,
-) {
+/// Compares each case of one fixture with the baseline (the first target
+/// that produced a transcript is not enough: the baseline is the first named
+/// target), classifies differences, and checks snapshots.
+fn judge_row(loaded: &LoadedFixture, row: &mut [Done], names: &[String], options: &RunOptions) {
     let fixture = &loaded.fixture.name;
     let paced = loaded.fixture.chunks_comparable();
     let (baseline, others) = row.split_at_mut(1);

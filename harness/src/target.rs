@@ -314,7 +314,7 @@ struct VllmBackend {
     instances: BTreeMap<ServerOptions, Instance>,
     /// Frontends starting or started for the scripted engine deaths ahead
     /// (see [`Target::keep_spares`]), oldest first.
-    spares: BTreeMap<ServerOptions, VecDeque<JoinHandle<Result<Instance, String>>>>,
+    spares: BTreeMap<ServerOptions, VecDeque<Spare>>,
     /// Spares start one at a time: on two cores, a Python frontend's start
     /// is a second of one core's work beside the cases.
     spare_gate: Arc<tokio::sync::Mutex<()>>,
@@ -326,6 +326,18 @@ struct VllmBackend {
     started: u32,
     /// Instances that served: a new one is a new server.
     generation: u32,
+}
+
+/// A frontend starting ahead of a scripted engine death.
+type Spare = JoinHandle<Result<Instance, String>>;
+
+/// Stops a spare nobody will use, once it is up: a spare still starting
+/// comes up first (the fork server would stop it all the same, a spawned
+/// one would not).
+async fn discard(spare: Spare) {
+    if let Ok(Ok(instance)) = spare.await {
+        instance.stop().await;
+    }
 }
 
 /// What answers the frontend's engine requests.
@@ -509,15 +521,10 @@ impl Target {
             }
             Backend::Vllm(backend) => {
                 for (_, instance) in backend.instances {
-                    instance.process.stop(Duration::from_secs(10)).await;
-                    instance.core.stop().await;
+                    instance.stop().await;
                 }
-                // A spare still starting comes up first: the fork server
-                // would stop it all the same, a spawned one would not.
                 for spare in backend.spares.into_values().flatten() {
-                    if let Ok(Ok(instance)) = spare.await {
-                        instance.stop().await;
-                    }
+                    discard(spare).await;
                 }
                 for retiring in backend.retiring {
                     let _ = retiring.await;
@@ -674,11 +681,7 @@ impl VllmBackend {
         // first: they started last).
         for _ in count..have {
             if let Some(spare) = self.spares.get_mut(options).and_then(VecDeque::pop_back) {
-                self.retiring.push(tokio::spawn(async move {
-                    if let Ok(Ok(instance)) = spare.await {
-                        instance.stop().await;
-                    }
-                }));
+                self.retiring.push(tokio::spawn(discard(spare)));
             }
         }
         for _ in have..count {
@@ -741,7 +744,6 @@ impl VllmBackend {
             command,
             ports,
             number: self.started,
-            log: self.log_dir.join(format!("frontend-{}.log", self.started)),
             log_dir: self.log_dir.clone(),
             model_dir: self.model_dir.clone(),
             fork,

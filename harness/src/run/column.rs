@@ -1,5 +1,6 @@
-//! One target's column of the grid: its fixtures in order, several cases in
-//! flight, their results in order.
+//! One target's column of the grid: its fixtures, several cases in flight,
+//! each result handed on with its row as it ends ([`start_order`] says which
+//! start first).
 //!
 //! Most of a case is waiting (on the server, on the script's delays: a
 //! recorded stream replays five seconds of a real engine's steps), so a
@@ -36,8 +37,9 @@ pub(super) const WINDOW: usize = 64;
 const LONG_SCRIPT: Duration = Duration::from_secs(1);
 
 /// The order a column starts its cases in: the long scripts first, then the
-/// rest, each group in the fixtures' order (the grid and the reports keep
-/// the fixtures' order whatever this is).
+/// cases that share the column, then those that run alone, each group in
+/// the fixtures' order (the grid and the reports keep the fixtures' order
+/// whatever this is).
 ///
 /// Why: the corpus's two longest cases stream 2045 recorded engine steps
 /// over five seconds each, one after the other (they share a prompt), and

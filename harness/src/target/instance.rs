@@ -137,7 +137,6 @@ pub(super) struct Launch {
     pub(super) ports: Ports,
     /// This start's number among the target's: its logs' names.
     pub(super) number: u32,
-    pub(super) log: PathBuf,
     pub(super) log_dir: PathBuf,
     pub(super) model_dir: PathBuf,
     /// Forks the frontend from a warm interpreter, when on.
@@ -163,14 +162,20 @@ pub(super) fn args_and_env(
 }
 
 impl Launch {
+    /// This start's log of `what` (`frontend` or `engine`).
+    fn log(&self, what: &str) -> PathBuf {
+        self.log_dir.join(format!("{what}-{}.log", self.number))
+    }
+
     /// Starts the frontend and its engine core, and waits until it is
     /// healthy.
     pub(super) async fn run(self) -> Result<Instance, String> {
         let ports = &self.ports;
+        let log = self.log("frontend");
         let mut process = match &self.fork {
             Some(server) => {
                 let (args, env) = args_and_env(&self.command);
-                FrontendProcess::Forked(server.fork(&args, &env, &self.log).await?)
+                FrontendProcess::Forked(server.fork(&args, &env, &log).await?)
             }
             None => {
                 let mut args: Vec<std::ffi::OsString> =
@@ -184,7 +189,7 @@ impl Launch {
                     }
                 }
                 FrontendProcess::Spawned(Box::new(
-                    Supervised::spawn(&format!("{:?} frontend", self.frontend), full, &self.log)
+                    Supervised::spawn(&format!("{:?} frontend", self.frontend), full, &log)
                         .map_err(|e| format!("cannot start {}: {e}", self.program.0.display()))?,
                 ))
             }
@@ -219,13 +224,15 @@ impl Launch {
                 tap.layout = self.layout;
                 tap.handshake_timeout = self.ready_timeout;
                 let tap = tokio::spawn(run_tap(tap, journal.clone()));
-                let log = self.log_dir.join(format!("engine-{}.log", self.number));
+                let engine_log = self.log("engine");
                 let engine = Supervised::spawn(
                     "engine core",
                     headless_command(install, &self.model_dir, engine_port),
-                    &log,
+                    &engine_log,
                 )
-                .map_err(|e| format!("cannot start the engine core {}: {e}", log.display()))?;
+                .map_err(|e| {
+                    format!("cannot start the engine core {}: {e}", engine_log.display())
+                })?;
                 Core::Real {
                     tap,
                     engine: Box::new(engine),
@@ -241,7 +248,7 @@ impl Launch {
                 core.stop().await;
                 return Err(format!(
                     "the frontend exited during start-up ({status}); last lines of {}:\n{tail}",
-                    self.log.display(),
+                    log.display(),
                 ));
             }
             if let Some(dead) = core.dead() {
@@ -280,7 +287,7 @@ impl Launch {
                 return Err(format!(
                     "the frontend did not become healthy within {:?}; last lines of {}:\n{tail}",
                     self.ready_timeout,
-                    self.log.display()
+                    log.display()
                 ));
             }
             tokio::time::sleep(HEALTH_POLL).await;
