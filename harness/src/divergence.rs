@@ -4,8 +4,8 @@
 //! [[divergence]]
 //! id = "python-null-fields"
 //! targets = ["vllm-python"]          # the non-baseline target(s) it applies to
-//! fixtures = ["*"]                   # fixture name patterns (`*` wildcard)
 //! endpoints = ["chat"]               # optional: generate, completions, chat
+//! when = [{ stream = true }]         # optional: a condition on the case (see `condition`)
 //! layer = "json"                     # optional: http, framing, json, stream
 //! kinds = ["null-vs-absent"]         # optional
 //! paths = ["events[*].choices[*].logprobs"]
@@ -14,10 +14,19 @@
 //! reason = "Python emits null for unset fields; Rust skips them"
 //! source = "vllm/entrypoints/.../protocol.py"
 //! link = "https://github.com/vllm-project/vllm/pull/43779"
+//! seen_in = ["stream_basic"]         # optional: fixtures that show it (evidence)
 //! ```
 //!
 //! A difference matched by an entry is "known"; any other one is new and
-//! fails the run.
+//! fails the run. An entry says what the difference is and on which cases
+//! it shows ([`condition::When`] over [`facts::CaseFacts`]), never which
+//! fixtures: a new fixture that shows a registered behaviour is known as
+//! it is. `seen_in` names fixtures as evidence only; it never widens or
+//! narrows a match, and `run` says when a listed fixture no longer shows
+//! the entry.
+
+pub mod condition;
+pub mod facts;
 
 use std::path::Path;
 
@@ -25,6 +34,8 @@ use mock_engine::script::Endpoint;
 use serde::{Deserialize, Serialize};
 
 use crate::diff::{Difference, Kind, Layer};
+use condition::When;
+use facts::CaseFacts;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -48,8 +59,6 @@ pub struct Entry {
     /// Baseline target names; empty means any.
     #[serde(default)]
     pub baselines: Vec<String>,
-    #[serde(default = "any")]
-    pub fixtures: Vec<String>,
     /// The endpoints whose fixtures this applies to; empty means any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<Endpoint>,
@@ -70,6 +79,13 @@ pub struct Entry {
     pub source: Option<String>,
     #[serde(default)]
     pub link: Option<String>,
+    /// The cases it holds for; empty means every case.
+    #[serde(default, skip_serializing_if = "When::is_always")]
+    pub when: When,
+    /// Fixtures that show it: evidence for a reader, checked by `run` (a
+    /// listed fixture that ran and did not show it is reported).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seen_in: Vec<String>,
 }
 
 /// Which comparison a difference came from: what an entry is scoped by.
@@ -77,7 +93,8 @@ pub struct Entry {
 pub struct Compared<'a> {
     pub baseline: &'a str,
     pub target: &'a str,
-    pub fixture: &'a str,
+    /// What the case is: its request, server options and script.
+    pub facts: &'a CaseFacts,
     pub endpoint: Endpoint,
     /// The vLLM release of the run (`--vllm-version`).
     pub version: &'a str,
@@ -91,12 +108,12 @@ impl Entry {
     pub fn matches(&self, case: &Compared<'_>, d: &Difference) -> bool {
         (self.targets.is_empty() || self.targets.iter().any(|t| t == case.target))
             && (self.baselines.is_empty() || self.baselines.iter().any(|t| t == case.baseline))
-            && self.fixtures.iter().any(|p| wildcard(p, case.fixture))
             && (self.endpoints.is_empty() || self.endpoints.contains(&case.endpoint))
             && (self.versions.is_empty() || self.versions.iter().any(|v| v == case.version))
             && self.layer.is_none_or(|l| l == d.layer)
             && (self.kinds.is_empty() || self.kinds.contains(&d.kind))
             && self.paths.iter().any(|p| wildcard(p, &d.path))
+            && self.when.holds(case.facts)
     }
 }
 
@@ -131,6 +148,12 @@ pub enum RegistryError {
         id: String,
         first: usize,
         again: usize,
+    },
+    #[error("{path}: at `{at}`: {why}")]
+    UnknownFact {
+        path: String,
+        at: String,
+        why: String,
     },
     #[error(
         "{path}: at `{at}`: `{version}` is not a vLLM release genconform runs against \
@@ -174,6 +197,13 @@ impl Registry {
                     again,
                 });
             }
+            if let Some((at, why)) = e.when.unknown_path() {
+                return Err(RegistryError::UnknownFact {
+                    path: shown,
+                    at: format!("divergence[{again}].{at}"),
+                    why,
+                });
+            }
             // A misspelt release would silently match no run.
             for (j, version) in e.versions.iter().enumerate() {
                 if !crate::vllm::SUPPORTED_VERSIONS.contains(&version.as_str()) {
@@ -187,6 +217,28 @@ impl Registry {
             }
         }
         Ok(registry)
+    }
+
+    /// The entries that name `fixture` as evidence (`seen_in`) and apply to
+    /// this comparison (its targets, baselines, endpoints, releases), but
+    /// match none of its differences: their evidence no longer shows.
+    pub fn evidence_unshown(
+        &self,
+        fixture: &str,
+        case: &Compared<'_>,
+        differences: &[Difference],
+    ) -> Vec<String> {
+        self.entries
+            .iter()
+            .filter(|e| e.seen_in.iter().any(|f| f == fixture))
+            .filter(|e| {
+                (e.targets.is_empty() || e.targets.iter().any(|t| t == case.target))
+                    && (e.baselines.is_empty() || e.baselines.iter().any(|t| t == case.baseline))
+                    && (e.versions.is_empty() || e.versions.iter().any(|v| v == case.version))
+            })
+            .filter(|e| !differences.iter().any(|d| e.matches(case, d)))
+            .map(|e| e.id.clone())
+            .collect()
     }
 
     /// The entry that accepts this difference, if any.
@@ -238,6 +290,13 @@ mod tests {
         assert!(!wildcard("stream_*", "nostream"));
     }
 
+    fn facts(body: serde_json::Value) -> CaseFacts {
+        CaseFacts::of(
+            &serde_json::from_value(serde_json::json!({"name": "f", "request": {"body": body}}))
+                .unwrap(),
+        )
+    }
+
     #[test]
     fn an_entry_matches_on_every_axis() {
         let registry: Registry = toml::from_str(
@@ -245,7 +304,7 @@ mod tests {
             [[divergence]]
             id = "x"
             targets = ["py"]
-            fixtures = ["stream_*"]
+            when = [{ stream = true }]
             kinds = ["null-vs-absent"]
             paths = ["events[*].usage"]
             class = "intended"
@@ -260,30 +319,44 @@ mod tests {
             baseline: None,
             other: Some(serde_json::Value::Null),
         };
-        let at = |target, fixture, endpoint| Compared {
+        let streamed = facts(serde_json::json!({"token_ids": [1], "stream": true}));
+        let plain = facts(serde_json::json!({"token_ids": [1]}));
+        let at = |target, facts| Compared {
             baseline: "rs",
             target,
-            fixture,
-            endpoint,
+            facts,
+            endpoint: Endpoint::Generate,
             version: "0.32.0",
         };
-        let stream_basic = at("py", "stream_basic", Endpoint::Generate);
-        assert!(registry.find(&stream_basic, &d).is_some());
-        assert!(
-            registry
-                .find(&at("other", "stream_basic", Endpoint::Generate), &d)
-                .is_none()
-        );
-        assert!(
-            registry
-                .find(&at("py", "nonstream", Endpoint::Generate), &d)
-                .is_none()
-        );
+        assert!(registry.find(&at("py", &streamed), &d).is_some());
+        assert!(registry.find(&at("other", &streamed), &d).is_none());
+        assert!(registry.find(&at("py", &plain), &d).is_none());
         let changed = Difference {
             kind: Kind::Changed,
             ..d
         };
-        assert!(registry.find(&stream_basic, &changed).is_none());
+        assert!(registry.find(&at("py", &streamed), &changed).is_none());
+    }
+
+    #[test]
+    fn a_fixture_name_is_no_longer_a_scope() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.toml");
+        std::fs::write(
+            &path,
+            "[[divergence]]\nid='a'\nfixtures=['x_*']\nclass='bug'\nreason='r'\n",
+        )
+        .unwrap();
+        let e = Registry::load(&path).unwrap_err().to_string();
+        assert!(e.contains("at `divergence[0].fixtures`"), "{e}");
+        std::fs::write(
+            &path,
+            "[[divergence]]\nid='a'\nwhen=[{'script.no_such_fact'=true}]\nclass='bug'\nreason='r'\n",
+        )
+        .unwrap();
+        let e = Registry::load(&path).unwrap_err().to_string();
+        assert!(e.contains("divergence[0].when[0]"), "{e}");
+        assert!(e.contains("no_such_fact"), "{e}");
     }
 
     #[test]
@@ -305,10 +378,11 @@ mod tests {
             baseline: None,
             other: Some("fp".into()),
         };
+        let any = facts(serde_json::json!({}));
         let at = |endpoint| Compared {
             baseline: "rs",
             target: "py",
-            fixture: "any",
+            facts: &any,
             endpoint,
             version: "0.32.0",
         };
@@ -336,10 +410,11 @@ mod tests {
             baseline: Some(serde_json::Value::Null),
             other: None,
         };
+        let any = facts(serde_json::json!({}));
         let at = |version| Compared {
             baseline: "reference",
             target: "vllm-rs",
-            fixture: "f",
+            facts: &any,
             endpoint: Endpoint::Generate,
             version,
         };

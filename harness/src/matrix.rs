@@ -433,6 +433,7 @@ mod tests {
             snapshot: None,
             elapsed_ms: 1.0,
             truncated: Vec::new(),
+            unshown_evidence: Vec::new(),
         }
     }
 

@@ -209,6 +209,10 @@ impl Normalizer {
                             Value::String(validation_params_sorted(&self.completion_ids_within(s)))
                         }
                         (k, Value::Number(_)) if is_time_key(k) => Value::String("<time>".into()),
+                        // Python derives it from a hash of its whole config
+                        // (paths and work dir included): only its shape is
+                        // the same from one machine or run to the next.
+                        ("system_fingerprint", Value::String(s)) => Value::String(fingerprint(s)),
                         _ => self.value(&child, v),
                     };
                     out.insert(key.clone(), normalised);
@@ -275,6 +279,21 @@ fn validation_params_sorted(message: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// `vllm-<version>-<8 hex digits>` becomes `vllm-<version>-<hash>`; any
+/// other value stays as it is, so a fingerprint of another shape (vllm-rs's
+/// `vllm-<version>-nohash`, or a broken one) is still compared.
+fn fingerprint(value: &str) -> String {
+    if let Some(rest) = value.strip_prefix("vllm-")
+        && let Some((version, hash)) = rest.rsplit_once('-')
+        && !version.is_empty()
+        && hash.len() == 8
+        && hash.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return format!("vllm-{version}-<hash>");
+    }
+    value.to_string()
 }
 
 fn is_completion_id(id: &str) -> bool {
@@ -461,6 +480,27 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_config_hash_fingerprint_keeps_its_shape_and_loses_its_hash() {
+        assert_eq!(fingerprint("vllm-0.32.0-ac93759a"), "vllm-0.32.0-<hash>");
+        assert_eq!(fingerprint("vllm-0.32.0-91a18a14"), "vllm-0.32.0-<hash>");
+        for kept in [
+            "vllm-0.34.0-nohash",
+            "vllm-0.32.0-ac93759",
+            "vllm--ac93759a",
+            "x-0.32.0-ac93759a",
+            "vllm-0.32.0-ac93759g",
+        ] {
+            assert_eq!(fingerprint(kept), kept);
+        }
+        let mut n = Normalizer::new(ClientValues::default());
+        let v = n.value(
+            "event",
+            &serde_json::json!({"system_fingerprint": "vllm-0.33.0-4ddde334"}),
+        );
+        assert_eq!(v["system_fingerprint"], "vllm-0.33.0-<hash>");
+    }
 
     #[test]
     fn validation_parameters_are_sorted_in_hash_ordered_messages() {

@@ -85,8 +85,26 @@ pub fn terminal(report: &RunReport, color: bool) -> String {
         out.push_str(&details);
     }
     out.push('\n');
+    out.push_str(&stale_evidence(report));
     out.push_str(&summary(report));
     out.push('\n');
+    out
+}
+
+/// One line per registry entry that names a fixture as evidence (`seen_in`)
+/// which ran and did not show it: the entry or its evidence needs a look.
+/// It fails nothing (a timing-dependent entry may not show on every run).
+fn stale_evidence(report: &RunReport) -> String {
+    let mut out = String::new();
+    for case in &report.cases {
+        for id in &case.unshown_evidence {
+            let _ = writeln!(
+                out,
+                "evidence: divergence `{id}` lists {} in seen_in, but {} showed no difference it explains",
+                case.fixture, case.target
+            );
+        }
+    }
     out
 }
 

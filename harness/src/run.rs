@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::capture::{Capture, Limits};
 use crate::diff::{self, Difference, Layer};
+use crate::divergence::facts::CaseFacts;
 use crate::divergence::{Compared, Registry};
 use crate::excerpt;
 use crate::normalize::{ClientValues, Transcript, TranscriptBuilder};
@@ -93,6 +94,10 @@ pub struct CaseResult {
     /// [`crate::excerpt`]); empty when nothing was.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub truncated: Vec<String>,
+    /// Registry entries that name this fixture as evidence (`seen_in`) and
+    /// that no difference of this case matched: stale evidence.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unshown_evidence: Vec<String>,
 }
 
 impl CaseResult {
@@ -428,6 +433,26 @@ pub async fn run_until(
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .build()?;
+    // A server started by hand takes each case's script when it has the
+    // control channel; without it, fixtures that share a prompt meet the
+    // first one's script, and the user is told which.
+    let mut controls = Vec::new();
+    for target in &targets {
+        let control = match (&target.spec, target.engine()) {
+            (TargetSpec::Url { base, .. }, None) => {
+                let has = crate::script_channel::probe_control(&client, base).await;
+                if !has
+                    && let Some(warning) =
+                        mock_engine::fixture::shared_prompts_warning(fixtures.iter().copied())
+                {
+                    eprintln!("warning: {}: {warning}", target.name());
+                }
+                has.then(|| base.clone())
+            }
+            _ => None,
+        };
+        controls.push(control);
+    }
     progress.start((fixtures.len() * targets.len()) as u64);
     let mut liveness: Vec<Liveness> = targets.iter().map(|_| Liveness::default()).collect();
     let mut stop = std::pin::pin!(stop);
@@ -448,10 +473,14 @@ pub async fn run_until(
         // steps it finds queued takes the machine whole.
         let machine = tokio::sync::RwLock::new(());
         let machine = &machine;
-        let columns =
-            futures::future::join_all(targets.iter_mut().zip(&mut liveness).zip(senders).map(
-                |((target, live), sender)| async move {
-                    let column = Column::new(target, live, fixtures, options.jobs);
+        let columns = futures::future::join_all(
+            targets
+                .iter_mut()
+                .zip(&mut liveness)
+                .zip(senders)
+                .zip(controls)
+                .map(|(((target, live), sender), control)| async move {
+                    let column = Column::new(target, live, fixtures, options.jobs, control);
                     let column = &column;
                     let mut results = futures::stream::iter(order.iter().copied())
                         .map(|i| async move {
@@ -473,8 +502,8 @@ pub async fn run_until(
                             return;
                         }
                     }
-                },
-            ));
+                }),
+        );
         // Cases end in any order; row `i` is judged once every column has
         // handed on its case `i`. What ended and was not judged yet is kept
         // here, so an interrupted run still reports it.
@@ -596,23 +625,7 @@ fn error_case(loaded: &LoadedFixture, target: &str, reason: String) -> CaseResul
         snapshot: None,
         elapsed_ms: 0.0,
         truncated: Vec::new(),
-    }
-}
-
-/// Makes `engine` answer `fixture`'s prompt with `fixture`'s script (which
-/// also restarts the count of arrivals that picks a sample), or with the
-/// generator when the fixture has no script. Fixtures may share a prompt (a
-/// recorded repeat hits the prefix cache), so each case registers its own
-/// right before it is sent. A fixture without a well-formed prompt changes
-/// nothing.
-pub fn register_script(engine: &Engine, fixture: &Fixture) {
-    let Some(prompt) = fixture.prompt_token_ids() else {
-        return;
-    };
-    if fixture.engine.steps.is_empty() {
-        engine.unregister(&prompt);
-    } else {
-        engine.register(prompt, fixture.engine.clone());
+        unshown_evidence: Vec::new(),
     }
 }
 
@@ -685,6 +698,7 @@ fn judge_row_at(
 /// target), classifies differences, and checks snapshots.
 fn judge_row(loaded: &LoadedFixture, row: &mut [Done], names: &[String], options: &RunOptions) {
     let fixture = &loaded.fixture.name;
+    let facts = CaseFacts::of(&loaded.fixture);
     let paced = loaded.fixture.chunks_comparable();
     let (baseline, others) = row.split_at_mut(1);
     let (base_case, base_text) = &baseline[0];
@@ -695,16 +709,19 @@ fn judge_row(loaded: &LoadedFixture, row: &mut [Done], names: &[String], options
         let differences = diff::compare(a, b, paced);
         let mut new = false;
         let mut known = false;
+        let compared = Compared {
+            baseline: &names[0],
+            target: &case.target,
+            facts: &facts,
+            endpoint: loaded.fixture.request.endpoint,
+            version: &options.vllm.version,
+        };
+        case.unshown_evidence = options
+            .registry
+            .evidence_unshown(fixture, &compared, &differences);
         case.differences = differences
             .into_iter()
             .map(|d| {
-                let compared = Compared {
-                    baseline: &names[0],
-                    target: &case.target,
-                    fixture,
-                    endpoint: loaded.fixture.request.endpoint,
-                    version: &options.vllm.version,
-                };
                 let entry = options.registry.find(&compared, &d);
                 match (entry, d.layer) {
                     (Some(_), _) => known = true,

@@ -63,6 +63,9 @@ impl EngineArgs {
             Some(dir) => {
                 let corpus = Corpus::load_dir(dir)?;
                 tracing::info!(dir = %dir.display(), fixtures = corpus.fixtures.len(), "fixtures loaded");
+                if let Some(warning) = corpus.shared_prompts_warning() {
+                    tracing::warn!(dir = %dir.display(), "{warning}");
+                }
                 Engine::with_corpus(self.config(), &corpus)
             }
             None => Engine::new(self.config()),

@@ -388,6 +388,24 @@ pub struct Corpus {
 }
 
 impl Corpus {
+    /// The fixtures that share a prompt with another of different script;
+    /// see [`shared_prompts`].
+    ///
+    /// ```
+    /// use mock_engine::Corpus;
+    /// let corpus = Corpus::load_dir(std::path::Path::new("../fixtures")).unwrap();
+    /// let shared = corpus.shared_prompts();
+    /// assert!(shared.iter().any(|names| names.contains(&"rec_stop_token")));
+    /// ```
+    pub fn shared_prompts(&self) -> Vec<Vec<&str>> {
+        shared_prompts(&self.fixtures)
+    }
+
+    /// [`shared_prompts_warning`] for the whole corpus.
+    pub fn shared_prompts_warning(&self) -> Option<String> {
+        shared_prompts_warning(&self.fixtures)
+    }
+
     /// Loads every `*.json` file below `dir` within the default [`Limits`];
     /// see [`Corpus::load_dir_with`].
     pub fn load_dir(dir: &Path) -> Result<Self, FixtureErrors> {
@@ -836,4 +854,55 @@ mod tests {
         );
         assert!(msg.contains("at `recorded.gpu`"), "{msg}");
     }
+}
+
+/// The fixtures that share a prompt with another of different script (or
+/// with one the generator answers), one list of names per prompt, in the
+/// given order. An engine that serves a whole corpus at once answers each
+/// such prompt with the first of its scripts, so the others replay as
+/// written only when each case sets its own script before it is sent (the
+/// harness's in-process engines, or the reference server's control channel).
+pub fn shared_prompts<'a>(
+    fixtures: impl IntoIterator<Item = &'a LoadedFixture>,
+) -> Vec<Vec<&'a str>> {
+    let mut groups: Vec<(Vec<u32>, Vec<&LoadedFixture>)> = Vec::new();
+    for loaded in fixtures {
+        let Some(prompt) = loaded.fixture.prompt_token_ids() else {
+            continue;
+        };
+        match groups.iter_mut().find(|(p, _)| *p == prompt) {
+            Some((_, members)) => members.push(loaded),
+            None => groups.push((prompt, vec![loaded])),
+        }
+    }
+    groups
+        .into_iter()
+        .filter(|(_, members)| {
+            let first = &members[0].fixture.engine;
+            members.iter().any(|m| {
+                m.fixture.engine.steps != first.steps || m.fixture.engine.samples != first.samples
+            })
+        })
+        .map(|(_, members)| members.iter().map(|m| m.fixture.name.as_str()).collect())
+        .collect()
+}
+
+/// A warning naming the fixtures of [`shared_prompts`], for a server that
+/// holds the scripts of a whole corpus; `None` when no prompt is shared.
+pub fn shared_prompts_warning<'a>(
+    fixtures: impl IntoIterator<Item = &'a LoadedFixture>,
+) -> Option<String> {
+    let shared = shared_prompts(fixtures);
+    if shared.is_empty() {
+        return None;
+    }
+    let groups: Vec<String> = shared.iter().map(|names| names.join(", ")).collect();
+    Some(format!(
+        "{} prompts are shared by fixtures with different scripts, and a server that loads the \
+         fixtures answers each with the first one's script; the others replay as written only \
+         when each case sets its own script (start the reference server with \
+         --enable-script-control and `genconform run` does): {}",
+        shared.len(),
+        groups.join("; ")
+    ))
 }

@@ -34,21 +34,21 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use futures::StreamExt as _;
 use indicatif::{ProgressBar, ProgressStyle};
-use mock_engine::script::Script;
-use mock_engine::{Corpus, Engine, Fixture};
+use mock_engine::{Corpus, Fixture};
 use proptest::test_runner::{
     Config, FileFailurePersistence, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner,
 };
-use reference_server::control::SCRIPTS_PATH;
 
 use crate::capture::{self, Limits};
 use crate::diff::{self, Layer};
+use crate::divergence::facts::CaseFacts;
 use crate::divergence::{Compared, Registry};
 use crate::interrupt::{Interrupt, Interrupts};
 use crate::normalize::Transcript;
 use crate::partition::Partition;
 use crate::prompt_lock::PromptLocks;
 use crate::run::transcribe;
+use crate::script_channel::{ScriptChannel, probe_control, set_script};
 use crate::target::{Target, TargetSpec, Unavailable, VllmOptions};
 use cases::{Case, Endpoints, Scope};
 use oracle::{Expected, Property, Violation};
@@ -156,27 +156,6 @@ impl Default for FuzzOptions {
             progress: false,
             partition: None,
             jobs: usize::from(DEFAULT_JOBS),
-        }
-    }
-}
-
-/// How scripts reach a target's engine.
-#[derive(Debug, Clone)]
-pub enum ScriptChannel {
-    /// The harness owns the engine.
-    InProcess(Engine),
-    /// The reference server's control channel at this base URL.
-    Control(String),
-    /// The target's own engine answers; scripts cannot be set.
-    None,
-}
-
-impl ScriptChannel {
-    pub fn label(&self) -> &'static str {
-        match self {
-            Self::InProcess(_) => "in-process engine",
-            Self::Control(_) => "control channel",
-            Self::None => "none (its own engine answers)",
         }
     }
 }
@@ -676,53 +655,6 @@ impl Bench {
     }
 }
 
-/// Whether `base` has the reference server's control channel: forgetting
-/// the script of an empty prompt changes nothing and answers 204.
-async fn probe_control(client: &reqwest::Client, base: &str) -> bool {
-    let answer = client
-        .post(format!("{}{SCRIPTS_PATH}", base.trim_end_matches('/')))
-        .json(&serde_json::json!({"token_ids": [], "script": null}))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await;
-    answer.is_ok_and(|r| r.status().is_success())
-}
-
-/// Sets (or, for `None`, forgets) the script of `prompt` behind `channel`.
-async fn set_script(
-    client: &reqwest::Client,
-    channel: &ScriptChannel,
-    prompt: &[u32],
-    script: Option<&Script>,
-) -> Result<(), String> {
-    match channel {
-        ScriptChannel::InProcess(engine) => {
-            match script {
-                Some(s) => engine.register(prompt.to_vec(), s.clone()),
-                None => engine.unregister(prompt),
-            }
-            Ok(())
-        }
-        ScriptChannel::Control(base) => {
-            let url = format!("{}{SCRIPTS_PATH}", base.trim_end_matches('/'));
-            let body = serde_json::json!({"token_ids": prompt, "script": script});
-            let answer = client
-                .post(&url)
-                .json(&body)
-                .timeout(Duration::from_secs(5))
-                .send()
-                .await
-                .map_err(|e| format!("POST {url}: {e}"))?;
-            if answer.status().is_success() {
-                Ok(())
-            } else {
-                Err(format!("POST {url} answered {}", answer.status()))
-            }
-        }
-        ScriptChannel::None => Ok(()),
-    }
-}
-
 /// Replays a fixture (a found one, say) against `base` and checks it with
 /// the oracles: when `base` has the control channel, the fixture's script is
 /// set for its prompt (and then counts as known), or, for a fixture without
@@ -786,6 +718,16 @@ async fn exchange(
     {
         requests.push(twin);
     }
+    // What the registry reads of each request (the twin's differs).
+    let facts: Vec<CaseFacts> = requests
+        .iter()
+        .map(|request| {
+            CaseFacts::of(&mock_engine::script::Fixture {
+                request: request.clone(),
+                ..fixture.clone()
+            })
+        })
+        .collect();
     let prompt = case.prompt();
     let _prompt = locks.lock(&prompt).await;
     // Per target: its name, leniency, base URL and the script it knows;
@@ -869,7 +811,7 @@ async fn exchange(
         }
         rows.push(Some(row));
     }
-    differential(&names, &lenients, options, &fixture.name, &rows)
+    differential(&names, &lenients, options, &facts, &rows)
 }
 
 /// Differences named in a failure; the rest are counted.
@@ -880,7 +822,7 @@ fn differential(
     names: &[String],
     lenients: &[bool],
     options: &FuzzOptions,
-    fixture: &str,
+    facts: &[CaseFacts],
     rows: &[Option<Vec<Exchange>>],
 ) -> Result<(), Failure> {
     let Some(Some(baseline)) = rows.first() else {
@@ -912,7 +854,7 @@ fn differential(
                 let compared = Compared {
                     baseline: &names[0],
                     target: &names[i],
-                    fixture,
+                    facts: &facts[r],
                     endpoint: a.expected.endpoint,
                     version: &options.vllm.version,
                 };
@@ -1087,12 +1029,21 @@ mod tests {
             registry,
             ..FuzzOptions::default()
         };
+        let facts = CaseFacts::of(&mock_engine::script::Fixture {
+            name: "any name".into(),
+            description: String::new(),
+            server: Default::default(),
+            request: request.clone(),
+            engine: script.clone(),
+            in_process_only: None,
+            recorded: None,
+        });
         let judge = |target: &str, lenient: bool| {
             differential(
                 &["reference".into(), target.into()],
                 &[false, lenient],
                 &options,
-                "fuzz_transport_ae1f9a6b",
+                std::slice::from_ref(&facts),
                 &[Some(vec![all.clone()]), Some(vec![lost.clone()])],
             )
         };

@@ -12,6 +12,7 @@ use mock_engine::LoadedFixture;
 use super::{RecordArgs, Recording, corpus_of};
 use crate::capture::Limits;
 use crate::diff::{self, Difference, Kind, Layer};
+use crate::divergence::facts::CaseFacts;
 use crate::divergence::{Compared, Registry};
 use crate::normalize::{Body, StreamSummary, Transcript};
 use crate::run::{self, RunOptions};
@@ -60,13 +61,14 @@ pub fn judge(
     recorded: &Transcript,
     replayed: &Transcript,
 ) -> Vec<(Difference, Option<String>)> {
+    let facts = CaseFacts::of(&fixture.fixture);
     differences(recorded, replayed)
         .into_iter()
         .map(|d| {
             let compared = Compared {
                 baseline: recorded_by,
                 target: replayed_by,
-                fixture: &fixture.fixture.name,
+                facts: &facts,
                 endpoint: fixture.fixture.request.endpoint,
                 // A recording is judged as of the release it was recorded with.
                 version: fixture

@@ -22,9 +22,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Semaphore};
 
-use super::{CaseResult, Outcome, RunOptions, StartClock, error_case, register_script, transcribe};
+use super::{CaseResult, Outcome, RunOptions, StartClock, error_case, transcribe};
 use crate::capture::{self, CaptureError};
 use crate::prompt_lock::PromptLocks;
+use crate::script_channel::ScriptChannel;
 use crate::target::{Target, TargetSpec, Unavailable};
 use mock_engine::LoadedFixture;
 use mock_engine::script::ServerOptions;
@@ -84,6 +85,10 @@ pub(super) struct Column<'a> {
     /// The scripted engine deaths still ahead, per server options: the
     /// target keeps frontends starting for them ([`Target::keep_spares`]).
     deaths: std::sync::Mutex<BTreeMap<ServerOptions, usize>>,
+    /// The base URL of a server started by hand that takes scripts through
+    /// its control channel (a `url=` reference with
+    /// `--enable-script-control`), when the target is one.
+    control: Option<String>,
 }
 
 /// A lock held for the length of a case, shared or whole.
@@ -112,6 +117,7 @@ impl<'a> Column<'a> {
         live: &'a mut Liveness,
         fixtures: &[&LoadedFixture],
         jobs: usize,
+        control: Option<String>,
     ) -> Self {
         let mut deaths = BTreeMap::<ServerOptions, usize>::new();
         for loaded in fixtures {
@@ -135,6 +141,7 @@ impl<'a> Column<'a> {
             running: Semaphore::new(jobs),
             prompts: PromptLocks::default(),
             deaths: std::sync::Mutex::new(deaths),
+            control,
         }
     }
 
@@ -209,8 +216,17 @@ impl<'a> Column<'a> {
         };
         // The prompt is this case's until its last answer, so the script
         // registered now is the one its requests meet.
-        if let Some(engine) = &engine {
-            register_script(engine, fixture);
+        let channel = match (engine, &self.control) {
+            (Some(engine), _) => ScriptChannel::InProcess(engine),
+            (None, Some(base)) => ScriptChannel::Control(base.clone()),
+            (None, None) => ScriptChannel::None,
+        };
+        if let Err(e) = channel.set_for(client, fixture).await {
+            return error_case(
+                loaded,
+                &name,
+                format!("not sent: cannot set its script: {e}"),
+            );
         }
         let capture = capture::capture(client, &base, &fixture.request, limits).await;
         drop(prompt);
@@ -251,6 +267,7 @@ impl<'a> Column<'a> {
             snapshot: None,
             elapsed_ms: capture.elapsed_ms,
             truncated: Vec::new(),
+            unshown_evidence: Vec::new(),
         }
     }
 }

@@ -1,0 +1,95 @@
+//! How a case's script reaches a target's engine, so that every fixture
+//! replays its own script even when fixtures share a prompt.
+//!
+//! The harness's in-process engines take a script directly; a reference
+//! server started by hand with `--enable-script-control` takes it through
+//! `POST /genconform/v1/scripts`; a real engine, or a server without the
+//! control channel, answers with what it has (its own model, or the scripts
+//! of the `--fixtures` it loaded, the first of each shared prompt's).
+
+use std::time::Duration;
+
+use mock_engine::Engine;
+use mock_engine::script::{Fixture, Script};
+use reference_server::control::SCRIPTS_PATH;
+
+/// How scripts reach a target's engine.
+#[derive(Debug, Clone)]
+pub enum ScriptChannel {
+    /// The harness owns the engine.
+    InProcess(Engine),
+    /// The reference server's control channel at this base URL.
+    Control(String),
+    /// The target's own engine answers; scripts cannot be set.
+    None,
+}
+
+impl ScriptChannel {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::InProcess(_) => "in-process engine",
+            Self::Control(_) => "control channel",
+            Self::None => "none (its own engine answers)",
+        }
+    }
+}
+
+/// Whether `base` has the reference server's control channel: forgetting
+/// the script of an empty prompt changes nothing and answers 204.
+pub async fn probe_control(client: &reqwest::Client, base: &str) -> bool {
+    let answer = client
+        .post(format!("{}{SCRIPTS_PATH}", base.trim_end_matches('/')))
+        .json(&serde_json::json!({"token_ids": [], "script": null}))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    answer.is_ok_and(|r| r.status().is_success())
+}
+
+/// Sets (or, for `None`, forgets) the script of `prompt` behind `channel`.
+pub async fn set_script(
+    client: &reqwest::Client,
+    channel: &ScriptChannel,
+    prompt: &[u32],
+    script: Option<&Script>,
+) -> Result<(), String> {
+    match channel {
+        ScriptChannel::InProcess(engine) => {
+            match script {
+                Some(s) => engine.register(prompt.to_vec(), s.clone()),
+                None => engine.unregister(prompt),
+            }
+            Ok(())
+        }
+        ScriptChannel::Control(base) => {
+            let url = format!("{}{SCRIPTS_PATH}", base.trim_end_matches('/'));
+            let body = serde_json::json!({"token_ids": prompt, "script": script});
+            let answer = client
+                .post(&url)
+                .json(&body)
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await
+                .map_err(|e| format!("POST {url}: {e}"))?;
+            if answer.status().is_success() {
+                Ok(())
+            } else {
+                Err(format!("POST {url} answered {}", answer.status()))
+            }
+        }
+        ScriptChannel::None => Ok(()),
+    }
+}
+
+impl ScriptChannel {
+    /// Sets `fixture`'s script for its prompt, or forgets any script of
+    /// that prompt when the fixture has none (the generator answers). A
+    /// fixture without a well-formed prompt changes nothing.
+    pub async fn set_for(&self, client: &reqwest::Client, fixture: &Fixture) -> Result<(), String> {
+        let Some(prompt) = fixture.prompt_token_ids() else {
+            return Ok(());
+        };
+        let script = (!fixture.engine.steps.is_empty()).then_some(&fixture.engine);
+        set_script(client, self, &prompt, script).await
+    }
+}
