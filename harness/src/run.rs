@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use mock_engine::script::Endpoint;
-use mock_engine::{Corpus, Engine, Fixture, LoadedFixture};
+use mock_engine::{Corpus, Fixture, LoadedFixture};
 use serde::{Deserialize, Serialize};
 
 use crate::capture::{Capture, Limits};

@@ -86,3 +86,53 @@ async fn replays_its_own_script(delay_ms: u64) {
     assert_ne!(generated, [33, 34]);
     assert_ne!(generated, [55, 56]);
 }
+
+/// A reference server started by hand (here, in the test) with the corpus
+/// loaded answers each shared prompt with the first fixture's script; with
+/// `--enable-script-control`, `run` sets each case's own script first, so a
+/// `url=` reference gives the embedded reference's verdicts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_started_server_with_script_control_replays_each_cases_own_script() {
+    let corpus = Corpus {
+        fixtures: vec![
+            fixture("repeat_cold", scripted([33, 34], 0, 3)),
+            fixture("repeat_warm", scripted([55, 56], 2, 3)),
+            fixture("repeat_generated", json!({})),
+        ],
+    };
+    for control in [true, false] {
+        let config = reference_server::Config {
+            enable_script_control: control,
+            ..reference_server::Config::default()
+        };
+        let engine = mock_engine::Engine::with_corpus(Default::default(), &corpus);
+        let server = reference_server::spawn(config, engine)
+            .await
+            .expect("the server");
+        let options = RunOptions {
+            budget: std::time::Duration::from_secs(120),
+            ..RunOptions::new(vec![
+                TargetSpec::Reference,
+                format!("url={},name=by-hand", server.base_url())
+                    .parse()
+                    .expect("a target"),
+            ])
+        };
+        let report = run::run(&corpus, &options, &()).await.expect("the run");
+        let outcome = |f: &str| report.case(f, "by-hand").expect("the case ran").outcome;
+        if control {
+            for f in ["repeat_cold", "repeat_warm", "repeat_generated"] {
+                assert_eq!(outcome(f), Outcome::Pass, "{f}");
+            }
+        } else {
+            // Without the channel, the server answers with the first script.
+            assert_eq!(outcome("repeat_cold"), Outcome::Pass);
+            assert_eq!(outcome("repeat_warm"), Outcome::New);
+        }
+    }
+    assert!(
+        mock_engine::fixture::shared_prompts_warning(&corpus.fixtures)
+            .is_some_and(|w| w.contains("repeat_cold, repeat_warm, repeat_generated")),
+        "the warning names the fixtures that share the prompt"
+    );
+}
