@@ -76,6 +76,11 @@ pub struct CaseArgs {
     /// 0: never give up.
     #[arg(long, default_value_t = 3)]
     pub give_up_after: u32,
+    /// After this many requests in a row to a target time out, its
+    /// remaining cases are errors at once, even when its `/health` answers
+    /// (a server that is up but never answers a request). 0: never.
+    #[arg(long, default_value_t = 8)]
+    pub give_up_after_timeouts: u32,
     /// Budget for the whole run (for `matrix`, each release's); cases not
     /// started by then are errors.
     #[arg(long, default_value_t = 1800)]
@@ -112,6 +117,7 @@ impl CaseArgs {
             limits: Limits {
                 timeout: Duration::from_secs(self.timeout_secs),
                 give_up_after: self.give_up_after,
+                timeouts_in_a_row: self.give_up_after_timeouts,
                 ..Limits::default()
             },
             budget: Duration::from_secs(self.budget_secs),

@@ -91,6 +91,11 @@ pub struct Limits {
     pub give_up_after: u32,
     /// How long that probe waits for an answer.
     pub probe_timeout: Duration,
+    /// After this many requests in a row to one server time out, `run`
+    /// gives up on it even though its health endpoint answers: a server
+    /// that is up but never answers a request would otherwise cost a
+    /// timeout per case (0: never).
+    pub timeouts_in_a_row: u32,
 }
 
 impl Default for Limits {
@@ -100,6 +105,7 @@ impl Default for Limits {
             max_body_bytes: 16 << 20,
             give_up_after: 3,
             probe_timeout: Duration::from_secs(5),
+            timeouts_in_a_row: 8,
         }
     }
 }

@@ -43,7 +43,9 @@ pub async fn probe_control(client: &reqwest::Client, base: &str) -> bool {
         .timeout(Duration::from_secs(5))
         .send()
         .await;
-    answer.is_ok_and(|r| r.status().is_success())
+    // Exactly 204: a server that answers every request with 200 is not
+    // one that took a script.
+    answer.is_ok_and(|r| r.status() == reqwest::StatusCode::NO_CONTENT)
 }
 
 /// Sets (or, for `None`, forgets) the script of `prompt` behind `channel`.

@@ -176,6 +176,59 @@ async fn a_hung_target_costs_a_few_timeouts_not_one_per_fixture() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_whose_health_answers_but_requests_hang_ends_in_bounded_time() {
+    // `/health` says 200; every other request is accepted and never answered.
+    let app = axum::Router::new()
+        .route("/health", axum::routing::get(|| async { "ok" }))
+        .fallback(std::future::pending::<Response>);
+    let hung = serve(app).await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let mut child = genconform(
+        dir.path(),
+        &[format!("url={hung},name=half-hung")],
+        &["--timeout-secs", "6"],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("genconform starts");
+    let started = Instant::now();
+    // Before: one 6 s timeout per case, four in flight: over 600 s for the
+    // corpus. After: 8 timeouts in a row (two or three rounds of 6 s).
+    let status = tokio::time::timeout(Duration::from_secs(120), child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("still running after {:?}", started.elapsed()))
+        .expect("genconform ends");
+    assert_eq!(status.code(), Some(1));
+    let report = read_json(&dir.path().join("report.json"));
+    let cases = cases_of(&report);
+    let errors: Vec<_> = cases.iter().filter(|c| c["outcome"] == "error").collect();
+    let given_up = errors
+        .iter()
+        .filter(|c| {
+            c["reason"].as_str().is_some_and(|r| {
+                r.starts_with("not sent: the target stopped answering requests after case ")
+                    && r.contains("8 requests in a row timed out")
+            })
+        })
+        .count();
+    let skipped = cases.iter().filter(|c| c["outcome"] == "skipped").count();
+    // Every case but the timeouts themselves (and those in flight beside
+    // them) carries the reason; none is lost.
+    assert_eq!(
+        errors.len() + skipped,
+        cases.len(),
+        "every case has a verdict"
+    );
+    let waited = 8 + usize::from(harness::run::DEFAULT_JOBS);
+    assert!(
+        given_up >= errors.len() - waited,
+        "{given_up} of {} given up",
+        errors.len()
+    );
+}
+
 /// Answers every request with `{}` after 100 ms, counting them.
 async fn paced_target() -> (String, Arc<AtomicUsize>) {
     let count = Arc::new(AtomicUsize::new(0));

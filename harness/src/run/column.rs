@@ -290,6 +290,8 @@ impl Column<'_> {
 pub(super) struct Liveness {
     /// Transport failures in a row, per server.
     failures: BTreeMap<Server, u32>,
+    /// Timeouts in a row, per server, whatever its health endpoint says.
+    timeouts: BTreeMap<Server, u32>,
     /// Servers given up on, with the reason.
     gone: BTreeMap<Server, String>,
     /// The time its servers took to start.
@@ -310,10 +312,33 @@ impl Liveness {
         failure: Option<&CaptureError>,
         limits: capture::Limits,
     ) {
+        let timed_out = matches!(failure, Some(CaptureError::Timeout(_)));
+        if !timed_out {
+            self.timeouts.remove(&server);
+        }
         let Some(error) = failure.filter(|e| e.is_transport()) else {
             self.failures.remove(&server);
             return;
         };
+        if timed_out {
+            let count = self.timeouts.entry(server.clone()).or_default();
+            *count += 1;
+            if limits.timeouts_in_a_row > 0 && *count >= limits.timeouts_in_a_row {
+                let count = *count;
+                // The first reason stands: the cases in flight beside the
+                // one that crossed the line time out after it.
+                self.gone.entry(server.clone()).or_insert_with(|| {
+                    format!(
+                        "the target stopped answering requests after case {}: {count} requests \
+                         in a row timed out (each after {} s; the last: {error}), though its \
+                         /health may still answer (--give-up-after-timeouts)",
+                        loaded.fixture.name,
+                        limits.timeout.as_secs()
+                    )
+                });
+                return;
+            }
+        }
         let count = self.failures.entry(server.clone()).or_default();
         *count += 1;
         if limits.give_up_after == 0 || *count < limits.give_up_after {
