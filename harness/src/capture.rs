@@ -74,6 +74,33 @@ impl Capture {
             .collect()
     }
 
+    /// Keeps the first `bytes` bytes of the body (whole chunks, the last
+    /// one cut) and drops the rest; returns how many bytes were dropped.
+    ///
+    /// For a capture that failed because the body was too large: its case
+    /// is an error whatever the body says, and the body is only evidence,
+    /// so its transcript is made from the start of it. Transcribed whole,
+    /// 16 MiB of small JSON events take over 300 MiB as parsed values, per
+    /// case in flight.
+    pub fn keep_first(&mut self, bytes: usize) -> usize {
+        let mut kept = 0;
+        let mut dropped = 0;
+        self.chunks.retain_mut(|chunk| {
+            let room = bytes - kept;
+            if room == 0 {
+                dropped += chunk.bytes.len();
+                return false;
+            }
+            if chunk.bytes.len() > room {
+                dropped += chunk.bytes.len() - room;
+                chunk.bytes.truncate(room);
+            }
+            kept += chunk.bytes.len();
+            true
+        });
+        dropped
+    }
+
     pub fn is_event_stream(&self) -> bool {
         self.header("content-type")
             .is_some_and(|ct| ct.starts_with("text/event-stream"))

@@ -21,6 +21,10 @@ use crate::normalize::{Body, EventData, Transcript};
 
 /// What a failing case keeps of its transcript (JSON report, memory).
 pub const KEPT_TRANSCRIPT_BYTES: usize = 128 << 10;
+/// What is transcribed of a body that went past the capture cap: the case
+/// is an error whatever the body says, so its start is evidence enough, and
+/// small events parsed as JSON take ten times their bytes in memory.
+pub const KEPT_FLOOD_BYTES: usize = 16 << 10;
 /// What a case keeps of each text: its diff, its snapshot diff.
 pub const KEPT_TEXT_BYTES: usize = 64 << 10;
 /// What a case keeps of its reason (an error and a log tail).

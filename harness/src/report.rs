@@ -211,13 +211,16 @@ fn per_endpoint(report: &RunReport) -> String {
     }
 }
 
-/// Streams the report to `path` (no second copy of it in memory).
+/// Streams the report to `path` (no second copy of it in memory), as one
+/// line of compact JSON: indentation tripled the size of a report whose
+/// failing cases keep their transcripts' first kilobytes (`jq .` shows it
+/// indented).
 pub fn write_json(report: &RunReport, path: &Path) -> anyhow::Result<()> {
     let cannot =
         |e: &dyn std::fmt::Display| anyhow::anyhow!("cannot write {}: {e}", path.display());
     let file = std::fs::File::create(path).map_err(|e| cannot(&e))?;
     let mut writer = std::io::BufWriter::new(file);
-    serde_json::to_writer_pretty(&mut writer, report).map_err(|e| cannot(&e))?;
+    serde_json::to_writer(&mut writer, report).map_err(|e| cannot(&e))?;
     writer.flush().map_err(|e| cannot(&e))
 }
 

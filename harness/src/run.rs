@@ -457,16 +457,19 @@ pub async fn run_until(
     let mut liveness: Vec<Liveness> = targets.iter().map(|_| Liveness::default()).collect();
     let mut stop = std::pin::pin!(stop);
     let mut interrupted = None;
-    let mut cases = Vec::new();
+    // Judged rows by fixture index; the report lists them in that order.
+    let mut rows: BTreeMap<usize, Vec<CaseResult>> = BTreeMap::new();
     if !fixtures.is_empty() {
         // Each target's column runs on its own (the targets are separate
         // servers and engines; a real frontend's start is mostly waiting on
-        // its imports and its engine handshake), and rows are judged in
-        // the fixtures' order as soon as every column has its case.
-        let (senders, mut receivers): (Vec<_>, Vec<_>) = targets
-            .iter()
-            .map(|_| tokio::sync::mpsc::unbounded_channel::<(usize, Done)>())
-            .unzip();
+        // its imports and its engine handshake), and a row is judged as soon
+        // as every column has its case, whatever the order they end in: a
+        // case waiting for its row holds its whole transcript, so rows left
+        // waiting behind a slow one would pile up (a flooding target's
+        // transcripts are megabytes each).
+        let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<(usize, usize, Done)>();
+        let senders: Vec<_> = targets.iter().map(|_| sender.clone()).collect();
+        drop(sender);
         let order = column::start_order(&fixtures);
         let (client, fixtures, order) = (&client, &fixtures, &order);
         // See [`Column::case`]: a paced case on a frontend that merges the
@@ -479,7 +482,8 @@ pub async fn run_until(
                 .zip(&mut liveness)
                 .zip(senders)
                 .zip(controls)
-                .map(|(((target, live), sender), control)| async move {
+                .enumerate()
+                .map(|(c, (((target, live), sender), control))| async move {
                     let column = Column::new(target, live, fixtures, options.jobs, control);
                     let column = &column;
                     let mut results = futures::stream::iter(order.iter().copied())
@@ -497,8 +501,8 @@ pub async fn run_until(
                             (i, (case, text))
                         })
                         .buffer_unordered(column::WINDOW);
-                    while let Some(result) = results.next().await {
-                        if sender.send(result).is_err() {
+                    while let Some((i, done)) = results.next().await {
+                        if sender.send((c, i, done)).is_err() {
                             return;
                         }
                     }
@@ -507,24 +511,22 @@ pub async fn run_until(
         // Cases end in any order; row `i` is judged once every column has
         // handed on its case `i`. What ended and was not judged yet is kept
         // here, so an interrupted run still reports it.
-        let mut ended: Vec<BTreeMap<usize, Done>> =
-            receivers.iter().map(|_| BTreeMap::new()).collect();
+        let mut ended: Vec<BTreeMap<usize, Done>> = names.iter().map(|_| BTreeMap::new()).collect();
         {
-            let (cases, names, receivers, ended) = (&mut cases, &names, &mut receivers, &mut ended);
+            let (rows, names, receiver, ended) = (&mut rows, &names, &mut receiver, &mut ended);
             let judge = async move {
-                for (i, loaded) in fixtures.iter().enumerate() {
-                    for (column, ended) in receivers.iter_mut().zip(ended.iter_mut()) {
-                        while !ended.contains_key(&i) {
-                            match column.recv().await {
-                                Some((j, case)) => ended.insert(j, case),
-                                None => return,
-                            };
-                        }
+                while rows.len() < fixtures.len() {
+                    let Some((c, i, done)) = receiver.recv().await else {
+                        return;
+                    };
+                    ended[c].insert(i, done);
+                    if ended.iter().all(|column| column.contains_key(&i)) {
+                        // Judging is CPU work too: not beside a case that runs alone.
+                        let shared = machine.read().await;
+                        let row = judge_row_at(i, fixtures[i], ended, names, options, progress);
+                        rows.insert(i, row);
+                        drop(shared);
                     }
-                    // Judging is CPU work too: not beside a case that runs alone.
-                    let shared = machine.read().await;
-                    judge_row_at(i, loaded, ended, cases, names, options, progress);
-                    drop(shared);
                 }
             };
             tokio::select! {
@@ -537,19 +539,21 @@ pub async fn run_until(
             // Every row whose cases all ended is judged, wherever it is in
             // the order the columns started their cases; a row with a case
             // still in flight is not run (its cases cannot be compared).
-            for (receiver, ended) in receivers.iter_mut().zip(ended.iter_mut()) {
-                while let Ok((j, case)) = receiver.try_recv() {
-                    ended.insert(j, case);
-                }
+            while let Ok((c, j, case)) = receiver.try_recv() {
+                ended[c].insert(j, case);
             }
-            let next = cases.len() / names.len().max(1);
-            for (i, loaded) in fixtures.iter().enumerate().skip(next) {
-                if ended.iter().all(|column| column.contains_key(&i)) {
-                    judge_row_at(i, loaded, &mut ended, &mut cases, &names, options, progress);
+            for (i, loaded) in fixtures.iter().enumerate() {
+                if rows.contains_key(&i) {
                     continue;
                 }
+                if ended.iter().all(|column| column.contains_key(&i)) {
+                    let row = judge_row_at(i, loaded, &mut ended, &names, options, progress);
+                    rows.insert(i, row);
+                    continue;
+                }
+                let row = rows.entry(i).or_default();
                 for name in &names {
-                    cases.push(CaseResult {
+                    row.push(CaseResult {
                         outcome: Outcome::NotRun,
                         ..error_case(
                             loaded,
@@ -601,7 +605,7 @@ pub async fn run_until(
             .iter()
             .map(|f| f.fixture.request.endpoint)
             .collect(),
-        cases,
+        cases: rows.into_values().flatten().collect(),
         elapsed_ms,
         interrupted,
         selection,
@@ -670,27 +674,28 @@ pub async fn transcribe(
     )
 }
 
-/// Judges row `i` (its cases taken out of `ended`, one map per column) and
-/// hands its cases on to `cases` and the progress.
+/// Judges row `i` (its cases taken out of `ended`, one map per column),
+/// tells the progress, and returns the row's cases, bounded.
 fn judge_row_at(
     i: usize,
     loaded: &LoadedFixture,
     ended: &mut [BTreeMap<usize, Done>],
-    cases: &mut Vec<CaseResult>,
     names: &[String],
     options: &RunOptions,
     progress: &dyn Progress,
-) {
+) -> Vec<CaseResult> {
     let mut row: Vec<Done> = ended
         .iter_mut()
         .filter_map(|column| column.remove(&i))
         .collect();
     judge_row(loaded, &mut row, names, options);
-    for (mut case, _) in row {
-        case.bound();
-        progress.case_done(&case);
-        cases.push(case);
-    }
+    row.into_iter()
+        .map(|(mut case, _)| {
+            case.bound();
+            progress.case_done(&case);
+            case
+        })
+        .collect()
 }
 
 /// Compares each case of one fixture with the baseline (the first target

@@ -896,7 +896,15 @@ pub fn shared_prompts_warning<'a>(
     if shared.is_empty() {
         return None;
     }
-    let groups: Vec<String> = shared.iter().map(|names| names.join(", ")).collect();
+    const SHOWN: usize = 5;
+    let mut groups: Vec<String> = shared
+        .iter()
+        .take(SHOWN)
+        .map(|names| names.join(", "))
+        .collect();
+    if shared.len() > SHOWN {
+        groups.push(format!("and {} more prompts", shared.len() - SHOWN));
+    }
     Some(format!(
         "{} prompts are shared by fixtures with different scripts, and a server that loads the \
          fixtures answers each with the first one's script; the others replay as written only \

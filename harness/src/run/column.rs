@@ -228,8 +228,14 @@ impl<'a> Column<'a> {
                 format!("not sent: cannot set its script: {e}"),
             );
         }
-        let capture = capture::capture(client, &base, &fixture.request, limits).await;
+        let mut capture = capture::capture(client, &base, &fixture.request, limits).await;
         drop(prompt);
+        // A body past the cap makes the case an error whatever it says: its
+        // transcript, evidence only, is made from its start.
+        let mut cut = 0;
+        if matches!(capture.error, Some(CaptureError::TooLarge(_))) {
+            cut = capture.keep_first(crate::excerpt::KEPT_FLOOD_BYTES);
+        }
         if fixture.kills_engine() {
             self.target.lock().await.settle_after_death(fixture).await;
             if let Some(ahead) = self.deaths().get_mut(&fixture.server) {
@@ -266,7 +272,13 @@ impl<'a> Column<'a> {
             text_diff: None,
             snapshot: None,
             elapsed_ms: capture.elapsed_ms,
-            truncated: Vec::new(),
+            truncated: match cut {
+                0 => Vec::new(),
+                n => vec![format!(
+                    "body past the cap: transcribed from its first {} bytes, {n} bytes more not read into it",
+                    crate::excerpt::KEPT_FLOOD_BYTES
+                )],
+            },
             unshown_evidence: Vec::new(),
         }
     }
