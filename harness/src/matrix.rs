@@ -434,6 +434,7 @@ mod tests {
             elapsed_ms: 1.0,
             truncated: Vec::new(),
             unshown_evidence: Vec::new(),
+            notes: Vec::new(),
         }
     }
 

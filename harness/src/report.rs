@@ -141,6 +141,9 @@ fn case_details(case: &CaseResult) -> String {
         }
         _ => {}
     }
+    for note in &case.notes {
+        let _ = writeln!(out, "  note: {note}");
+    }
     for cut in &case.truncated {
         let _ = writeln!(out, "  truncated {cut}");
     }

@@ -195,6 +195,48 @@ impl Store {
 }
 
 /// The text of a `.snap` file: insta's metadata header, then the contents.
+/// Whether a paced stream's snapshot `now` differs from the `reviewed` one
+/// only in where its chunks begin, with fewer chunks: every line that is
+/// not an event is the same, and the events amount to the same stream
+/// (tokens, text and roles per choice, finishes, the last usage, errors,
+/// `[DONE]`). That is what a frontend that merges the engine steps it finds
+/// queued (Python) does to 20 ms-paced steps when the machine is loaded: a
+/// race, which a snapshot must not pin.
+///
+/// ```
+/// use harness::snapshot::merged_chunks_only;
+/// let reviewed = "status: 200\nevent: {\"choices\":[{\"index\":0,\"token_ids\":[1]}]}\n\
+///                 event: {\"choices\":[{\"index\":0,\"token_ids\":[2],\"finish_reason\":\"stop\"}]}\n\
+///                 event: [DONE]\n";
+/// let merged = "status: 200\nevent: {\"choices\":[{\"index\":0,\"token_ids\":[1,2],\"finish_reason\":\"stop\"}]}\n\
+///               event: [DONE]\n";
+/// assert!(merged_chunks_only(reviewed, merged));
+/// assert!(!merged_chunks_only(merged, reviewed), "a split is not a merge");
+/// let other = merged.replace("[1,2]", "[1,3]");
+/// assert!(!merged_chunks_only(reviewed, &other));
+/// ```
+pub fn merged_chunks_only(reviewed: &str, now: &str) -> bool {
+    let split = |text: &str| {
+        let mut events = Vec::new();
+        let mut rest = Vec::new();
+        for line in text.trim_end().lines() {
+            match line.strip_prefix("event: ") {
+                Some(data) => events.push(EventData::parse(data)),
+                None => rest.push(line.to_string()),
+            }
+        }
+        (events, rest)
+    };
+    let ((a, a_rest), (b, b_rest)) = (split(reviewed), split(now));
+    if a_rest != b_rest || b.len() >= a.len() {
+        return false;
+    }
+    let (mut x, mut y) = (StreamSummary::of(&a), StreamSummary::of(&b));
+    x.chunks = 0;
+    y.chunks = 0;
+    x == y
+}
+
 pub fn file_text(contents: &str) -> String {
     format!(
         "---\nsource: {SNAPSHOT_SOURCE}\nexpression: transcript\n---\n{}\n",

@@ -1,7 +1,8 @@
 //! The reference server keeps every fuzz invariant, in-process and through
 //! its control channel as a `url=` target.
 
-use harness::fuzz::{FuzzOptions, ScriptChannel, fuzz};
+use harness::fuzz::{FuzzOptions, fuzz};
+use harness::script_channel::ScriptChannel;
 use harness::target::TargetSpec;
 
 fn options(cases: u32, seed: u64, found: &std::path::Path) -> FuzzOptions {

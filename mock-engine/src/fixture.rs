@@ -518,6 +518,65 @@ impl Corpus {
     }
 }
 
+/// The fixtures that share a prompt with another of different script (or
+/// with one the generator answers), one list of names per prompt, in the
+/// given order. An engine that serves a whole corpus at once answers each
+/// such prompt with the first of its scripts, so the others replay as
+/// written only when each case sets its own script before it is sent (the
+/// harness's in-process engines, or the reference server's control channel).
+pub fn shared_prompts<'a>(
+    fixtures: impl IntoIterator<Item = &'a LoadedFixture>,
+) -> Vec<Vec<&'a str>> {
+    let mut groups: Vec<(Vec<u32>, Vec<&LoadedFixture>)> = Vec::new();
+    for loaded in fixtures {
+        let Some(prompt) = loaded.fixture.prompt_token_ids() else {
+            continue;
+        };
+        match groups.iter_mut().find(|(p, _)| *p == prompt) {
+            Some((_, members)) => members.push(loaded),
+            None => groups.push((prompt, vec![loaded])),
+        }
+    }
+    groups
+        .into_iter()
+        .filter(|(_, members)| {
+            let first = &members[0].fixture.engine;
+            members.iter().any(|m| {
+                m.fixture.engine.steps != first.steps || m.fixture.engine.samples != first.samples
+            })
+        })
+        .map(|(_, members)| members.iter().map(|m| m.fixture.name.as_str()).collect())
+        .collect()
+}
+
+/// A warning naming the fixtures of [`shared_prompts`], for a server that
+/// holds the scripts of a whole corpus; `None` when no prompt is shared.
+pub fn shared_prompts_warning<'a>(
+    fixtures: impl IntoIterator<Item = &'a LoadedFixture>,
+) -> Option<String> {
+    let shared = shared_prompts(fixtures);
+    if shared.is_empty() {
+        return None;
+    }
+    const SHOWN: usize = 5;
+    let mut groups: Vec<String> = shared
+        .iter()
+        .take(SHOWN)
+        .map(|names| names.join(", "))
+        .collect();
+    if shared.len() > SHOWN {
+        groups.push(format!("and {} more prompts", shared.len() - SHOWN));
+    }
+    Some(format!(
+        "{} prompts are shared by fixtures with different scripts, and a server that loads the \
+         fixtures answers each with the first one's script; the others replay as written only \
+         when each case sets its own script (start the reference server with \
+         --enable-script-control and `genconform run` does): {}",
+        shared.len(),
+        groups.join("; ")
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -854,63 +913,4 @@ mod tests {
         );
         assert!(msg.contains("at `recorded.gpu`"), "{msg}");
     }
-}
-
-/// The fixtures that share a prompt with another of different script (or
-/// with one the generator answers), one list of names per prompt, in the
-/// given order. An engine that serves a whole corpus at once answers each
-/// such prompt with the first of its scripts, so the others replay as
-/// written only when each case sets its own script before it is sent (the
-/// harness's in-process engines, or the reference server's control channel).
-pub fn shared_prompts<'a>(
-    fixtures: impl IntoIterator<Item = &'a LoadedFixture>,
-) -> Vec<Vec<&'a str>> {
-    let mut groups: Vec<(Vec<u32>, Vec<&LoadedFixture>)> = Vec::new();
-    for loaded in fixtures {
-        let Some(prompt) = loaded.fixture.prompt_token_ids() else {
-            continue;
-        };
-        match groups.iter_mut().find(|(p, _)| *p == prompt) {
-            Some((_, members)) => members.push(loaded),
-            None => groups.push((prompt, vec![loaded])),
-        }
-    }
-    groups
-        .into_iter()
-        .filter(|(_, members)| {
-            let first = &members[0].fixture.engine;
-            members.iter().any(|m| {
-                m.fixture.engine.steps != first.steps || m.fixture.engine.samples != first.samples
-            })
-        })
-        .map(|(_, members)| members.iter().map(|m| m.fixture.name.as_str()).collect())
-        .collect()
-}
-
-/// A warning naming the fixtures of [`shared_prompts`], for a server that
-/// holds the scripts of a whole corpus; `None` when no prompt is shared.
-pub fn shared_prompts_warning<'a>(
-    fixtures: impl IntoIterator<Item = &'a LoadedFixture>,
-) -> Option<String> {
-    let shared = shared_prompts(fixtures);
-    if shared.is_empty() {
-        return None;
-    }
-    const SHOWN: usize = 5;
-    let mut groups: Vec<String> = shared
-        .iter()
-        .take(SHOWN)
-        .map(|names| names.join(", "))
-        .collect();
-    if shared.len() > SHOWN {
-        groups.push(format!("and {} more prompts", shared.len() - SHOWN));
-    }
-    Some(format!(
-        "{} prompts are shared by fixtures with different scripts, and a server that loads the \
-         fixtures answers each with the first one's script; the others replay as written only \
-         when each case sets its own script (start the reference server with \
-         --enable-script-control and `genconform run` does): {}",
-        shared.len(),
-        groups.join("; ")
-    ))
 }

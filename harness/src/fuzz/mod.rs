@@ -973,7 +973,7 @@ fn progress_line(line: std::fmt::Arguments<'_>) {
 
 #[cfg(test)]
 mod tests {
-    use mock_engine::script::RequestSpec;
+    use mock_engine::script::{RequestSpec, Script};
     use proptest::strategy::{Strategy, ValueTree};
 
     use super::*;

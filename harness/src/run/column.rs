@@ -280,6 +280,7 @@ impl<'a> Column<'a> {
                 )],
             },
             unshown_evidence: Vec::new(),
+            notes: Vec::new(),
         }
     }
 }
