@@ -129,17 +129,16 @@ async fn a_flooding_target_leaves_small_reports_and_output() {
     assert!(stdout.contains(" passed, "), "the closing line is printed");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hung_target_costs_a_few_timeouts_not_one_per_fixture() {
-    // Accepts every request and never answers, /health included.
-    let app = axum::Router::new().fallback(std::future::pending::<Response>);
+/// The corpus against `app` as a url= target named `name`, with a 6 s
+/// request timeout (the longest recorded fixture takes 5.1 s; `run` refuses
+/// a timeout its fixtures cannot finish within); the run must end, failing,
+/// within `limit`. Returns its JSON report.
+async fn run_against_hung(app: axum::Router, name: &str, limit: Duration) -> serde_json::Value {
     let hung = serve(app).await;
     let dir = tempfile::tempdir().expect("a temp dir");
     let mut child = genconform(
         dir.path(),
-        &[format!("url={hung},name=hung")],
-        // The longest recorded fixture takes 5.1 s; `run` refuses a timeout
-        // its fixtures cannot finish within.
+        &[format!("url={hung},name={name}")],
         &["--timeout-secs", "6"],
     )
     .stdout(Stdio::null())
@@ -147,13 +146,20 @@ async fn a_hung_target_costs_a_few_timeouts_not_one_per_fixture() {
     .spawn()
     .expect("genconform starts");
     let started = Instant::now();
-    // Before: ~164 cases x 6 s = ~16 minutes. After: 3 timeouts and a probe.
-    let status = tokio::time::timeout(Duration::from_secs(90), child.wait())
+    let status = tokio::time::timeout(limit, child.wait())
         .await
         .unwrap_or_else(|_| panic!("still running after {:?}", started.elapsed()))
         .expect("genconform ends");
     assert_eq!(status.code(), Some(1));
-    let report = read_json(&dir.path().join("report.json"));
+    read_json(&dir.path().join("report.json"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_target_costs_a_few_timeouts_not_one_per_fixture() {
+    // Accepts every request and never answers, /health included.
+    let app = axum::Router::new().fallback(std::future::pending::<Response>);
+    // Before: ~164 cases x 6 s = ~16 minutes. After: 3 timeouts and a probe.
+    let report = run_against_hung(app, "hung", Duration::from_secs(90)).await;
     let errors: Vec<_> = cases_of(&report)
         .iter()
         .filter(|c| c["outcome"] == "error")
@@ -183,26 +189,9 @@ async fn a_target_whose_health_answers_but_requests_hang_ends_in_bounded_time() 
     let app = axum::Router::new()
         .route("/health", axum::routing::get(|| async { "ok" }))
         .fallback(std::future::pending::<Response>);
-    let hung = serve(app).await;
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let mut child = genconform(
-        dir.path(),
-        &[format!("url={hung},name=half-hung")],
-        &["--timeout-secs", "6"],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("genconform starts");
-    let started = Instant::now();
     // Before: one 6 s timeout per case, four in flight: over 600 s for the
     // corpus. After: 8 timeouts in a row (two or three rounds of 6 s).
-    let status = tokio::time::timeout(Duration::from_secs(120), child.wait())
-        .await
-        .unwrap_or_else(|_| panic!("still running after {:?}", started.elapsed()))
-        .expect("genconform ends");
-    assert_eq!(status.code(), Some(1));
-    let report = read_json(&dir.path().join("report.json"));
+    let report = run_against_hung(app, "half-hung", Duration::from_secs(120)).await;
     let cases = cases_of(&report);
     let errors: Vec<_> = cases.iter().filter(|c| c["outcome"] == "error").collect();
     let given_up = errors
