@@ -106,14 +106,20 @@ fn any() -> Vec<String> {
 
 impl Entry {
     pub fn matches(&self, case: &Compared<'_>, d: &Difference) -> bool {
-        (self.targets.is_empty() || self.targets.iter().any(|t| t == case.target))
-            && (self.baselines.is_empty() || self.baselines.iter().any(|t| t == case.baseline))
-            && (self.endpoints.is_empty() || self.endpoints.contains(&case.endpoint))
-            && (self.versions.is_empty() || self.versions.iter().any(|v| v == case.version))
+        self.applies_to(case)
             && self.layer.is_none_or(|l| l == d.layer)
             && (self.kinds.is_empty() || self.kinds.contains(&d.kind))
             && self.paths.iter().any(|p| wildcard(p, &d.path))
             && self.when.holds(case.facts)
+    }
+
+    /// Whether the comparison is in the entry's scope: its targets,
+    /// baselines, endpoints and releases (not yet its condition on the case).
+    fn applies_to(&self, case: &Compared<'_>) -> bool {
+        (self.targets.is_empty() || self.targets.iter().any(|t| t == case.target))
+            && (self.baselines.is_empty() || self.baselines.iter().any(|t| t == case.baseline))
+            && (self.endpoints.is_empty() || self.endpoints.contains(&case.endpoint))
+            && (self.versions.is_empty() || self.versions.iter().any(|v| v == case.version))
     }
 }
 
@@ -230,12 +236,7 @@ impl Registry {
     ) -> Vec<String> {
         self.entries
             .iter()
-            .filter(|e| e.seen_in.iter().any(|f| f == fixture))
-            .filter(|e| {
-                (e.targets.is_empty() || e.targets.iter().any(|t| t == case.target))
-                    && (e.baselines.is_empty() || e.baselines.iter().any(|t| t == case.baseline))
-                    && (e.versions.is_empty() || e.versions.iter().any(|v| v == case.version))
-            })
+            .filter(|e| e.seen_in.iter().any(|f| f == fixture) && e.applies_to(case))
             .filter(|e| !differences.iter().any(|d| e.matches(case, d)))
             .map(|e| e.id.clone())
             .collect()

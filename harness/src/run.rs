@@ -20,6 +20,7 @@ use crate::divergence::{Compared, Registry};
 use crate::excerpt;
 use crate::normalize::{ClientValues, Transcript, TranscriptBuilder};
 use crate::partition::{Partition, Selection};
+use crate::script_channel::ScriptChannel;
 use crate::snapshot::{self, Store};
 use crate::sse;
 use crate::target::{Target, TargetSpec, Unavailable, VllmOptions};
@@ -442,19 +443,17 @@ pub async fn run_until(
     // first one's script, and the user is told which.
     let mut controls = Vec::new();
     for target in &targets {
-        let control = match (&target.spec, target.engine()) {
-            (TargetSpec::Url { base, .. }, None) => {
-                let has = crate::script_channel::probe_control(&client, base).await;
-                if !has
-                    && let Some(warning) =
-                        mock_engine::fixture::shared_prompts_warning(fixtures.iter().copied())
-                {
-                    eprintln!("warning: {}: {warning}", target.name());
-                }
-                has.then(|| base.clone())
-            }
+        let control = match ScriptChannel::of(target, &client).await {
+            ScriptChannel::Control(base) => Some(base),
             _ => None,
         };
+        if matches!(target.spec, TargetSpec::Url { .. })
+            && control.is_none()
+            && let Some(warning) =
+                mock_engine::fixture::shared_prompts_warning(fixtures.iter().copied())
+        {
+            eprintln!("warning: {}: {warning}", target.name());
+        }
         controls.push(control);
     }
     progress.start((fixtures.len() * targets.len()) as u64);

@@ -13,6 +13,8 @@ use mock_engine::Engine;
 use mock_engine::script::{Fixture, Script};
 use reference_server::control::SCRIPTS_PATH;
 
+use crate::target::{Target, TargetSpec};
+
 /// How scripts reach a target's engine.
 #[derive(Debug, Clone)]
 pub enum ScriptChannel {
@@ -25,12 +27,71 @@ pub enum ScriptChannel {
 }
 
 impl ScriptChannel {
+    /// The channel to a started target: its in-process engine when the
+    /// harness owns one, the control channel of a `url=` target that has it
+    /// ([`probe_control`]), else none.
+    pub async fn of(target: &Target, client: &reqwest::Client) -> Self {
+        match (target.engine(), &target.spec) {
+            (Some(engine), _) => Self::InProcess(engine.clone()),
+            (None, TargetSpec::Url { base, .. }) if probe_control(client, base).await => {
+                Self::Control(base.clone())
+            }
+            (None, _) => Self::None,
+        }
+    }
+
     pub fn label(&self) -> &'static str {
         match self {
             Self::InProcess(_) => "in-process engine",
             Self::Control(_) => "control channel",
             Self::None => "none (its own engine answers)",
         }
+    }
+
+    /// Sets (or, for `None`, forgets) the script of `prompt`.
+    pub async fn set(
+        &self,
+        client: &reqwest::Client,
+        prompt: &[u32],
+        script: Option<&Script>,
+    ) -> Result<(), String> {
+        match self {
+            Self::InProcess(engine) => {
+                match script {
+                    Some(s) => engine.register(prompt.to_vec(), s.clone()),
+                    None => engine.unregister(prompt),
+                }
+                Ok(())
+            }
+            Self::Control(base) => {
+                let url = format!("{}{SCRIPTS_PATH}", base.trim_end_matches('/'));
+                let body = serde_json::json!({"token_ids": prompt, "script": script});
+                let answer = client
+                    .post(&url)
+                    .json(&body)
+                    .timeout(Duration::from_secs(5))
+                    .send()
+                    .await
+                    .map_err(|e| format!("POST {url}: {e}"))?;
+                if answer.status().is_success() {
+                    Ok(())
+                } else {
+                    Err(format!("POST {url} answered {}", answer.status()))
+                }
+            }
+            Self::None => Ok(()),
+        }
+    }
+
+    /// Sets `fixture`'s script for its prompt, or forgets any script of
+    /// that prompt when the fixture has none (the generator answers). A
+    /// fixture without a well-formed prompt changes nothing.
+    pub async fn set_for(&self, client: &reqwest::Client, fixture: &Fixture) -> Result<(), String> {
+        let Some(prompt) = fixture.prompt_token_ids() else {
+            return Ok(());
+        };
+        let script = (!fixture.engine.steps.is_empty()).then_some(&fixture.engine);
+        self.set(client, &prompt, script).await
     }
 }
 
@@ -46,52 +107,4 @@ pub async fn probe_control(client: &reqwest::Client, base: &str) -> bool {
     // Exactly 204: a server that answers every request with 200 is not
     // one that took a script.
     answer.is_ok_and(|r| r.status() == reqwest::StatusCode::NO_CONTENT)
-}
-
-/// Sets (or, for `None`, forgets) the script of `prompt` behind `channel`.
-pub async fn set_script(
-    client: &reqwest::Client,
-    channel: &ScriptChannel,
-    prompt: &[u32],
-    script: Option<&Script>,
-) -> Result<(), String> {
-    match channel {
-        ScriptChannel::InProcess(engine) => {
-            match script {
-                Some(s) => engine.register(prompt.to_vec(), s.clone()),
-                None => engine.unregister(prompt),
-            }
-            Ok(())
-        }
-        ScriptChannel::Control(base) => {
-            let url = format!("{}{SCRIPTS_PATH}", base.trim_end_matches('/'));
-            let body = serde_json::json!({"token_ids": prompt, "script": script});
-            let answer = client
-                .post(&url)
-                .json(&body)
-                .timeout(Duration::from_secs(5))
-                .send()
-                .await
-                .map_err(|e| format!("POST {url}: {e}"))?;
-            if answer.status().is_success() {
-                Ok(())
-            } else {
-                Err(format!("POST {url} answered {}", answer.status()))
-            }
-        }
-        ScriptChannel::None => Ok(()),
-    }
-}
-
-impl ScriptChannel {
-    /// Sets `fixture`'s script for its prompt, or forgets any script of
-    /// that prompt when the fixture has none (the generator answers). A
-    /// fixture without a well-formed prompt changes nothing.
-    pub async fn set_for(&self, client: &reqwest::Client, fixture: &Fixture) -> Result<(), String> {
-        let Some(prompt) = fixture.prompt_token_ids() else {
-            return Ok(());
-        };
-        let script = (!fixture.engine.steps.is_empty()).then_some(&fixture.engine);
-        set_script(client, self, &prompt, script).await
-    }
 }

@@ -194,7 +194,6 @@ impl Store {
     }
 }
 
-/// The text of a `.snap` file: insta's metadata header, then the contents.
 /// Whether a paced stream's snapshot `now` differs from the `reviewed` one
 /// only in where its chunks begin, with fewer chunks: every line that is
 /// not an event is the same, and the events amount to the same stream
@@ -237,6 +236,7 @@ pub fn merged_chunks_only(reviewed: &str, now: &str) -> bool {
     x == y
 }
 
+/// The text of a `.snap` file: insta's metadata header, then the contents.
 pub fn file_text(contents: &str) -> String {
     format!(
         "---\nsource: {SNAPSHOT_SOURCE}\nexpression: transcript\n---\n{}\n",

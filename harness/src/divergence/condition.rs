@@ -49,7 +49,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::facts::{CaseFacts, ROOTS, SCRIPT_FACTS};
+use super::facts::{self, CaseFacts, ROOTS};
 
 /// Any of these alternatives; empty means always.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -96,29 +96,9 @@ fn why_unknown(path: &str) -> Option<String> {
             ROOTS.join(", ")
         ));
     }
-    let known: &[&str] = match root {
-        "script" => &[],
-        "server" => &[
-            "enable_prompt_tokens_details",
-            "served_model_name",
-            "api_key",
-        ],
-        "prompt" => &["len", "out_of_vocab"],
-        "context" => &["room"],
-        _ => return None,
-    };
+    let names = facts::names_under(root)?;
     let name = segments.next().unwrap_or("");
-    let ok = if root == "script" {
-        SCRIPT_FACTS.iter().any(|(n, _)| *n == name)
-    } else {
-        known.contains(&name)
-    };
-    (!ok).then(|| {
-        let names: Vec<&str> = if root == "script" {
-            SCRIPT_FACTS.iter().map(|(n, _)| *n).collect()
-        } else {
-            known.to_vec()
-        };
+    (!names.contains(&name)).then(|| {
         format!(
             "`{path}`: `{root}` has no fact `{name}` (it has: {})",
             names.join(", ")
@@ -218,17 +198,11 @@ impl Test {
 
     /// Whether the values found at the test's path pass it.
     pub fn passes(&self, values: &[&Value], facts: &CaseFacts) -> bool {
-        if let Some(present) = self.present
-            && present == values.is_empty()
+        if self
+            .present
+            .is_some_and(|present| present == values.is_empty())
         {
             return false;
-        }
-        let only_presence = Test {
-            present: None,
-            ..self.clone()
-        } == Test::default();
-        if only_presence {
-            return true;
         }
         if values.is_empty() {
             return self.passes_absent();

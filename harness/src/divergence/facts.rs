@@ -102,6 +102,27 @@ pub const SCRIPT_FACTS: &[(&str, &str)] = &[
     ),
 ];
 
+/// The facts under `server`, `prompt` and `context`.
+const SERVER_FACTS: &[&str] = &[
+    "enable_prompt_tokens_details",
+    "served_model_name",
+    "api_key",
+];
+const PROMPT_FACTS: &[&str] = &["len", "out_of_vocab"];
+const CONTEXT_FACTS: &[&str] = &["room"];
+
+/// The names a condition may use under `root`, for the roots whose facts
+/// are a fixed set; `None` for the roots that hold the request as sent.
+pub fn names_under(root: &str) -> Option<Vec<&'static str>> {
+    match root {
+        "script" => Some(SCRIPT_FACTS.iter().map(|(n, _)| *n).collect()),
+        "server" => Some(SERVER_FACTS.to_vec()),
+        "prompt" => Some(PROMPT_FACTS.to_vec()),
+        "context" => Some(CONTEXT_FACTS.to_vec()),
+        _ => None,
+    }
+}
+
 /// The facts of one case. Built once per fixture; cheap to query.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CaseFacts(Value);
@@ -305,13 +326,15 @@ mod tests {
         assert_eq!(fact("first_step_tokenless"), json!(false));
         assert_eq!(fact("paced"), json!(true));
         assert_eq!(fact("finish"), json!("stop"));
-        let names: Vec<&str> = SCRIPT_FACTS.iter().map(|(n, _)| *n).collect();
-        let computed = facts.get("script")[0].as_object().unwrap();
-        assert_eq!(computed.keys().count(), names.len());
-        assert!(
-            computed.keys().all(|k| names.contains(&k.as_str())),
-            "{computed:?}"
-        );
+        // What `names_under` lets a condition name is what is computed.
+        for root in ["script", "server", "prompt", "context"] {
+            let mut names = names_under(root).unwrap();
+            names.sort_unstable();
+            let computed = facts.get(root)[0].as_object().unwrap();
+            let mut computed: Vec<&str> = computed.keys().map(String::as_str).collect();
+            computed.sort_unstable();
+            assert_eq!(computed, names, "{root}");
+        }
     }
 
     #[test]

@@ -48,7 +48,7 @@ use crate::normalize::Transcript;
 use crate::partition::Partition;
 use crate::prompt_lock::PromptLocks;
 use crate::run::transcribe;
-use crate::script_channel::{ScriptChannel, probe_control, set_script};
+use crate::script_channel::{ScriptChannel, probe_control};
 use crate::target::{Target, TargetSpec, Unavailable, VllmOptions};
 use cases::{Case, Endpoints, Scope};
 use oracle::{Expected, Property, Violation};
@@ -636,17 +636,7 @@ impl Bench {
         let corpus = Corpus::default();
         for spec in &options.targets {
             let target = Target::start(spec.clone(), &corpus, &options.vllm).await?;
-            let channel = match (target.engine(), spec) {
-                (Some(engine), _) => ScriptChannel::InProcess(engine.clone()),
-                (None, TargetSpec::Url { base, .. }) => {
-                    if probe_control(&bench.client, base).await {
-                        ScriptChannel::Control(base.clone())
-                    } else {
-                        ScriptChannel::None
-                    }
-                }
-                (None, _) => ScriptChannel::None,
-            };
+            let channel = ScriptChannel::of(&target, &bench.client).await;
             bench.names.push(target.name());
             bench.targets.push(target);
             bench.channels.push(channel);
@@ -673,7 +663,7 @@ pub async fn replay_fixture(
         let prompt = prompt.ok_or("the fixture's script has no prompt to be chosen by")?;
         let channel = ScriptChannel::Control(base.to_string());
         let script = scripted.then_some(&fixture.engine);
-        set_script(&client, &channel, &prompt, script).await?;
+        channel.set(&client, &prompt, script).await?;
         script
     } else {
         None
@@ -755,7 +745,8 @@ async fn exchange(
                 ScriptChannel::None => None,
                 _ => script,
             };
-            set_script(client, channel, &prompt, known_script)
+            channel
+                .set(client, &prompt, known_script)
                 .await
                 .map_err(|e| fail(format!("cannot set the script: {e}")))?;
             match target.endpoint(&fixture).await {

@@ -232,10 +232,10 @@ impl<'a> Column<'a> {
         drop(prompt);
         // A body past the cap makes the case an error whatever it says: its
         // transcript, evidence only, is made from its start.
-        let mut cut = 0;
-        if matches!(capture.error, Some(CaptureError::TooLarge(_))) {
-            cut = capture.keep_first(crate::excerpt::KEPT_FLOOD_BYTES);
-        }
+        let cut = match capture.error {
+            Some(CaptureError::TooLarge(_)) => capture.keep_first(crate::excerpt::KEPT_FLOOD_BYTES),
+            _ => 0,
+        };
         if fixture.kills_engine() {
             self.target.lock().await.settle_after_death(fixture).await;
             if let Some(ahead) = self.deaths().get_mut(&fixture.server) {
