@@ -121,16 +121,63 @@ impl Drop for Supervised {
     }
 }
 
-/// A port that was free a moment ago (the frontends want numbers, not sockets).
+/// A port that was free a moment ago (the frontends want numbers, not
+/// sockets), below the kernel's ephemeral range.
+///
+/// Why below: between this check and the frontend's own bind, a port of the
+/// ephemeral range can be taken by any outgoing connection on the machine
+/// (the kernel picks their source ports there, and `bind(0)` too), and with
+/// frontends, engines and clients connecting all the time it was: CI saw a
+/// restarted vllm-python die on "Address already in use" for such a port.
+/// Below the range only an explicit bind takes a port. Successive calls
+/// walk the ports from a start that differs per process, so two runs at once
+/// and one run's consecutive starts do not reuse a port just handed out.
 pub fn free_port() -> std::io::Result<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (first, end) = (LOW_PORTS_START, ephemeral_start().max(LOW_PORTS_START + 1));
+    let span = u32::from(end - first);
+    let start = std::process::id().wrapping_mul(7919);
+    for _ in 0..span.min(4096) {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = first + (start.wrapping_add(n) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
+/// The lowest port `free_port` hands out: above the well-known and the
+/// commonly configured service ports.
+const LOW_PORTS_START: u16 = 20000;
+
+/// The first port of the kernel's ephemeral range (Linux's default when it
+/// cannot be read).
+fn ephemeral_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_ports_are_below_the_ephemeral_range_and_not_handed_out_twice() {
+        let ports: Vec<u16> = (0..50).map(|_| free_port().unwrap()).collect();
+        let start = ephemeral_start();
+        assert!(
+            ports.iter().all(|&p| (LOW_PORTS_START..start).contains(&p)),
+            "{ports:?}"
+        );
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "{ports:?}");
+    }
 
     /// Processes of the group that are not zombies: a killed grandchild
     /// stays a zombie until init reaps it, and `kill(0)` still finds those.
