@@ -206,7 +206,9 @@ impl Normalizer {
                         }
                         // vllm-rs names the request in some error messages.
                         ("message", Value::String(s)) => {
-                            Value::String(validation_params_sorted(&self.completion_ids_within(s)))
+                            Value::String(validation_lines_sorted(&validation_params_sorted(
+                                &self.completion_ids_within(s),
+                            )))
                         }
                         (k, Value::Number(_)) if is_time_key(k) => Value::String("<time>".into()),
                         // Python derives it from a hash of its whole config
@@ -279,6 +281,23 @@ fn validation_params_sorted(message: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// vllm-rs's validator reports every field that fails, one line each, in
+/// the order of a hash map that changes from one process to the next
+/// (`messages: Validation error: ...\nmax_completion_tokens: Validation
+/// error: ...`): a message made only of such lines has them sorted.
+fn validation_lines_sorted(message: &str) -> String {
+    let mut lines: Vec<&str> = message.split('\n').collect();
+    let field_error = |line: &&str| {
+        line.split_once(": Validation error: ")
+            .is_some_and(|(field, _)| !field.is_empty() && !field.contains(' '))
+    };
+    if lines.len() < 2 || !lines.iter().all(field_error) {
+        return message.to_string();
+    }
+    lines.sort_unstable();
+    lines.join("\n")
 }
 
 /// `vllm-<version>-<8 hex digits>` becomes `vllm-<version>-<hash>`; any
@@ -500,6 +519,22 @@ mod tests {
             &serde_json::json!({"system_fingerprint": "vllm-0.33.0-4ddde334"}),
         );
         assert_eq!(v["system_fingerprint"], "vllm-0.33.0-<hash>");
+    }
+
+    #[test]
+    fn the_lines_of_a_many_field_validation_message_are_sorted() {
+        let rs_one_run = "temperature: Validation error: range [x]\nmessages: Validation error: empty";
+        let rs_another = "messages: Validation error: empty\ntemperature: Validation error: range [x]";
+        assert_eq!(validation_lines_sorted(rs_one_run), rs_another);
+        assert_eq!(validation_lines_sorted(rs_another), rs_another);
+        // One line, or lines that are not all field errors, stay as they are.
+        for kept in [
+            "temperature: Validation error: range [x]",
+            "b line\na line",
+            "temperature: Validation error: range [x]\nand then prose: Validation error: y",
+        ] {
+            assert_eq!(validation_lines_sorted(kept), kept);
+        }
     }
 
     #[test]

@@ -85,7 +85,7 @@ pub const SCRIPT_FACTS: &[(&str, &str)] = &[
     ),
     (
         "ends_mid_character",
-        "sample 0's bytes end inside a multi-byte character",
+        "sample 0's bytes end in no whole character: inside a multi-byte one, or on a byte that starts none (its text ends in U+FFFD)",
     ),
     (
         "cached_tokens",
@@ -248,8 +248,10 @@ fn makes_text(steps: &[Step]) -> bool {
         .is_ok_and(|text| !text.is_empty())
 }
 
-/// Whether the bytes the steps' tokens spell end inside a multi-byte UTF-8
-/// character (a word token is whole text; a byte token is its byte).
+/// Whether the bytes the steps' tokens spell end in no whole character
+/// (a word token is whole text; a byte token is its byte): inside a
+/// multi-byte character, or on a byte no character starts with. Either
+/// way the text ends in U+FFFD, which a detokenizer holds back.
 fn ends_mid_character(steps: &[Step]) -> bool {
     let mut tail: Vec<u8> = Vec::new();
     for token in steps.iter().flat_map(|s| &s.tokens) {
@@ -259,11 +261,7 @@ fn ends_mid_character(steps: &[Step]) -> bool {
             tail.clear();
         }
     }
-    match std::str::from_utf8(&tail) {
-        Ok(_) => false,
-        // `error_len` None: the input ended in the middle of a character.
-        Err(e) => e.error_len().is_none(),
-    }
+    String::from_utf8_lossy(&tail).ends_with(char::REPLACEMENT_CHARACTER)
 }
 
 #[cfg(test)]
@@ -347,5 +345,10 @@ mod tests {
         assert!(!ends_mid_character(&[step(bytes.clone())]));
         assert!(ends_mid_character(&[step(vec![bytes[0]])]));
         assert!(!ends_mid_character(&[step(vec![bytes[0]]), step(vec![7])]));
+        // A lone continuation byte is no character either; one followed by
+        // a whole character is text that ends well.
+        let lone = model::vocabulary::byte_token(0x80);
+        assert!(ends_mid_character(&[step(vec![lone])]));
+        assert!(!ends_mid_character(&[step(vec![lone, model::vocabulary::byte_token(b'a')])]));
     }
 }

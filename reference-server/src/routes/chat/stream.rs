@@ -109,7 +109,12 @@ impl ChunkState {
                             content: Some(text).filter(|t| !t.is_empty()),
                         },
                         logprobs,
-                        token_ids: self.options.return_token_ids.then_some(token_ids),
+                        // Text held back (by a stop string, or bytes that
+                        // are no character yet) and flushed by an output
+                        // without tokens: vllm-rs writes no `token_ids`
+                        // rather than an empty list.
+                        token_ids: (self.options.return_token_ids && !token_ids.is_empty())
+                            .then_some(token_ids),
                         ..ChatCompletionStreamChoice::default()
                     };
                     out.push(with_usage(chunk(&self.envelope, Some(choice)), counts));

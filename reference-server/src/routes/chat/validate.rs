@@ -1,5 +1,6 @@
 //! The checks vllm-rs makes on a chat request before it renders the
-//! messages, in its order; the first failure wins.
+//! messages, in its order: every field's own check, then (when all pass)
+//! the checks across fields and the model; the first of those that fails wins.
 
 use serde_json::{Value, json};
 
@@ -11,32 +12,39 @@ pub fn validate(
     request: &ChatCompletionRequest,
     served: impl Fn(&str) -> bool,
 ) -> Result<(), ApiError> {
+    // vllm-rs's `validator` checks every field and reports each field that
+    // fails, one line each; the checks of the whole request run only when
+    // every field is valid. (vllm-rs writes the lines in a hash map's
+    // order, which changes from one process to the next; the harness
+    // compares them as a set, so this order is only ours.)
+    let mut field_errors = Vec::new();
     // The `validator` crate's words, which print the messages as Rust's
     // `Debug` shows a JSON value.
     let invalid_messages = |why: &str| {
         let value = messages_json(request);
-        ApiError::invalid_request(
-            format!("messages: Validation error: {why} [{{\"value\": {value:?}}}]"),
-            None,
-        )
+        format!("messages: Validation error: {why} [{{\"value\": {value:?}}}]")
     };
     if request.messages.is_empty() {
-        return Err(invalid_messages("messages cannot be empty"));
+        field_errors.push(invalid_messages("messages cannot be empty"));
     }
-    for message in request.messages.iter().filter(|m| m.role == "user") {
-        match &message.content {
+    let empty_user_content = request
+        .messages
+        .iter()
+        .filter(|m| m.role == "user")
+        .find_map(|message| match &message.content {
             Some(MessageContent::Text(text)) if text.is_empty() => {
-                return Err(invalid_messages("message content cannot be empty"));
+                Some("message content cannot be empty")
             }
             Some(MessageContent::Parts(parts)) if parts.is_empty() => {
-                return Err(invalid_messages("message content parts cannot be empty"));
+                Some("message content parts cannot be empty")
             }
-            _ => {}
-        }
+            _ => None,
+        });
+    if let Some(why) = empty_user_content {
+        field_errors.push(invalid_messages(why));
     }
     // vllm-rs first moves `max_tokens` into `max_completion_tokens` when only
-    // it is given, then checks both fields' ranges (the `validator` crate's
-    // words; its parameters print in the order vllm-rs was seen to print them).
+    // it is given, then checks both fields' ranges.
     let (max_completion_tokens, max_tokens) = match request.max_completion_tokens {
         Some(_) => (request.max_completion_tokens, request.max_tokens),
         None => (request.max_tokens, None),
@@ -46,11 +54,8 @@ pub fn validate(
         ("max_completion_tokens", max_completion_tokens),
     ] {
         if value == Some(0) {
-            return Err(ApiError::invalid_request(
-                format!(
-                    "{field}: Validation error: range [{{\"min\": Number(1), \"value\": Number(0)}}]"
-                ),
-                None,
+            field_errors.push(format!(
+                "{field}: Validation error: range [{{\"min\": Number(1), \"value\": Number(0)}}]"
             ));
         }
     }
@@ -59,13 +64,13 @@ pub fn validate(
     if let Some(t) = request.sampling.temperature
         && !(0.0..=2.0).contains(&t)
     {
-        return Err(ApiError::invalid_request(
-            format!(
-                "temperature: Validation error: range [{{\"max\": Number(2.0), \"min\": Number(0.0), \"value\": Number({})}}]",
-                validator_number(t)
-            ),
-            None,
+        field_errors.push(format!(
+            "temperature: Validation error: range [{{\"max\": Number(2.0), \"min\": Number(0.0), \"value\": Number({})}}]",
+            validator_number(t)
         ));
+    }
+    if !field_errors.is_empty() {
+        return Err(ApiError::invalid_request(field_errors.join("\n"), None));
     }
     // Checks of the whole request (`__all__`), before the model is looked at.
     // (With both wrong, vllm-rs 0.32 names `top_logprobs`.)
