@@ -205,11 +205,9 @@ impl Normalizer {
                             Value::String(self.request_id(s))
                         }
                         // vllm-rs names the request in some error messages.
-                        ("message", Value::String(s)) => {
-                            Value::String(validation_lines_sorted(&validation_params_sorted(
-                                &self.completion_ids_within(s),
-                            )))
-                        }
+                        ("message", Value::String(s)) => Value::String(validation_lines_sorted(
+                            &validation_params_sorted(&self.completion_ids_within(s)),
+                        )),
                         (k, Value::Number(_)) if is_time_key(k) => Value::String("<time>".into()),
                         // Python derives it from a hash of its whole config
                         // (paths and work dir included): only its shape is
@@ -523,8 +521,10 @@ mod tests {
 
     #[test]
     fn the_lines_of_a_many_field_validation_message_are_sorted() {
-        let rs_one_run = "temperature: Validation error: range [x]\nmessages: Validation error: empty";
-        let rs_another = "messages: Validation error: empty\ntemperature: Validation error: range [x]";
+        let rs_one_run =
+            "temperature: Validation error: range [x]\nmessages: Validation error: empty";
+        let rs_another =
+            "messages: Validation error: empty\ntemperature: Validation error: range [x]";
         assert_eq!(validation_lines_sorted(rs_one_run), rs_another);
         assert_eq!(validation_lines_sorted(rs_another), rs_another);
         // One line, or lines that are not all field errors, stay as they are.

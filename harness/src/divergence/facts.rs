@@ -85,7 +85,7 @@ pub const SCRIPT_FACTS: &[(&str, &str)] = &[
     ),
     (
         "ends_mid_character",
-        "sample 0's bytes end in no whole character: inside a multi-byte one, or on a byte that starts none (its text ends in U+FFFD)",
+        "sample 0's text ends in no whole character: inside a multi-byte one, or on a byte that starts none (U+FFFD); an engine `stop`'s last token, never shown, left out",
     ),
     (
         "cached_tokens",
@@ -253,8 +253,20 @@ fn makes_text(steps: &[Step]) -> bool {
 /// multi-byte character, or on a byte no character starts with. Either
 /// way the text ends in U+FFFD, which a detokenizer holds back.
 fn ends_mid_character(steps: &[Step]) -> bool {
+    let mut tokens: Vec<u32> = steps
+        .iter()
+        .flat_map(|s| s.tokens.iter().copied())
+        .collect();
+    // An engine `stop` on a token: that last token is the stop token, which
+    // frontends do not detokenize, so the text ends before it.
+    if steps
+        .last()
+        .is_some_and(|s| s.finish == Some(FinishReason::Stop) && !s.tokens.is_empty())
+    {
+        tokens.pop();
+    }
     let mut tail: Vec<u8> = Vec::new();
-    for token in steps.iter().flat_map(|s| &s.tokens) {
+    for token in &tokens {
         if (BYTES_START..VOCAB).contains(token) {
             tail.push((token - BYTES_START) as u8);
         } else {
@@ -349,6 +361,9 @@ mod tests {
         // a whole character is text that ends well.
         let lone = model::vocabulary::byte_token(0x80);
         assert!(ends_mid_character(&[step(vec![lone])]));
-        assert!(!ends_mid_character(&[step(vec![lone, model::vocabulary::byte_token(b'a')])]));
+        assert!(!ends_mid_character(&[step(vec![
+            lone,
+            model::vocabulary::byte_token(b'a')
+        ])]));
     }
 }

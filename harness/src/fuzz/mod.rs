@@ -4,11 +4,13 @@
 //! proptest generates cases ([`cases`]): a request with every knob in valid and
 //! invalid forms and, when the targets' engines can be scripted, the script
 //! that answers it. Each case is sent to every target, together with its
-//! *twin* (the same request in the other response mode); every answer must
-//! keep the [`oracle`]'s invariants, a stream and its twin must agree, and the
-//! targets must agree with the first one after normalisation (unless the
-//! divergence registry accepts the difference). A failing case is shrunk by
-//! proptest and written by [`found`] as a fixture.
+//! *twin* (the same request in the other response mode). The first target,
+//! the baseline, must keep the [`oracle`]'s invariants (the contract) and a
+//! stream and its twin must agree; every other target must agree with the
+//! baseline after normalisation, or differ only where the divergence
+//! registry says, and then may break the contract exactly that far
+//! ([`verdict`]). A failing case is shrunk by proptest and written by
+//! [`found`] as a fixture.
 //!
 //! Scripts reach an in-process engine directly and a `url=` target through
 //! the reference server's control channel (`--enable-script-control`) when it
@@ -24,8 +26,10 @@ pub mod cases;
 pub mod found;
 pub mod oracle;
 pub mod shard;
+pub mod verdict;
 
 use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,11 +44,9 @@ use proptest::test_runner::{
 };
 
 use crate::capture::{self, Limits};
-use crate::diff::{self, Layer};
+use crate::divergence::Registry;
 use crate::divergence::facts::CaseFacts;
-use crate::divergence::{Compared, Registry};
 use crate::interrupt::{Interrupt, Interrupts};
-use crate::normalize::Transcript;
 use crate::partition::Partition;
 use crate::prompt_lock::PromptLocks;
 use crate::run::transcribe;
@@ -52,12 +54,16 @@ use crate::script_channel::{ScriptChannel, probe_control};
 use crate::target::{Target, TargetSpec, Unavailable, VllmOptions};
 use cases::{Case, Endpoints, Scope};
 use oracle::{Expected, Property, Violation};
+use verdict::{Exchange, Failure, Row};
 
 /// `genconform fuzz`.
 #[derive(Debug, Clone, Args)]
 pub struct FuzzArgs {
     /// A server to test: `reference`, `vllm-rs`, `vllm-python` or
-    /// `url=<base>[,name=<name>]`. Repeat to compare; the first is the baseline.
+    /// `url=<base>[,name=<name>]`. Repeat to compare; the first is the
+    /// baseline, held to the contract; the others are held to it as far as
+    /// the registry says they differ. A real frontend named first gets the
+    /// reference before it as the baseline.
     #[arg(long = "target", default_value = "reference")]
     pub targets: Vec<TargetSpec>,
     /// New cases to run (shrinking a failure runs more).
@@ -198,6 +204,9 @@ pub struct FuzzReport {
     /// order, shrinks aside: the shards of one seed share none, and together
     /// they hold the unsharded run's.
     pub ran: Vec<u64>,
+    /// Per registry entry, the cases (before any shrinking) where a target
+    /// broke the contract exactly as the entry says: known, not failures.
+    pub known: BTreeMap<String, u64>,
 }
 
 impl FuzzReport {
@@ -236,6 +245,18 @@ impl FuzzReport {
         }
         if let Some(reason) = &self.aborted {
             s.push_str(&format!("ABORTED: {reason}\n"));
+        }
+        if !self.known.is_empty() {
+            let cases: u64 = self.known.values().sum();
+            let entries: Vec<String> = self
+                .known
+                .iter()
+                .map(|(id, n)| format!("{id} ({n})"))
+                .collect();
+            s.push_str(&format!(
+                "  known: {cases} breaks of the contract the registry explains: {}\n",
+                entries.join(", ")
+            ));
         }
         match &self.found {
             None => s.push_str("no property was violated\n"),
@@ -330,6 +351,10 @@ pub fn fuzz(options: &FuzzOptions) -> anyhow::Result<FuzzReport> {
     if options.targets.is_empty() {
         anyhow::bail!("no target to fuzz");
     }
+    let options = &FuzzOptions {
+        targets: contract_first(&options.targets),
+        ..options.clone()
+    };
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
     let bench = runtime.block_on(Bench::start(options))?;
@@ -389,6 +414,9 @@ pub fn fuzz(options: &FuzzOptions) -> anyhow::Result<FuzzReport> {
     // finished first.
     let mut first_failure = None;
     let mut judged = 0usize;
+    // Per registry entry, the cases where it explained a target's break of
+    // the contract.
+    let mut known: BTreeMap<String, u64> = BTreeMap::new();
     // The last failure an exchange showed, proptest's minimal case's: if the
     // case passes when run again, it still names the property and target.
     let last_seen: RefCell<Option<Failure>> = RefCell::default();
@@ -416,7 +444,12 @@ pub fn fuzz(options: &FuzzOptions) -> anyhow::Result<FuzzReport> {
                     exchanged.set(exchanged.get() + 1);
                     ran.push(case.digest());
                     match verdict {
-                        Ok(()) => bar.passed(),
+                        Ok(explained) => {
+                            for id in explained {
+                                *known.entry(id).or_insert(0) += 1;
+                            }
+                            bar.passed()
+                        }
                         Err(failure) => {
                             bar.failing(&failure);
                             first_failure = Some((judged - 1, failure));
@@ -462,7 +495,7 @@ pub fn fuzz(options: &FuzzOptions) -> anyhow::Result<FuzzReport> {
                 }
                 exchanged.set(exchanged.get() + 1);
                 match runtime.block_on(exchange(&bench, &locks, options, &case)) {
-                    Ok(()) => Ok(()),
+                    Ok(_) => Ok(()),
                     Err(failure) => {
                         bar.failing(&failure);
                         let reason = failure.to_string();
@@ -520,7 +553,21 @@ pub fn fuzz(options: &FuzzOptions) -> anyhow::Result<FuzzReport> {
             stream.generated()
         },
         ran,
+        known,
     })
+}
+
+/// The targets with the contract first. A real frontend is judged against
+/// the baseline through the registry (see [`verdict`]); when a run names a
+/// real frontend first, the reference joins as the baseline, so a
+/// difference the registry knows is known on its own too.
+fn contract_first(targets: &[TargetSpec]) -> Vec<TargetSpec> {
+    match targets.first() {
+        Some(TargetSpec::VllmRs | TargetSpec::VllmPython) => std::iter::once(TargetSpec::Reference)
+            .chain(targets.iter().cloned())
+            .collect(),
+        _ => targets.to_vec(),
+    }
 }
 
 fn config(options: &FuzzOptions) -> Config {
@@ -551,21 +598,6 @@ fn rng(seed: u64) -> TestRng {
         chunk.copy_from_slice(&(z ^ (z >> 31)).to_le_bytes());
     }
     TestRng::from_seed(RngAlgorithm::ChaCha, &bytes)
-}
-
-/// One case's failure on one target.
-#[derive(Debug, Clone)]
-struct Failure {
-    violation: Violation,
-    target: String,
-    twin: bool,
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let twin = if self.twin { " (twin request)" } else { "" };
-        write!(f, "{} against {}{twin}", self.violation, self.target)
-    }
 }
 
 /// `again`: the minimal case's failure when run once more; `seen`: the last
@@ -671,17 +703,12 @@ pub async fn replay_fixture(
     let capture = capture::capture(&client, base, &fixture.request, limits).await;
     let transcript = transcribe(&fixture.request, &capture).await;
     let expected = Expected::new(&fixture.request, model, script);
-    Ok(oracle::check(&expected, &transcript, false))
+    Ok(oracle::check(&expected, &transcript))
 }
 
-/// One request and what came back.
-#[derive(Clone)]
-struct Exchange {
-    expected: Expected,
-    transcript: Transcript,
-}
-
-/// Sends the case (and its twin) to every target and checks everything.
+/// Sends the case (and its twin) to every target and judges the answers
+/// ([`verdict::judge`]): `Ok` holds the registry entries that explained a
+/// target's break of the contract.
 ///
 /// Several cases may be in flight at once ([`FuzzOptions::jobs`]): a case
 /// holds its prompt's [`PromptLocks`] lock from setting its script to its
@@ -692,7 +719,7 @@ async fn exchange(
     locks: &PromptLocks,
     options: &FuzzOptions,
     case: &Case,
-) -> Result<(), Failure> {
+) -> Result<BTreeSet<String>, Failure> {
     let primary = case.request_spec(&options.model);
     let fixture = found::fixture(
         case,
@@ -720,16 +747,16 @@ async fn exchange(
         .collect();
     let prompt = case.prompt();
     let _prompt = locks.lock(&prompt).await;
-    // Per target: its name, leniency, base URL and the script it knows;
-    // `None` for a target that skips the case.
+    // Per target: its name, base URL and the script it knows; no base for a
+    // target that skips the case.
     let mut plan = Vec::new();
-    let (client, names, lenients) = {
+    let client = {
         let mut guard = bench.lock().await;
         let Bench {
             targets,
             channels,
             client,
-            names,
+            ..
         } = &mut *guard;
         for (target, channel) in targets.iter_mut().zip(channels.iter()) {
             let name = target.name();
@@ -750,138 +777,36 @@ async fn exchange(
                 .await
                 .map_err(|e| fail(format!("cannot set the script: {e}")))?;
             match target.endpoint(&fixture).await {
-                Ok(base) => plan.push(Some((base, known_script))),
-                Err(Unavailable::Skip(_)) => plan.push(None),
+                Ok(base) => plan.push((name, Some((base, known_script)))),
+                Err(Unavailable::Skip(_)) => plan.push((name, None)),
                 Err(Unavailable::Error(e)) => return Err(fail(e)),
             }
         }
-        let lenients: Vec<bool> = targets
-            .iter()
-            .map(|t| matches!(t.spec, TargetSpec::VllmPython))
-            .collect();
-        (client.clone(), names.clone(), lenients)
+        client.clone()
     };
-    // Per target, the exchanges of each request; `None` when skipped.
-    let mut rows: Vec<Option<Vec<Exchange>>> = Vec::new();
-    for ((step, name), &lenient) in plan.into_iter().zip(&names).zip(&lenients) {
+    let mut rows = Vec::new();
+    for (name, step) in plan {
         let Some((base, known_script)) = step else {
-            rows.push(None);
+            rows.push(Row {
+                name,
+                exchanges: None,
+            });
             continue;
         };
-        let mut row = Vec::new();
-        for (i, request) in requests.iter().enumerate() {
+        let mut exchanges = Vec::new();
+        for request in &requests {
             let capture = capture::capture(&client, &base, request, options.limits).await;
-            let transcript = transcribe(request, &capture).await;
-            let expected = Expected::new(request, &options.model, known_script);
-            if let Some(v) = oracle::check(&expected, &transcript, lenient)
-                .into_iter()
-                .next()
-            {
-                return Err(Failure {
-                    violation: v,
-                    target: name.clone(),
-                    twin: i == 1,
-                });
-            }
-            row.push(Exchange {
-                expected,
-                transcript,
+            exchanges.push(Exchange {
+                expected: Expected::new(request, &options.model, known_script),
+                transcript: transcribe(request, &capture).await,
             });
         }
-        if let [a, b] = &row[..] {
-            let (stream, plain) = if a.expected.stream { (a, b) } else { (b, a) };
-            if let Some(v) =
-                oracle::check_twins(&stream.expected, &stream.transcript, &plain.transcript)
-            {
-                return Err(Failure {
-                    violation: v,
-                    target: name.clone(),
-                    twin: false,
-                });
-            }
-        }
-        rows.push(Some(row));
+        rows.push(Row {
+            name,
+            exchanges: Some(exchanges),
+        });
     }
-    differential(&names, &lenients, options, &facts, &rows)
-}
-
-/// Differences named in a failure; the rest are counted.
-const SHOWN_DIFFERENCES: usize = 6;
-
-/// Every target against the first, after normalisation, through the registry.
-fn differential(
-    names: &[String],
-    lenients: &[bool],
-    options: &FuzzOptions,
-    facts: &[CaseFacts],
-    rows: &[Option<Vec<Exchange>>],
-) -> Result<(), Failure> {
-    let Some(Some(baseline)) = rows.first() else {
-        return Ok(());
-    };
-    for (i, row) in rows.iter().enumerate().skip(1) {
-        let Some(row) = row else { continue };
-        let lenient = lenients[i];
-        for (r, (a, b)) in baseline.iter().zip(row).enumerate() {
-            // A lenient target may accept what the baseline refuses; the
-            // oracle already judged that answer, and there is nothing to compare.
-            if lenient
-                && (matches!(
-                    a.expected.validity,
-                    oracle::Validity::Invalid { lenient: true, .. }
-                ) || (!a.expected.stream && oracle::python_refuses_error_finish(&a.expected)))
-            {
-                continue;
-            }
-            // Delays are a few milliseconds: chunk boundaries may differ.
-            let new: Vec<String> = diff::compare(
-                &comparable(&a.transcript),
-                &comparable(&b.transcript),
-                false,
-            )
-            .into_iter()
-            .filter(|d| d.layer != Layer::KeyOrder)
-            .filter(|d| {
-                let compared = Compared {
-                    baseline: &names[0],
-                    target: &names[i],
-                    facts: &facts[r],
-                    endpoint: a.expected.endpoint,
-                    version: &options.vllm.version,
-                };
-                options.registry.find(&compared, d).is_none()
-            })
-            .map(|d| d.to_string())
-            .collect();
-            if !new.is_empty() {
-                let shown = new.len().min(SHOWN_DIFFERENCES);
-                let more = match new.len() - shown {
-                    0 => String::new(),
-                    n => format!("; and {n} more"),
-                };
-                return Err(Failure {
-                    violation: Violation {
-                        property: Property::Differential,
-                        detail: format!(
-                            "differs from {}: {}{more}",
-                            names[0],
-                            new[..shown].join("; ")
-                        ),
-                    },
-                    target: names[i].clone(),
-                    twin: r == 1,
-                });
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The transcript without notes on where TCP split the body.
-fn comparable(t: &Transcript) -> Transcript {
-    let mut t = t.clone();
-    t.notes.retain(|n| !oracle::is_transport_note(n));
-    t
+    verdict::judge(&rows, &facts, &options.registry, &options.vllm.version)
 }
 
 /// Progress: a bar on a terminal, a line every 100 cases elsewhere.
@@ -964,90 +889,9 @@ fn progress_line(line: std::fmt::Arguments<'_>) {
 
 #[cfg(test)]
 mod tests {
-    use mock_engine::script::{RequestSpec, Script};
     use proptest::strategy::{Strategy, ValueTree};
 
     use super::*;
-
-    /// The fuzz case CI saw fail once: an error step 1 ms after three
-    /// tokens, which Python merged and lost. The committed registry forgives
-    /// that on vllm-python (whose oracle still wants a prefix of the
-    /// script's tokens), and on no other target.
-    #[test]
-    fn python_may_lose_the_steps_merged_into_an_error_step() {
-        let registry = Registry::load(
-            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/divergences.toml"),
-        )
-        .unwrap();
-        let request: RequestSpec = serde_json::from_value(serde_json::json!({
-            "body": {
-                "token_ids": [4095, 505],
-                "sampling_params": {},
-                "stream": true,
-                "return_token_ids": true
-            }
-        }))
-        .unwrap();
-        let script: Script = serde_json::from_value(serde_json::json!({"steps": [
-            {"delay_ms": 0, "tokens": [2422, 433, 927]},
-            {"delay_ms": 1, "tokens": [2225], "finish": "error"}
-        ]}))
-        .unwrap();
-        let expected = Expected::new(&request, "tiny", Some(&script));
-        let error =
-            r#"{"error":{"message":"engine error","type":"InternalServerError","code":500}}"#;
-        let exchange = |events: &[&str]| Exchange {
-            expected: expected.clone(),
-            transcript: crate::normalize::TranscriptBuilder::new(Default::default()).build(
-                Some(200),
-                &[(
-                    "content-type".into(),
-                    "text/event-stream; charset=utf-8".into(),
-                )],
-                b"",
-                Some(events.iter().map(|e| e.to_string()).collect()),
-                vec![],
-                None,
-            ),
-        };
-        let all = exchange(&[
-            r#"{"request_id":"r","choices":[{"index":0,"token_ids":[2422,433,927],"finish_reason":null}]}"#,
-            error,
-            "[DONE]",
-        ]);
-        let lost = exchange(&[error, "[DONE]"]);
-        let options = FuzzOptions {
-            registry,
-            ..FuzzOptions::default()
-        };
-        let facts = CaseFacts::of(&mock_engine::script::Fixture {
-            name: "any name".into(),
-            description: String::new(),
-            server: Default::default(),
-            request: request.clone(),
-            engine: script.clone(),
-            in_process_only: None,
-            recorded: None,
-        });
-        let judge = |target: &str, lenient: bool| {
-            differential(
-                &["reference".into(), target.into()],
-                &[false, lenient],
-                &options,
-                std::slice::from_ref(&facts),
-                &[Some(vec![all.clone()]), Some(vec![lost.clone()])],
-            )
-        };
-        assert!(judge("vllm-python", true).is_ok());
-        let failure = judge("vllm-rs", false).unwrap_err();
-        assert!(
-            failure.to_string().contains("stream.tokens.0 missing"),
-            "{failure}"
-        );
-        // Python's own oracle holds what it streamed to the script's tokens.
-        let violations = oracle::check(&expected, &lost.transcript, true);
-        assert!(violations.is_empty(), "{violations:?}");
-    }
 
     /// The oracles only bite on what the generator reaches: enough valid
     /// streams with each usage mode, plain requests, and each script ending.
@@ -1085,11 +929,7 @@ mod tests {
             tag("generator", valid && case.script.is_none());
             tag(
                 "404",
-                e.validity
-                    == oracle::Validity::Invalid {
-                        status: 404,
-                        lenient: false,
-                    },
+                e.validity == oracle::Validity::Invalid { status: 404 },
             );
         }
         for (tag, c) in &count {

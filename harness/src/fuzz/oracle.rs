@@ -1,13 +1,19 @@
 //! Invariants every implementation of the generate endpoint must keep,
 //! checked on one exchange (or on a stream and its non-streamed twin).
 //!
-//! What the request means is read from its JSON, with vllm-rs's rules (the
-//! reference reproduces them): [`Expected::new`] says whether the request is
-//! valid, which response mode and options it asks for, and, when the script
-//! is known, what the stream must amount to. Where vLLM's Python server is
-//! knowingly lenient (it coerces `"yes"` to `true`, ignores `stream_options`
-//! without a stream, allows `n` > 1), an invalid request is marked `lenient`
-//! and a lenient target may answer it.
+//! The oracle is the contract, and only the contract: what the request
+//! means is read from its JSON with vllm-rs's rules of the pinned release
+//! (the reference reproduces them): [`Expected::new`] says whether the
+//! request is valid, which response mode and options it asks for, and,
+//! when the script is known, what the stream must amount to.
+//!
+//! Where another frontend departs from the contract (vLLM's Python server
+//! coerces `"yes"` to `true`, allows `n` > 1; a newer vllm-rs refuses
+//! `stop` on generate), that is written once, in the divergence registry,
+//! and nowhere here: `fuzz` judges a target that is not the baseline by
+//! comparing it with the baseline through the registry (see
+//! [`super::verdict`]), so a registered difference is never a violation
+//! and a rule learnt once serves `run` and `fuzz` alike.
 
 use std::fmt;
 
@@ -123,11 +129,7 @@ fn violation(property: Property, detail: impl Into<String>) -> Violation {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Validity {
     Valid,
-    Invalid {
-        status: u16,
-        /// vLLM's Python server accepts it.
-        lenient: bool,
-    },
+    Invalid { status: u16 },
 }
 
 /// How the engine script ends, as the client must see it.
@@ -202,9 +204,6 @@ pub struct ScriptOutcome {
     pub late_prompt_info: bool,
     /// Some engine output carries no token (an empty or finish-only step).
     pub tokenless_step: bool,
-    /// The request finishes without a token ever coming (every step, the
-    /// finishing one too, is empty).
-    pub first_output_finishes_empty: bool,
     /// The engine finishes with `stop` in a step with tokens, on a token (no
     /// stop reason, or a token id): that last token is the stop token, which
     /// frontends do not detokenize. A stop reason that is a string says the
@@ -240,8 +239,6 @@ impl ScriptOutcome {
                 .steps
                 .iter()
                 .any(|s| s.tokens.is_empty() && s.fail.is_none()),
-            first_output_finishes_empty: script.steps.iter().all(|s| s.tokens.is_empty())
-                && last.finish.is_some(),
             // Whatever the engine's stop reason: both 0.32.0 frontends
             // hide the last token of an engine `stop`
             // (`completions_stop_reason_text_from_engine_*`).
@@ -375,12 +372,11 @@ fn validity(endpoint: Endpoint, body: &Value, served_model: &str) -> Validity {
 /// vllm-rs's validation of `/v1/completions` and `/v1/chat/completions`, in
 /// its order (see its `routes/openai/*/validate.rs`): serde refuses wrong
 /// types (400; `bool` fields refuse `null` too), then an unknown model is a
-/// 404, then every other refusal is a 400. `lenient`: vLLM's Python server
-/// coerces or ignores it.
+/// 404, then every other refusal is a 400.
 fn openai_validity(endpoint: Endpoint, body: &Value, served_model: &str) -> Validity {
-    let invalid = |status, lenient| Validity::Invalid { status, lenient };
+    let invalid = |status| Validity::Invalid { status };
     let Some(map) = body.as_object() else {
-        return invalid(400, false);
+        return invalid(400);
     };
     let is_u32 = |v: &Value| v.as_u64().is_some_and(|n| n <= u64::from(u32::MAX));
     let chat = endpoint == Endpoint::Chat;
@@ -396,7 +392,7 @@ fn openai_validity(endpoint: Endpoint, body: &Value, served_model: &str) -> Vali
         }
     };
     if !prompt_ok {
-        return invalid(400, false);
+        return invalid(400);
     }
     // `bool` fields with a default: present means a boolean.
     let mut bools = vec!["stream", "echo"];
@@ -405,25 +401,25 @@ fn openai_validity(endpoint: Endpoint, body: &Value, served_model: &str) -> Vali
     }
     for k in bools {
         if map.get(k).is_some_and(|v| !v.is_boolean()) {
-            return invalid(400, true);
+            return invalid(400);
         }
     }
     if let Some(o) = given(map.get("stream_options")) {
         let Some(o) = o.as_object() else {
-            return invalid(400, false);
+            return invalid(400);
         };
         for k in ["include_usage", "continuous_usage_stats"] {
             if given(o.get(k)).is_some_and(|v| !v.is_boolean()) {
-                return invalid(400, true);
+                return invalid(400);
             }
         }
     }
     if given(map.get("return_token_ids")).is_some_and(|v| !v.is_boolean()) {
-        return invalid(400, true);
+        return invalid(400);
     }
     for k in ["max_tokens", "n"] {
         if given(map.get(k)).is_some_and(|v| !is_u32(v)) {
-            return invalid(400, false);
+            return invalid(400);
         }
     }
     let logprob_keys: &[&str] = if chat {
@@ -433,11 +429,11 @@ fn openai_validity(endpoint: Endpoint, body: &Value, served_model: &str) -> Vali
     };
     for &k in logprob_keys {
         if given(map.get(k)).is_some_and(|v| v.as_i64().is_none()) {
-            return invalid(400, false);
+            return invalid(400);
         }
     }
     if given(map.get("model")).is_some_and(|v| !v.is_string()) {
-        return invalid(400, false);
+        return invalid(400);
     }
     // vllm-rs 0.32 checks the chat model after every other field; the
     // completions model right after the types.
@@ -445,21 +441,21 @@ fn openai_validity(endpoint: Endpoint, body: &Value, served_model: &str) -> Vali
         .and_then(Value::as_str)
         .is_some_and(|m| !m.is_empty() && m != served_model);
     if unknown_model && !chat {
-        return invalid(404, false);
+        return invalid(404);
     }
     let stream = map.get("stream").and_then(Value::as_bool).unwrap_or(false);
     if given(map.get("stream_options")).is_some() && !stream {
-        return invalid(400, true);
+        return invalid(400);
     }
     // Chat refuses `n` > 1 after the model (seen on vllm-rs 0.32: an unknown
     // model with `n` 2 is a 404).
     let n_refused = given(map.get("n")).is_some_and(|n| n.as_u64() != Some(1));
     if n_refused && !chat {
-        return invalid(400, true);
+        return invalid(400);
     }
     let echo = map.get("echo").and_then(Value::as_bool).unwrap_or(false);
     if map.get("max_tokens").and_then(Value::as_u64) == Some(0) && !echo {
-        return invalid(400, false);
+        return invalid(400);
     }
     let logprobs = if chat {
         let asked = map
@@ -468,7 +464,7 @@ fn openai_validity(endpoint: Endpoint, body: &Value, served_model: &str) -> Vali
             .unwrap_or(false);
         let top = given(map.get("top_logprobs")).and_then(Value::as_i64);
         if top.is_some() && !asked {
-            return invalid(400, false);
+            return invalid(400);
         }
         top
     } else {
@@ -482,105 +478,103 @@ fn openai_validity(endpoint: Endpoint, body: &Value, served_model: &str) -> Vali
         k < -1 || resolved > MAX_LOGPROBS
     });
     if logprobs_refused && !chat {
-        return invalid(400, false);
+        return invalid(400);
     }
     match endpoint.prompt_token_ids(body) {
         Some(ids)
             if !ids.is_empty()
                 && ids.len() < MAX_MODEL_LEN
                 && ids.iter().all(|&t| u64::from(t) < VOCAB_SIZE) => {}
-        _ => return invalid(400, false),
+        _ => return invalid(400),
     }
     if unknown_model {
-        return invalid(404, false);
+        return invalid(404);
     }
     if logprobs_refused {
-        return invalid(400, logprobs == Some(-1));
+        return invalid(400);
     }
     if n_refused {
-        return invalid(400, true);
+        return invalid(400);
     }
     Validity::Valid
 }
 
 /// vllm-rs's validation of generate, in its order, as a model.
 fn generate_validity(body: &Value, served_model: &str) -> Validity {
-    let invalid = |status, lenient| Validity::Invalid { status, lenient };
+    let invalid = |status| Validity::Invalid { status };
     let Some(map) = body.as_object() else {
-        return invalid(400, false);
+        return invalid(400);
     };
     let is_u32 = |v: &Value| v.as_u64().is_some_and(|n| n <= u64::from(u32::MAX));
     let ids = match map.get("token_ids").and_then(Value::as_array) {
         Some(ids) if ids.iter().all(is_u32) => ids,
-        _ => return invalid(400, false),
+        _ => return invalid(400),
     };
     let Some(params) = map.get("sampling_params").and_then(Value::as_object) else {
-        return invalid(400, false);
+        return invalid(400);
     };
     // Type errors: serde refuses them before anything is checked.
     if let Some(s) = map.get("stream")
         && !s.is_boolean()
     {
-        return invalid(400, true);
+        return invalid(400);
     }
     if let Some(o) = given(map.get("stream_options")) {
         let Some(o) = o.as_object() else {
-            return invalid(400, false);
+            return invalid(400);
         };
         for k in ["include_usage", "continuous_usage_stats"] {
             if given(o.get(k)).is_some_and(|v| !v.is_boolean()) {
-                return invalid(400, true);
+                return invalid(400);
             }
         }
     }
     if given(map.get("return_token_ids")).is_some_and(|v| !v.is_boolean()) {
-        return invalid(400, true);
+        return invalid(400);
     }
     for k in ["max_tokens", "n"] {
         if given(params.get(k)).is_some_and(|v| !is_u32(v)) {
-            return invalid(400, false);
+            return invalid(400);
         }
     }
     if given(params.get("logprobs")).is_some_and(|v| v.as_i64().is_none()) {
-        return invalid(400, false);
+        return invalid(400);
     }
     for k in ["model", "request_id"] {
         if given(map.get(k)).is_some_and(|v| !v.is_string()) {
-            return invalid(400, false);
+            return invalid(400);
         }
     }
     if given(map.get("model")).is_some_and(|m| m.as_str() != Some(served_model)) {
-        return invalid(404, false);
+        return invalid(404);
     }
     let stream = map.get("stream").and_then(Value::as_bool).unwrap_or(false);
     if given(map.get("stream_options")).is_some() && !stream {
-        return invalid(400, true);
+        return invalid(400);
     }
     if given(params.get("n")).is_some_and(|n| n.as_u64() != Some(1)) {
-        return invalid(400, true);
+        return invalid(400);
     }
     if ids.is_empty() {
-        return invalid(400, false);
+        return invalid(400);
     }
     if params.get("max_tokens").and_then(Value::as_u64) == Some(0) {
-        return invalid(400, false);
+        return invalid(400);
     }
     if let Some(k) = params.get("logprobs").and_then(Value::as_i64) {
         let resolved = if k == -1 { VOCAB_SIZE as i64 } else { k };
         if k < -1 || resolved > MAX_LOGPROBS {
-            return invalid(400, false);
+            return invalid(400);
         }
     }
-    // Python passes ids past the vocabulary to the engine (registered as
-    // `python-accepts-out-of-vocab-prompt`).
     if ids
         .iter()
         .any(|t| t.as_u64().is_some_and(|t| t >= VOCAB_SIZE))
     {
-        return invalid(400, true);
+        return invalid(400);
     }
     if ids.len() >= MAX_MODEL_LEN {
-        return invalid(400, false);
+        return invalid(400);
     }
     Validity::Valid
 }
@@ -591,16 +585,8 @@ pub fn is_transport_note(note: &str) -> bool {
     note.contains("arrived in more than one chunk")
 }
 
-/// vLLM's Python server answers a plain request whose engine finishes with
-/// `error` with a 500, where vllm-rs answers 200 with finish_reason "error"
-/// (registered as `rust-non-stream-error-finish-is-200`).
-pub fn python_refuses_error_finish(expected: &Expected) -> bool {
-    expected.script.as_ref().map(|s| &s.end) == Some(&ScriptEnd::ErrorFinish)
-}
-
-/// Checks one exchange. `lenient`: the target is vLLM's Python server, which
-/// may accept requests marked lenient and differs where the registry says.
-pub fn check(expected: &Expected, t: &Transcript, lenient: bool) -> Vec<Violation> {
+/// Checks one exchange against the contract.
+pub fn check(expected: &Expected, t: &Transcript) -> Vec<Violation> {
     let mut out = Vec::new();
     if let Some(e) = &t.error {
         out.push(violation(Property::Transport, e.clone()));
@@ -608,24 +594,7 @@ pub fn check(expected: &Expected, t: &Transcript, lenient: bool) -> Vec<Violatio
     }
     let status = t.status.unwrap_or(0);
     match expected.validity {
-        Validity::Invalid { lenient: true, .. }
-            if lenient
-                && (status == 200
-                    || (!expected.stream
-                        && python_refuses_error_finish(expected)
-                        && (500..600).contains(&status))) =>
-        {
-            // Accepted under the lenient reading; what it means then is not ours to model.
-            return out;
-        }
-        // Python looks at the model before the checks its request types do
-        // not make (empty messages, ranges), so a request wrong in both is
-        // a 404 there.
-        Validity::Invalid { .. } if lenient && expected.unknown_model && status == 404 => {
-            check_error_body(t, &mut out);
-            return out;
-        }
-        Validity::Invalid { status: want, .. } => {
+        Validity::Invalid { status: want } => {
             if status != want {
                 out.push(violation(
                     Property::Status,
@@ -654,8 +623,8 @@ pub fn check(expected: &Expected, t: &Transcript, lenient: bool) -> Vec<Violatio
             ));
             return out;
         }
-        check_stream(expected, t, lenient, &mut out);
-    } else if fails || (lenient && python_refuses_error_finish(expected)) {
+        check_stream(expected, t, &mut out);
+    } else if fails {
         if !(500..600).contains(&status) {
             out.push(violation(
                 Property::Status,
@@ -865,7 +834,7 @@ fn check_usage(
     Some((prompt, completion))
 }
 
-fn check_stream(expected: &Expected, t: &Transcript, lenient: bool, out: &mut Vec<Violation>) {
+fn check_stream(expected: &Expected, t: &Transcript, out: &mut Vec<Violation>) {
     if !content_type(t).starts_with("text/event-stream") {
         out.push(violation(
             Property::ContentType,
@@ -909,15 +878,11 @@ fn check_stream(expected: &Expected, t: &Transcript, lenient: bool, out: &mut Ve
             format!("bytes after [DONE]: {note}"),
         ));
     }
-    let s = stream_summary(expected, events, lenient, out);
+    let s = stream_summary(expected, events, out);
     // Stop strings end the text where the frontend finds them, not where
     // the script ends.
     if let Some(script) = expected.script.as_ref().filter(|_| !expected.stop_strings) {
-        // Python merges engine steps that arrive faster than it streams; the
-        // tokens merged into an error step are lost with it, so its stream
-        // may stop at any prefix of what the script streams.
-        let merged_into_error = lenient && script.end == ScriptEnd::ErrorFinish;
-        let cut_short = merged_into_error || (refuses_tokenless_logprobs(expected) && s.error);
+        let cut_short = refuses_tokenless_logprobs(expected) && s.error;
         // vllm-rs streams the text of an `error` step's tokens before the
         // error; generate and Python send none of them.
         let error_step_text = script.end == ScriptEnd::ErrorFinish;
@@ -973,11 +938,6 @@ fn check_stream(expected: &Expected, t: &Transcript, lenient: bool, out: &mut Ve
             ScriptEnd::Finish(_)
                 if refuses_tokenless_logprobs(expected) && s.error && s.finish_reason.is_none() => {
             }
-            ScriptEnd::Finish(_)
-                if lenient
-                    && finish_first_without_tokens(expected)
-                    && !s.error
-                    && s.finish_reason.is_none() => {}
             ScriptEnd::Finish(r) => {
                 if s.error || s.finish_reason.as_deref() != Some(r.as_str()) {
                     out.push(violation(
@@ -1018,27 +978,7 @@ fn text_matches(expected: &Expected, text: &str, generated: &str) -> bool {
 }
 
 /// Walks the events once, checking everything that depends on order.
-/// The script finishes the request before any token. vLLM's Python server
-/// (0.32) skips every output with no text and no token before the first
-/// token, the finishing one too, on completions and chat, so
-/// its stream ends with no finish reason: a bug, registered as
-/// `python-skips-empty-first-output`; vllm-rs and the reference send
-/// the finish (pinned by the `*_finish_only_first_step_*` fixtures).
-fn finish_first_without_tokens(expected: &Expected) -> bool {
-    expected.endpoint != Endpoint::Generate
-        && expected
-            .script
-            .as_ref()
-            .is_some_and(|s| s.first_output_finishes_empty)
-}
-
-/// `lenient`: the target is vLLM's Python server (see [`check`]).
-fn stream_summary(
-    expected: &Expected,
-    events: &[EventData],
-    lenient: bool,
-    out: &mut Vec<Violation>,
-) -> Streamed {
+fn stream_summary(expected: &Expected, events: &[EventData], out: &mut Vec<Violation>) -> Streamed {
     let mut s = Streamed::default();
     let mut finished = std::collections::BTreeSet::new();
     let mut error_at: Option<usize> = None;
@@ -1172,13 +1112,7 @@ fn stream_summary(
         }
         if let Some(p) = prompt_ids_of(v) {
             prompt_ids_seen += 1;
-            // Python's completions stream sets prompt_token_ids on the
-            // chunk that echoes the prompt, asked for or not (registered as
-            // `python-echo-merges-prompt-into-first-chunk`).
-            let echoed = lenient && expected.echo;
-            if expected.return_token_ids || !echoed {
-                check_prompt_ids(expected, p, &format!("event {i}"), out);
-            }
+            check_prompt_ids(expected, p, &format!("event {i}"), out);
             s.prompt_token_ids = Some(p.clone());
         }
         match (expected.continuous_usage, present(v, "usage")) {
@@ -1243,9 +1177,7 @@ fn stream_summary(
             ));
         }
     }
-    if s.finish_reason.is_none() && !s.error && !finish_first_without_tokens(expected) {
-        // (A server that is not lenient is held to the finish by the
-        // script check of `check_stream`.)
+    if s.finish_reason.is_none() && !s.error {
         out.push(violation(
             Property::FinishReason,
             "the stream ends with neither a finish reason nor an error",
@@ -1484,7 +1416,7 @@ pub fn streamed(expected: &Expected, t: &Transcript) -> Option<Streamed> {
     let Body::Events(events) = &t.body else {
         return None;
     };
-    Some(stream_summary(expected, events, false, &mut Vec::new()))
+    Some(stream_summary(expected, events, &mut Vec::new()))
 }
 
 /// The non-streamed result must be the concatenation of the streamed one:
@@ -1503,11 +1435,6 @@ pub fn check_twins(
     let status = plain.status.unwrap_or(0);
     let fail = |detail: String| Some(violation(Property::StreamEqualsNonStream, detail));
     if s.error && refuses_tokenless_logprobs(stream_expected) {
-        return None;
-    }
-    // Python's skipped finish-only first output: the stream has no finish
-    // to compare (a server held to the finish fails the script check).
-    if s.finish_reason.is_none() && finish_first_without_tokens(stream_expected) {
         return None;
     }
     if s.error {
@@ -1623,33 +1550,21 @@ mod tests {
         );
         assert_eq!(
             v(json!({"token_ids": [], "sampling_params": {}, "model": "x", "stream": "yes"})),
-            Validity::Invalid {
-                status: 400,
-                lenient: true
-            }
+            Validity::Invalid { status: 400 }
         );
         assert_eq!(
             v(json!({"token_ids": [], "sampling_params": {}, "model": "x"})),
-            Validity::Invalid {
-                status: 404,
-                lenient: false
-            }
+            Validity::Invalid { status: 404 }
         );
         assert_eq!(
             v(json!({"token_ids": [1], "sampling_params": {"logprobs": -1}})),
-            Validity::Invalid {
-                status: 400,
-                lenient: false
-            }
+            Validity::Invalid { status: 400 }
         );
         assert_eq!(
             v(
                 json!({"token_ids": [1], "sampling_params": {}, "stream_options": null, "stream": null})
             ),
-            Validity::Invalid {
-                status: 400,
-                lenient: true
-            }
+            Validity::Invalid { status: 400 }
         );
     }
 
@@ -1669,8 +1584,8 @@ mod tests {
             r#"{"request_id":"a","choices":[],"usage":{"prompt_tokens":2,"completion_tokens":2,"total_tokens":4}}"#,
             "[DONE]",
         ];
-        assert_eq!(check(&e, &stream(&good), false), []);
-        let cut = check(&e, &stream(&good[..3]), false);
+        assert_eq!(check(&e, &stream(&good)), []);
+        let cut = check(&e, &stream(&good[..3]));
         assert_eq!(props(&cut)[0], Property::Done, "{cut:?}");
     }
 
@@ -1691,7 +1606,6 @@ mod tests {
                 r#"{"choices":[{"index":0,"token_ids":[5],"finish_reason":"stop"}]}"#,
                 "[DONE]",
             ]),
-            false,
         );
         let p = props(&got);
         assert!(p.contains(&Property::UsageEvent), "{got:?}");
@@ -1714,7 +1628,6 @@ mod tests {
                 r#"{"choices":[{"index":0,"token_ids":[7]}]}"#,
                 "[DONE]",
             ]),
-            false,
         );
         let p = props(&got);
         assert!(
@@ -1770,10 +1683,10 @@ mod tests {
             vec![],
             None,
         );
-        assert_eq!(check(&quirk, &error, false), []);
+        assert_eq!(check(&quirk, &error), []);
         let no_logprobs = request(json!({"token_ids": [1], "sampling_params": {}}));
         let strict = Expected::new(&no_logprobs, "tiny", Some(&script));
-        assert_eq!(props(&check(&strict, &error, false)), [Property::Status]);
+        assert_eq!(props(&check(&strict, &error)), [Property::Status]);
     }
 
     fn on(endpoint: Endpoint, body: Value) -> RequestSpec {
@@ -1829,11 +1742,11 @@ mod tests {
         };
         let good = events(" é");
         let good: Vec<&str> = good.iter().map(String::as_str).collect();
-        assert_eq!(check(&e, &stream(&good), false), []);
+        assert_eq!(check(&e, &stream(&good)), []);
         // The two halves of `é` decoded one by one: replacement characters.
         let bad = events(" \u{FFFD}\u{FFFD}");
         let bad: Vec<&str> = bad.iter().map(String::as_str).collect();
-        assert_eq!(props(&check(&e, &stream(&bad), false)), [Property::Text]);
+        assert_eq!(props(&check(&e, &stream(&bad))), [Property::Text]);
     }
 
     #[test]
@@ -1851,7 +1764,6 @@ mod tests {
                 r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":3,"total_tokens":6}}"#,
                 "[DONE]",
             ]),
-            false,
         );
         assert_eq!(props(&got), [Property::UsageArithmetic], "{got:?}");
     }
@@ -1874,8 +1786,8 @@ mod tests {
             r#"{"choices":[{"index":0,"delta":{"content":" t44"},"finish_reason":"length"}]}"#,
             "[DONE]",
         ];
-        assert_eq!(check(&e, &stream(&good), false), []);
-        let no_role = check(&e, &stream(&good[1..]), false);
+        assert_eq!(check(&e, &stream(&good)), []);
+        let no_role = check(&e, &stream(&good[1..]));
         assert_eq!(props(&no_role), [Property::ChatRole]);
         let twice = [
             good[0],
@@ -1883,10 +1795,7 @@ mod tests {
             good[2],
             good[3],
         ];
-        assert_eq!(
-            props(&check(&e, &stream(&twice), false)),
-            [Property::ChatRole]
-        );
+        assert_eq!(props(&check(&e, &stream(&twice))), [Property::ChatRole]);
     }
 
     #[test]
@@ -1911,44 +1820,37 @@ mod tests {
             ]
         };
         let as_strs = |v: &[String]| stream(&v.iter().map(String::as_str).collect::<Vec<_>>());
-        let scripted = check(&e, &as_strs(&events("[0]")), false);
+        let scripted = check(&e, &as_strs(&events("[0]")));
         assert!(
             !props(&scripted).contains(&Property::Script),
             "{scripted:?}"
         );
-        let extra = check(&e, &as_strs(&events("[0,7]")), false);
+        let extra = check(&e, &as_strs(&events("[0,7]")));
         assert!(props(&extra).contains(&Property::Script), "{extra:?}");
     }
 
     #[test]
-    fn a_finish_only_first_output_may_leave_a_completions_stream_without_finish() {
-        let script: Script =
-            serde_json::from_value(json!({"steps": [{"tokens": [], "finish": "stop"}]})).unwrap();
+    fn a_finish_only_first_output_must_still_finish_the_stream() {
+        // The contract sends the finish of an output without tokens, first
+        // or not (Python 0.32's skipping it is the registry's business,
+        // `python-skips-empty-first-output`).
         let no_finish = stream(&["[DONE]"]);
-        let completions = Expected::new(
-            &on(
-                Endpoint::Completions,
-                json!({"prompt": [5, 7], "stream": true}),
-            ),
-            "tiny",
-            Some(&script),
-        );
-        assert!(!props(&check(&completions, &no_finish, true)).contains(&Property::FinishReason));
-        let late: Script = serde_json::from_value(
-            json!({"steps": [{"tokens": [33]}, {"tokens": [], "finish": "stop"}]}),
-        )
-        .unwrap();
-        let completions_late = Expected::new(
-            &on(
-                Endpoint::Completions,
-                json!({"prompt": [5, 7], "stream": true}),
-            ),
-            "tiny",
-            Some(&late),
-        );
-        assert!(
-            props(&check(&completions_late, &no_finish, true)).contains(&Property::FinishReason)
-        );
+        for steps in [
+            json!([{"tokens": [], "finish": "stop"}]),
+            json!([{"tokens": [33]}, {"tokens": [], "finish": "stop"}]),
+        ] {
+            let script: Script = serde_json::from_value(json!({ "steps": steps })).unwrap();
+            let completions = Expected::new(
+                &on(
+                    Endpoint::Completions,
+                    json!({"prompt": [5, 7], "stream": true}),
+                ),
+                "tiny",
+                Some(&script),
+            );
+            let got = props(&check(&completions, &no_finish));
+            assert!(got.contains(&Property::FinishReason), "{steps}: {got:?}");
+        }
     }
 
     #[test]
@@ -1983,7 +1885,7 @@ mod tests {
             json!({"choices": [{"index": 0, "text": " t33é", "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4}}),
         );
-        assert_eq!(check(&e, &stopped, false), []);
+        assert_eq!(check(&e, &stopped), []);
         let e = Expected::new(
             &on(
                 Endpoint::Completions,
@@ -1992,7 +1894,7 @@ mod tests {
             "tiny",
             Some(&split_char_script()),
         );
-        let p = props(&check(&e, &stopped, false));
+        let p = props(&check(&e, &stopped));
         assert!(
             p.contains(&Property::Text) && p.contains(&Property::Script),
             "{p:?}"
@@ -2002,24 +1904,15 @@ mod tests {
     #[test]
     fn completions_and_chat_validity_follow_vllm_rs() {
         let v = |endpoint, b: Value| validity(endpoint, &b, "tiny");
-        let bad = |status, lenient| Validity::Invalid { status, lenient };
+        let bad = |status| Validity::Invalid { status };
         let c = Endpoint::Completions;
         assert_eq!(v(c, json!({"prompt": "t5"})), Validity::Valid);
-        assert_eq!(v(c, json!({"prompt": [5], "model": "x"})), bad(404, false));
-        assert_eq!(
-            v(c, json!({"prompt": [5], "max_tokens": 0})),
-            bad(400, false)
-        );
-        assert_eq!(
-            v(c, json!({"prompt": [5], "logprobs": 21})),
-            bad(400, false)
-        );
-        assert_eq!(v(c, json!({"prompt": [5], "echo": null})), bad(400, true));
-        assert_eq!(v(c, json!({"prompt": []})), bad(400, false));
-        assert_eq!(
-            v(c, json!({"prompt": [5], "stream_options": {}})),
-            bad(400, true)
-        );
+        assert_eq!(v(c, json!({"prompt": [5], "model": "x"})), bad(404));
+        assert_eq!(v(c, json!({"prompt": [5], "max_tokens": 0})), bad(400));
+        assert_eq!(v(c, json!({"prompt": [5], "logprobs": 21})), bad(400));
+        assert_eq!(v(c, json!({"prompt": [5], "echo": null})), bad(400));
+        assert_eq!(v(c, json!({"prompt": []})), bad(400));
+        assert_eq!(v(c, json!({"prompt": [5], "stream_options": {}})), bad(400));
         let m = json!([{"role": "user", "content": "t10"}]);
         let chat = Endpoint::Chat;
         assert_eq!(
@@ -2029,18 +1922,12 @@ mod tests {
             ),
             Validity::Valid
         );
-        assert_eq!(
-            v(chat, json!({"messages": m, "top_logprobs": 3})),
-            bad(400, false)
-        );
-        assert_eq!(
-            v(chat, json!({"messages": m, "logprobs": "yes"})),
-            bad(400, true)
-        );
-        assert_eq!(v(chat, json!({"messages": m, "n": 2})), bad(400, true));
+        assert_eq!(v(chat, json!({"messages": m, "top_logprobs": 3})), bad(400));
+        assert_eq!(v(chat, json!({"messages": m, "logprobs": "yes"})), bad(400));
+        assert_eq!(v(chat, json!({"messages": m, "n": 2})), bad(400));
         assert_eq!(
             v(chat, json!({"messages": m, "n": 2, "model": "not-tiny"})),
-            bad(404, false)
+            bad(404)
         );
     }
 }
