@@ -15,6 +15,7 @@
 //! | `server` | the server options: `enable_prompt_tokens_details`, `served_model_name`, `api_key` (whether one is set) |
 //! | `prompt` | `len` and `out_of_vocab` of the prompt the engine sees, when the body has a well-formed one |
 //! | `context` | `room`: how many tokens the context leaves after the prompt |
+//! | `model` | `served`: the request names no model, or one the server serves |
 //! | `script` | properties of the engine script, listed in [`SCRIPT_FACTS`] |
 //!
 //! ```
@@ -39,7 +40,7 @@ use serde_json::{Map, Value, json};
 
 /// The roots a condition path may start with.
 pub const ROOTS: &[&str] = &[
-    "endpoint", "request", "sampling", "stream", "server", "prompt", "context", "script",
+    "endpoint", "request", "sampling", "stream", "server", "prompt", "context", "model", "script",
 ];
 
 /// The facts under `script`, each with what it says. Conditions on any
@@ -77,7 +78,7 @@ pub const SCRIPT_FACTS: &[(&str, &str)] = &[
     ),
     (
         "makes_text",
-        "sample 0's tokens decode to some text (special tokens skipped)",
+        "sample 0's shown tokens decode to some text (special tokens skipped; an engine `stop`'s last token, never shown, left out)",
     ),
     (
         "byte_tokens",
@@ -85,13 +86,17 @@ pub const SCRIPT_FACTS: &[(&str, &str)] = &[
     ),
     (
         "ends_mid_character",
-        "sample 0's text ends in no whole character: inside a multi-byte one, or on a byte that starts none (U+FFFD); an engine `stop`'s last token, never shown, left out",
+        "sample 0's shown text, as the tokenizer decodes it, ends in U+FFFD: inside a multi-byte character, or in bytes that are no UTF-8 (an engine `stop`'s last token, never shown, left out)",
     ),
     (
         "cached_tokens",
         "the largest `cached_tokens` a step reports (0 if none)",
     ),
     ("logprobs", "the script gives logprob candidates"),
+    (
+        "special_token",
+        "a token or a logprob candidate is a special token (`<unk>`, `<s>`, `</s>`)",
+    ),
     (
         "sampled_outside_top",
         "a sampled token is not among the top candidates listed with it",
@@ -110,6 +115,7 @@ const SERVER_FACTS: &[&str] = &[
 ];
 const PROMPT_FACTS: &[&str] = &["len", "out_of_vocab"];
 const CONTEXT_FACTS: &[&str] = &["room"];
+const MODEL_FACTS: &[&str] = &["served"];
 
 /// The names a condition may use under `root`, for the roots whose facts
 /// are a fixed set; `None` for the roots that hold the request as sent.
@@ -119,6 +125,7 @@ pub fn names_under(root: &str) -> Option<Vec<&'static str>> {
         "server" => Some(SERVER_FACTS.to_vec()),
         "prompt" => Some(PROMPT_FACTS.to_vec()),
         "context" => Some(CONTEXT_FACTS.to_vec()),
+        "model" => Some(MODEL_FACTS.to_vec()),
         _ => None,
     }
 }
@@ -154,7 +161,9 @@ impl CaseFacts {
         let mut facts = Map::new();
         facts.insert("endpoint".into(), endpoint.name().into());
         facts.insert("stream".into(), fixture.request.is_stream().into());
+        let model = json!({ "served": model_served(endpoint, &body, &server.served_model_name) });
         facts.insert("request".into(), body);
+        facts.insert("model".into(), model);
         facts.insert("sampling".into(), sampling);
         facts.insert(
             "server".into(),
@@ -166,6 +175,7 @@ impl CaseFacts {
         );
         facts.insert("prompt".into(), prompt_facts);
         facts.insert("context".into(), context);
+
         facts.insert("script".into(), script_facts(fixture));
         Self(Value::Object(facts))
     }
@@ -201,6 +211,17 @@ impl CaseFacts {
     }
 }
 
+/// Whether the model the body names (if any) is the one served: absent or
+/// `null` is; so is `""` on the OpenAI routes (the default model), but not
+/// on generate, which wants the name.
+fn model_served(endpoint: Endpoint, body: &Value, served: &str) -> bool {
+    match body.get("model") {
+        None | Some(Value::Null) => true,
+        Some(Value::String(m)) => m == served || (m.is_empty() && endpoint != Endpoint::Generate),
+        Some(_) => false,
+    }
+}
+
 fn script_facts(fixture: &Fixture) -> Value {
     let script = &fixture.engine;
     let steps = &script.steps;
@@ -230,6 +251,12 @@ fn script_facts(fixture: &Fixture) -> Value {
         "ends_mid_character": ends_mid_character(steps),
         "cached_tokens": all().filter_map(|s| s.cached_tokens).max().unwrap_or(0),
         "logprobs": all().any(|s| s.logprobs.is_some()),
+        "special_token": all().flat_map(|s| &s.tokens).any(|&t| t >= VOCAB)
+            || all()
+                .filter_map(|s| s.logprobs.as_ref())
+                .flatten()
+                .flatten()
+                .any(|c| c.token_id >= VOCAB),
         "sampled_outside_top": candidates()
             .any(|(sampled, top)| !top.iter().any(|c| c.token_id == sampled.token_id)
                 && !top.is_empty()),
@@ -239,41 +266,35 @@ fn script_facts(fixture: &Fixture) -> Value {
 }
 
 fn makes_text(steps: &[Step]) -> bool {
-    let ids: Vec<u32> = steps
-        .iter()
-        .flat_map(|s| s.tokens.iter().copied())
-        .collect();
     model::Tokenizer::shared_built_in()
-        .decode(&ids, true)
+        .decode(&shown_tokens(steps), true)
         .is_ok_and(|text| !text.is_empty())
 }
 
-/// Whether the bytes the steps' tokens spell end in no whole character
-/// (a word token is whole text; a byte token is its byte): inside a
-/// multi-byte character, or on a byte no character starts with. Either
-/// way the text ends in U+FFFD, which a detokenizer holds back.
-fn ends_mid_character(steps: &[Step]) -> bool {
+/// Sample 0's tokens that frontends detokenize: all of them but the stop
+/// token of an engine `stop` on a token (the last step's last token).
+fn shown_tokens(steps: &[Step]) -> Vec<u32> {
     let mut tokens: Vec<u32> = steps
         .iter()
         .flat_map(|s| s.tokens.iter().copied())
         .collect();
-    // An engine `stop` on a token: that last token is the stop token, which
-    // frontends do not detokenize, so the text ends before it.
     if steps
         .last()
         .is_some_and(|s| s.finish == Some(FinishReason::Stop) && !s.tokens.is_empty())
     {
         tokens.pop();
     }
-    let mut tail: Vec<u8> = Vec::new();
-    for token in &tokens {
-        if (BYTES_START..VOCAB).contains(token) {
-            tail.push((token - BYTES_START) as u8);
-        } else {
-            tail.clear();
-        }
-    }
-    String::from_utf8_lossy(&tail).ends_with(char::REPLACEMENT_CHARACTER)
+    tokens
+}
+
+/// Whether sample 0's shown text, as the model's tokenizer decodes it,
+/// ends in U+FFFD: on the first bytes of a multi-byte character, or in a
+/// run of byte tokens that is no UTF-8 (byte fallback writes U+FFFD for
+/// each byte of it). A detokenizer holds such text back.
+fn ends_mid_character(steps: &[Step]) -> bool {
+    model::Tokenizer::shared_built_in()
+        .decode(&shown_tokens(steps), true)
+        .is_ok_and(|text| text.ends_with(char::REPLACEMENT_CHARACTER))
 }
 
 #[cfg(test)]
@@ -337,7 +358,7 @@ mod tests {
         assert_eq!(fact("paced"), json!(true));
         assert_eq!(fact("finish"), json!("stop"));
         // What `names_under` lets a condition name is what is computed.
-        for root in ["script", "server", "prompt", "context"] {
+        for root in ["script", "server", "prompt", "context", "model"] {
             let mut names = names_under(root).unwrap();
             names.sort_unstable();
             let computed = facts.get(root)[0].as_object().unwrap();
@@ -357,13 +378,22 @@ mod tests {
         assert!(!ends_mid_character(&[step(bytes.clone())]));
         assert!(ends_mid_character(&[step(vec![bytes[0]])]));
         assert!(!ends_mid_character(&[step(vec![bytes[0]]), step(vec![7])]));
-        // A lone continuation byte is no character either; one followed by
-        // a whole character is text that ends well.
+        // A lone continuation byte is no character either. A run of bytes
+        // that is no UTF-8 is U+FFFD for each byte, whatever follows in the
+        // run; a word after it ends the text well.
         let lone = model::vocabulary::byte_token(0x80);
         assert!(ends_mid_character(&[step(vec![lone])]));
-        assert!(!ends_mid_character(&[step(vec![
-            lone,
-            model::vocabulary::byte_token(b'a')
-        ])]));
+        let a = model::vocabulary::byte_token(b'a');
+        assert!(ends_mid_character(&[step(vec![lone, a])]));
+        assert!(ends_mid_character(&[step(vec![lone]), step(bytes.clone())]));
+        assert!(!ends_mid_character(&[step(vec![lone]), step(vec![33])]));
+        // A whole character whose last byte is the stop token shows only
+        // its first byte.
+        let stopped = Step {
+            tokens: bytes.clone(),
+            finish: Some(FinishReason::Stop),
+            ..Step::default()
+        };
+        assert!(ends_mid_character(&[stopped]));
     }
 }
