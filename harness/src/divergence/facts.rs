@@ -94,6 +94,10 @@ pub const SCRIPT_FACTS: &[(&str, &str)] = &[
     ),
     ("logprobs", "the script gives logprob candidates"),
     (
+        "bytes_not_utf8",
+        "sample 0's shown tokens hold a run of byte tokens that is no UTF-8 (a byte no character starts with, or a character cut by a word or by the end)",
+    ),
+    (
         "special_token",
         "a token or a logprob candidate is a special token (`<unk>`, `<s>`, `</s>`)",
     ),
@@ -251,6 +255,7 @@ fn script_facts(fixture: &Fixture) -> Value {
         "ends_mid_character": ends_mid_character(steps),
         "cached_tokens": all().filter_map(|s| s.cached_tokens).max().unwrap_or(0),
         "logprobs": all().any(|s| s.logprobs.is_some()),
+        "bytes_not_utf8": bytes_not_utf8(steps),
         "special_token": all().flat_map(|s| &s.tokens).any(|&t| t >= VOCAB)
             || all()
                 .filter_map(|s| s.logprobs.as_ref())
@@ -285,6 +290,19 @@ fn shown_tokens(steps: &[Step]) -> Vec<u32> {
         tokens.pop();
     }
     tokens
+}
+
+/// Whether some run of byte tokens among sample 0's shown tokens is no
+/// UTF-8. Frontends render such bytes as they each see fit (vllm-rs one
+/// U+FFFD per byte, Python's incremental detokenizer drops them).
+fn bytes_not_utf8(steps: &[Step]) -> bool {
+    let tokens = shown_tokens(steps);
+    tokens
+        .split(|t| !(BYTES_START..VOCAB).contains(t))
+        .any(|run| {
+            let bytes: Vec<u8> = run.iter().map(|t| (t - BYTES_START) as u8).collect();
+            std::str::from_utf8(&bytes).is_err()
+        })
 }
 
 /// Whether sample 0's shown text, as the model's tokenizer decodes it,
@@ -395,5 +413,9 @@ mod tests {
             ..Step::default()
         };
         assert!(ends_mid_character(&[stopped]));
+        // Bytes that are no UTF-8, anywhere; whole characters are.
+        assert!(bytes_not_utf8(&[step(vec![lone]), step(vec![33])]));
+        assert!(bytes_not_utf8(&[step(vec![bytes[0], 33])]));
+        assert!(!bytes_not_utf8(&[step(bytes.clone()), step(vec![33])]));
     }
 }

@@ -144,7 +144,24 @@ pub fn judge(
         match (broken, unexplained) {
             // The break is what the registry says this target does.
             (Some(_), None) if !explained_by.is_empty() => known.extend(explained_by),
-            (Some((v, twin)), _) => return Err(fail(row, v, twin)),
+            (Some((mut v, twin)), unexplained) => {
+                // Say what keeps the registry from explaining the break.
+                match unexplained {
+                    Some((_, new)) => v.detail.push_str(&format!(
+                        " (not registered: {}{})",
+                        new[0],
+                        if new.len() > 1 {
+                            format!(" and {} more", new.len() - 1)
+                        } else {
+                            String::new()
+                        }
+                    )),
+                    None => v.detail.push_str(
+                        " (the answers are the baseline's: the baseline should break it too)",
+                    ),
+                }
+                return Err(fail(row, v, twin));
+            }
             (None, Some((r, new))) => {
                 let shown = new.len().min(SHOWN_DIFFERENCES);
                 let more = match new.len() - shown {
