@@ -26,6 +26,7 @@ pub mod cases;
 pub mod found;
 pub mod oracle;
 pub mod shard;
+pub mod soak;
 pub mod verdict;
 
 use std::cell::{Cell, RefCell};
@@ -109,6 +110,21 @@ pub struct FuzzArgs {
     /// shrinking a failure is serial.
     #[arg(long, default_value_t = DEFAULT_JOBS, value_parser = clap::value_parser!(u16).range(1..))]
     pub jobs: u16,
+    /// Soak: rounds of `--cases` cases, one per seed (`--seed`, then the
+    /// next ones), until this much time has passed (`90s`, `10m`, `2h`); a
+    /// failing round's minimal case is kept and the next round goes on. The
+    /// summary tells each distinct finding once, with the seeds that met it.
+    #[arg(long, value_parser = soak::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Soak: at most this many rounds (seeds), with or without
+    /// `--duration`.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: Option<u32>,
+    /// Write what the run found as JSON: the seeds, the figures, each
+    /// distinct finding with its minimal case, and the registered
+    /// differences met.
+    #[arg(long, value_name = "PATH")]
+    pub report_json: Option<PathBuf>,
     #[command(flatten)]
     pub vllm: crate::target::VllmArgs,
 }
@@ -320,21 +336,35 @@ pub fn fuzz_command(args: FuzzArgs) -> ExitCode {
         partition: args.partition,
         jobs: usize::from(args.jobs),
     };
-    match fuzz(&options) {
-        Ok(report) => {
-            print!("{}", report.summary());
-            if let Some(signal) = report.interrupted {
-                ExitCode::from(signal.exit_code())
-            } else if report.failed() {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            }
-        }
+    let soaking = args.duration.is_some() || args.rounds.is_some();
+    let until = Until {
+        time: args.duration.map(|d| Instant::now() + d),
+        rounds: args.rounds.map(|n| n as usize),
+    };
+    let rounds = match fuzz_rounds(&options, until) {
+        Ok(rounds) => rounds,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            return ExitCode::from(2);
         }
+    };
+    let soak = soak::SoakReport::of(&rounds);
+    if soaking {
+        print!("{}", soak.summary());
+    } else {
+        print!("{}", rounds[0].summary());
+    }
+    if let Some(path) = &args.report_json {
+        let json = serde_json::to_string_pretty(&soak).expect("a report serialises");
+        if let Err(e) = std::fs::write(path, json + "\n") {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    match rounds.iter().find_map(|r| r.interrupted) {
+        Some(signal) => ExitCode::from(signal.exit_code()),
+        None if soak.failed() => ExitCode::FAILURE,
+        None => ExitCode::SUCCESS,
     }
 }
 
@@ -346,8 +376,36 @@ struct Bench {
     client: reqwest::Client,
 }
 
-/// Runs the fuzzer on a runtime of its own (proptest's runner is synchronous).
+/// Runs the fuzzer on a runtime of its own (proptest's runner is
+/// synchronous): one round, the seed's.
 pub fn fuzz(options: &FuzzOptions) -> anyhow::Result<FuzzReport> {
+    let mut rounds = fuzz_rounds(options, Until::default())?;
+    Ok(rounds.remove(0))
+}
+
+/// When a soak stops; neither set: after one round.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Until {
+    /// No round starts after this.
+    pub time: Option<Instant>,
+    /// At most this many rounds.
+    pub rounds: Option<usize>,
+}
+
+impl Until {
+    fn done(&self, rounds: usize) -> bool {
+        let out_of_time = self.time.is_some_and(|t| Instant::now() >= t);
+        let enough = self.rounds.is_some_and(|n| rounds >= n);
+        let one_round = self.time.is_none() && self.rounds.is_none();
+        out_of_time || enough || one_round
+    }
+}
+
+/// Runs rounds of `options.cases` cases against one set of targets: the
+/// round of `options.seed`, then, until `until`, one round per next seed
+/// (`seed + 1`, `seed + 2`, ...). A failing round's minimal case is
+/// recorded and the next round goes on. A signal ends the rounds.
+pub fn fuzz_rounds(options: &FuzzOptions, until: Until) -> anyhow::Result<Vec<FuzzReport>> {
     if options.targets.is_empty() {
         anyhow::bail!("no target to fuzz");
     }
@@ -378,12 +436,6 @@ pub fn fuzz(options: &FuzzOptions) -> anyhow::Result<FuzzReport> {
         .zip(bench.channels.iter().map(ScriptChannel::label))
         .collect();
     let names = bench.names.clone();
-    let bench = tokio::sync::Mutex::new(bench);
-    let locks = PromptLocks::default();
-    let exchanged = Cell::new(0u64);
-    let mut ran = Vec::new();
-    let bar = Bar::new(options.progress, u64::from(options.cases));
-    let started = Instant::now();
     // SIGINT or SIGTERM lets the cases in flight finish and sends no more;
     // a shrink stops where it is, the targets stop, and a minimal case found
     // so far is still written.
@@ -394,6 +446,81 @@ pub fn fuzz(options: &FuzzOptions) -> anyhow::Result<FuzzReport> {
         None
     };
     let interrupted = || interrupts.as_ref().and_then(Interrupts::first);
+    let bench = tokio::sync::Mutex::new(bench);
+    let locks = PromptLocks::default();
+    let shared = Shared {
+        runtime: &runtime,
+        bench: &bench,
+        locks: &locks,
+        scope,
+        channels,
+        names,
+        interrupted: &interrupted,
+    };
+    let mut rounds = Vec::new();
+    let mut seed = options.seed;
+    loop {
+        let round_options = FuzzOptions {
+            seed,
+            ..options.clone()
+        };
+        let report = round(&shared, &round_options);
+        if until.time.is_some() || until.rounds.is_some() {
+            let verdict = match &report.found {
+                None => "clean".to_string(),
+                Some(f) => format!("FAILED: {} against {}", f.violation.property, f.target),
+            };
+            progress_line(format_args!(
+                "round of seed {seed}: {} cases in {:.1} s, {verdict}",
+                report.exchanged,
+                report.elapsed.as_secs_f64()
+            ));
+        }
+        let interrupted = report.interrupted.is_some();
+        rounds.push(report);
+        let stop = interrupted || until.done(rounds.len());
+        if stop {
+            break;
+        }
+        seed = seed.wrapping_add(1);
+    }
+    let bench = bench.into_inner();
+    runtime.block_on(async {
+        for target in bench.targets {
+            target.stop().await;
+        }
+    });
+    Ok(rounds)
+}
+
+/// What every round of a run shares: the runtime, the targets and how
+/// they take scripts.
+struct Shared<'a> {
+    runtime: &'a tokio::runtime::Runtime,
+    bench: &'a tokio::sync::Mutex<Bench>,
+    locks: &'a PromptLocks,
+    scope: Scope,
+    channels: Vec<(String, &'static str)>,
+    names: Vec<String>,
+    interrupted: &'a dyn Fn() -> Option<Interrupt>,
+}
+
+/// One round: the seed's case stream, judged, and its first failure shrunk.
+fn round(shared: &Shared<'_>, options: &FuzzOptions) -> FuzzReport {
+    let Shared {
+        runtime,
+        bench,
+        locks,
+        scope,
+        ..
+    } = *shared;
+    let interrupted = shared.interrupted;
+    let names = shared.names.clone();
+    let channels = shared.channels.clone();
+    let exchanged = Cell::new(0u64);
+    let mut ran = Vec::new();
+    let bar = Bar::new(options.progress, u64::from(options.cases));
+    let started = Instant::now();
 
     // 1. The case stream, drawn as proptest's runner draws it: the runner
     // draws the next case the same way whatever the last one's verdict (it
@@ -421,7 +548,6 @@ pub fn fuzz(options: &FuzzOptions) -> anyhow::Result<FuzzReport> {
     // case passes when run again, it still names the property and target.
     let last_seen: RefCell<Option<Failure>> = RefCell::default();
     runtime.block_on(async {
-        let (bench, locks) = (&bench, &locks);
         let mut verdicts = futures::stream::iter(drawn.iter())
             .map(|(mine, case)| async move {
                 if !mine || interrupted().is_some() {
@@ -494,7 +620,7 @@ pub fn fuzz(options: &FuzzOptions) -> anyhow::Result<FuzzReport> {
                     return Ok(());
                 }
                 exchanged.set(exchanged.get() + 1);
-                match runtime.block_on(exchange(&bench, &locks, options, &case)) {
+                match runtime.block_on(exchange(bench, locks, options, &case)) {
                     Ok(_) => Ok(()),
                     Err(failure) => {
                         bar.failing(&failure);
@@ -514,7 +640,7 @@ pub fn fuzz(options: &FuzzOptions) -> anyhow::Result<FuzzReport> {
         Err(TestError::Fail(reason, (_, case))) => {
             // Run the minimal case (the smallest so far, if interrupted) once
             // more, for its violation in full.
-            let again = runtime.block_on(exchange(&bench, &locks, options, &case));
+            let again = runtime.block_on(exchange(bench, locks, options, &case));
             (
                 Some(record(
                     options,
@@ -527,13 +653,8 @@ pub fn fuzz(options: &FuzzOptions) -> anyhow::Result<FuzzReport> {
             )
         }
     };
-    let bench = bench.into_inner();
-    runtime.block_on(async {
-        for target in bench.targets {
-            target.stop().await;
-        }
-    });
-    Ok(FuzzReport {
+
+    FuzzReport {
         seed: options.seed,
         targets: names,
         channels,
@@ -554,7 +675,7 @@ pub fn fuzz(options: &FuzzOptions) -> anyhow::Result<FuzzReport> {
         },
         ran,
         known,
-    })
+    }
 }
 
 /// The targets with the contract first. A real frontend is judged against
