@@ -82,7 +82,7 @@ pub const SCRIPT_FACTS: &[(&str, &str)] = &[
     ),
     (
         "byte_tokens",
-        "some token is a byte of a multi-byte character",
+        "some token, or logprob candidate, is a byte of a multi-byte character",
     ),
     (
         "ends_mid_character",
@@ -251,7 +251,12 @@ fn script_facts(fixture: &Fixture) -> Value {
         "finish_only_step": all().any(|s| s.tokens.is_empty() && s.finish.is_some()),
         "first_step_tokenless": steps.first().is_some_and(|s| s.tokens.is_empty()),
         "makes_text": makes_text(steps),
-        "byte_tokens": all().flat_map(|s| &s.tokens).any(is_byte_of_char),
+        "byte_tokens": all().flat_map(|s| &s.tokens).any(is_byte_of_char)
+            || all()
+                .filter_map(|s| s.logprobs.as_ref())
+                .flatten()
+                .flatten()
+                .any(|c| is_byte_of_char(&c.token_id)),
         "ends_mid_character": ends_mid_character(steps),
         "cached_tokens": all().filter_map(|s| s.cached_tokens).max().unwrap_or(0),
         "logprobs": all().any(|s| s.logprobs.is_some()),

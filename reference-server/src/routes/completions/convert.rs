@@ -23,17 +23,26 @@ pub struct ResponseOptions {
 /// Everything the handler needs to run a request.
 pub type Prepared = run::Prepared<ResponseOptions>;
 
+/// The prompt's token ids: as sent, or the text encoded.
+pub fn prompt_ids(
+    request: &CompletionRequest,
+    tokenizer: &Tokenizer,
+) -> Result<Vec<u32>, ApiError> {
+    match &request.prompt {
+        Prompt::Ids(ids) => Ok(ids.clone()),
+        Prompt::Text(text) => tokenizer
+            .encode(text, request.add_special_tokens)
+            .map_err(|e| ApiError::invalid_request(e.to_string(), Some("prompt"))),
+    }
+}
+
+/// `prompt`: [`prompt_ids`], already found not to be empty.
 pub fn prepare(
     request: &CompletionRequest,
+    prompt: Vec<u32>,
     tokenizer: &Tokenizer,
     limits: Limits,
 ) -> Result<Prepared, ApiError> {
-    let prompt = match &request.prompt {
-        Prompt::Ids(ids) => ids.clone(),
-        Prompt::Text(text) => tokenizer
-            .encode(text, request.add_special_tokens)
-            .map_err(|e| ApiError::invalid_request(e.to_string(), Some("prompt")))?,
-    };
     let stop = request.sampling.stop_strings()?;
     let max_tokens = Some(request.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS));
     request

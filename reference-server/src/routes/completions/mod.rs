@@ -31,14 +31,18 @@ pub(super) async fn completions(
 ) -> Result<Response, ApiError> {
     let Json(body) = body?;
     validate::validate(&body, |m| state.config.serves(m))?;
-    let prepared = convert::prepare(&body, state.config.tokenizer.get(), state.limits())?;
+    let tokenizer = state.config.tokenizer.get();
+    let prompt = convert::prompt_ids(&body, tokenizer)?;
     let request_id = format!(
         "cmpl-{}",
         request_id::resolve(&headers, body.request_id.as_deref())
     );
-    if prepared.prompt.is_empty() {
+    // vllm-rs refuses an empty prompt before it checks the sampling fields
+    // against the engine's limits (logprobs over 20, say).
+    if prompt.is_empty() {
         return Err(validate::empty_prompt(&body.prompt, &request_id));
     }
+    let prepared = convert::prepare(&body, prompt, tokenizer, state.limits())?;
     let submitted = run::submit(&state, request_id, body.model.as_deref(), prepared)?;
     run::respond(
         &state,

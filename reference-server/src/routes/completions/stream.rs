@@ -13,7 +13,7 @@ use super::types::{
 use crate::error::ApiError;
 use crate::routes::openai::envelope::Envelope;
 use crate::routes::openai::events::{Collected, TextDelta, TextEvent, TextEvents};
-use crate::routes::openai::logprobs::{candidates, clamp, token_text};
+use crate::routes::openai::logprobs::{clamp, token_text};
 use crate::routes::openai::usage::{TokenCounts, Usage, UsageChunk};
 
 /// The chunk around `choice` (none: a usage chunk).
@@ -145,8 +145,12 @@ pub fn completion_logprobs(
             continue;
         };
         let token = token_text(tokenizer, sampled.token_id);
-        // In rank order; vllm-rs's map is a HashMap, its order varies by run.
-        let top: Map<String, Value> = candidates(entries, usize::MAX)
+        // vllm-rs's map is a HashMap (its order varies by run) filled from
+        // every entry in the engine's order, the repeated sampled token
+        // included: when two tokens read the same (byte tokens that are no
+        // character read U+FFFD), the later entry's logprob is the key's.
+        let top: Map<String, Value> = entries
+            .iter()
             .map(|e| {
                 (
                     token_text(tokenizer, e.token_id),
@@ -192,6 +196,9 @@ pub async fn collect(
         (Some(requested), Some(positions)) => Some(completion_logprobs(
             tokenizer, &positions, requested, echo_len,
         )),
+        // With echo, vllm-rs has the prompt's logprobs to answer with (the
+        // reference lists the generated tokens' only, here none).
+        (Some(_), None) if options.echo.is_some() => Some(CompletionLogProbs::default()),
         // As vllm-rs 0.32 (and its generate route): asked for logprobs, and
         // no engine output carried any (no token at all), is a 500.
         (Some(_), None) => {
