@@ -73,7 +73,13 @@ pub fn shape(found: &Found) -> String {
                 (None, Some(f)) => format!("finish {}", f.as_str()),
                 (None, None) => "no finish".to_string(),
             };
-            format!("{} steps, {end}", steps.len())
+            let tokens: usize = steps.iter().map(|s| s.tokens.len()).sum();
+            let logprobs = if steps.iter().any(|s| s.logprobs.is_some()) {
+                ", logprobs"
+            } else {
+                ""
+            };
+            format!("{} steps, {tokens} tokens{logprobs}, {end}", steps.len())
         }
     };
     let endpoint = match request.endpoint {

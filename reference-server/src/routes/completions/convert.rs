@@ -15,6 +15,10 @@ pub struct ResponseOptions {
     pub usage: UsageOptions,
     /// The prompt's text, to put before the output (`echo`).
     pub echo: Option<String>,
+    /// `echo` was asked for, with or without a text to put first: vllm-rs
+    /// then has the prompt's logprobs, so a request that generates no token
+    /// still has logprobs to answer with.
+    pub echo_asked: bool,
     /// `logprobs`: candidates per token besides the sampled one (-1: all).
     pub logprobs: Option<i32>,
     pub return_token_ids: bool,
@@ -68,6 +72,7 @@ pub fn prepare(
         response: ResponseOptions {
             usage: UsageOptions::new(request.stream, request.stream_options)?,
             echo,
+            echo_asked: request.echo,
             logprobs: request.logprobs,
             return_token_ids,
         },

@@ -16,7 +16,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::http::HeaderMap;
 use axum::response::Response;
 
-use self::types::CompletionRequest;
+use self::types::{CompletionRequest, Prompt};
 use super::Shared;
 use super::openai::run;
 use crate::error::ApiError;
@@ -37,12 +37,17 @@ pub(super) async fn completions(
         "cmpl-{}",
         request_id::resolve(&headers, body.request_id.as_deref())
     );
-    // vllm-rs refuses an empty prompt before it checks the sampling fields
-    // against the engine's limits (logprobs over 20, say).
-    if prompt.is_empty() {
+    // vllm-rs refuses an empty prompt of ids before it checks the sampling
+    // fields against the engine's limits (logprobs over 20, say), and an
+    // empty text after them.
+    let ids = matches!(body.prompt, Prompt::Ids(_));
+    if ids && prompt.is_empty() {
         return Err(validate::empty_prompt(&body.prompt, &request_id));
     }
     let prepared = convert::prepare(&body, prompt, tokenizer, state.limits())?;
+    if prepared.prompt.is_empty() {
+        return Err(validate::empty_prompt(&body.prompt, &request_id));
+    }
     let submitted = run::submit(&state, request_id, body.model.as_deref(), prepared)?;
     run::respond(
         &state,

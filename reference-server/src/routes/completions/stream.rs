@@ -178,9 +178,11 @@ pub async fn collect(
     options: ResponseOptions,
     tokenizer: &'static Tokenizer,
 ) -> Result<CompletionResponse, ApiError> {
-    let events = match options.logprobs {
-        Some(_) => events.with_logprobs_checked_first(LOGPROBS_MISSING),
-        None => events,
+    // With echo, vllm-rs has the prompt's logprobs, and an `error` finish
+    // without a token is its plain "Internal server error".
+    let events = match (options.logprobs, options.echo_asked) {
+        (Some(_), false) => events.with_logprobs_checked_first(LOGPROBS_MISSING),
+        _ => events,
     };
     let Collected {
         prompt_token_ids,
@@ -198,7 +200,7 @@ pub async fn collect(
         )),
         // With echo, vllm-rs has the prompt's logprobs to answer with (the
         // reference lists the generated tokens' only, here none).
-        (Some(_), None) if options.echo.is_some() => Some(CompletionLogProbs::default()),
+        (Some(_), None) if options.echo_asked => Some(CompletionLogProbs::default()),
         // As vllm-rs 0.32 (and its generate route): asked for logprobs, and
         // no engine output carried any (no token at all), is a 500.
         (Some(_), None) => {

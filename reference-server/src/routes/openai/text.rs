@@ -98,28 +98,36 @@ impl TextPipeline {
     }
 
     /// Looks for a stop string that ends in the text added after `before`;
-    /// cuts the text at it.
+    /// cuts the text at it. Of several, the one that starts first wins,
+    /// whatever their order in `stop` (both frontends, seen in
+    /// `completions_two_stop_strings_earliest_wins`).
     fn find_stop(&mut self, before: usize) -> Option<StopMatch> {
         if self.text.len() == before {
             return None;
         }
+        let mut first: Option<(usize, &String)> = None;
         for stop in &self.options.stop {
             // A match that ends in the new text starts at most len(stop)-1 bytes before it.
             let mut from = before.saturating_sub(stop.len().saturating_sub(1));
             while !self.text.is_char_boundary(from) {
                 from -= 1;
             }
-            if let Some(at) = self.text[from..].find(stop.as_str()) {
-                let mut end = from + at;
-                if self.options.include_stop_str_in_output {
-                    end += stop.len();
-                }
-                self.text.truncate(end);
-                self.sent = self.sent.min(end);
-                return Some(StopMatch(stop.clone()));
+            if let Some(at) = self.text[from..].find(stop.as_str())
+                && first.is_none_or(|(start, _)| from + at < start)
+            {
+                first = Some((from + at, stop));
             }
         }
-        None
+        let (start, stop) = first?;
+        let stop = stop.clone();
+        let end = if self.options.include_stop_str_in_output {
+            start + stop.len()
+        } else {
+            start
+        };
+        self.text.truncate(end);
+        self.sent = self.sent.min(end);
+        Some(StopMatch(stop))
     }
 
     /// Ends the text of a request the engine finished: ids still waiting
