@@ -98,6 +98,10 @@ pub const SCRIPT_FACTS: &[(&str, &str)] = &[
         "sample 0's shown tokens hold a run of byte tokens that is no UTF-8 (a byte no character starts with, or a character cut by a word or by the end)",
     ),
     (
+        "candidates_past_asked",
+        "some step's script lists more distinct tokens (the sampled one among them) than the candidates asked for, or than one when none is",
+    ),
+    (
         "special_token",
         "a token or a logprob candidate is a special token (`<unk>`, `<s>`, `</s>`)",
     ),
@@ -231,6 +235,7 @@ fn script_facts(fixture: &Fixture) -> Value {
     let steps = &script.steps;
     let all = || script.all_steps();
     let is_byte_of_char = |t: &u32| (BYTES_START..VOCAB).contains(t) && t - BYTES_START >= 0x80;
+    let listed = candidate_ids(fixture);
     let candidates = || {
         all()
             .filter_map(|s| s.logprobs.as_ref())
@@ -252,21 +257,14 @@ fn script_facts(fixture: &Fixture) -> Value {
         "first_step_tokenless": steps.first().is_some_and(|s| s.tokens.is_empty()),
         "makes_text": makes_text(steps),
         "byte_tokens": all().flat_map(|s| &s.tokens).any(is_byte_of_char)
-            || all()
-                .filter_map(|s| s.logprobs.as_ref())
-                .flatten()
-                .flatten()
-                .any(|c| is_byte_of_char(&c.token_id)),
+            || listed.iter().any(is_byte_of_char),
         "ends_mid_character": ends_mid_character(steps),
         "cached_tokens": all().filter_map(|s| s.cached_tokens).max().unwrap_or(0),
         "logprobs": all().any(|s| s.logprobs.is_some()),
         "bytes_not_utf8": bytes_not_utf8(steps),
+        "candidates_past_asked": candidates_past_asked(fixture),
         "special_token": all().flat_map(|s| &s.tokens).any(|&t| t >= VOCAB)
-            || all()
-                .filter_map(|s| s.logprobs.as_ref())
-                .flatten()
-                .flatten()
-                .any(|c| c.token_id >= VOCAB),
+            || listed.iter().any(|&t| t >= VOCAB),
         "sampled_outside_top": candidates()
             .any(|(sampled, top)| !top.iter().any(|c| c.token_id == sampled.token_id)
                 && !top.is_empty()),
@@ -295,6 +293,64 @@ fn shown_tokens(steps: &[Step]) -> Vec<u32> {
         tokens.pop();
     }
     tokens
+}
+
+/// The logprob candidates the engine lists: a step's own, or, for a step
+/// whose script gives none, the ones the mock engine makes up for a request
+/// that asks for candidates ([`mock_engine::engine::synthetic_logprobs`]).
+fn candidate_ids(fixture: &Fixture) -> Vec<u32> {
+    let asked = asked_candidates(fixture);
+    fixture
+        .engine
+        .all_steps()
+        .flat_map(|step| match (&step.logprobs, asked) {
+            (Some(positions), _) => positions.iter().flatten().map(|e| e.token_id).collect(),
+            (None, Some(top)) => step
+                .tokens
+                .iter()
+                .flat_map(|&t| mock_engine::engine::synthetic_logprobs(t, top))
+                .map(|e| e.token_id)
+                .collect(),
+            (None, None) => Vec::new(),
+        })
+        .collect()
+}
+
+/// Whether a step's script lists more distinct tokens than the request
+/// asks for (`max(k, 1)`: the sampled token and its candidates): what
+/// a frontend keeps of the engine's list then depends on whether it cuts.
+fn candidates_past_asked(fixture: &Fixture) -> bool {
+    let Some(asked) = asked_candidates(fixture) else {
+        return false;
+    };
+    fixture
+        .engine
+        .all_steps()
+        .filter_map(|s| s.logprobs.as_ref())
+        .flatten()
+        .any(|entries| {
+            let distinct: std::collections::BTreeSet<u32> =
+                entries.iter().map(|e| e.token_id).collect();
+            distinct.len() > asked.max(1) as usize
+        })
+}
+
+/// How many candidates per token the request asks for, when it asks.
+fn asked_candidates(fixture: &Fixture) -> Option<u32> {
+    let body = fixture.request.body.as_ref()?;
+    let count = match fixture.request.endpoint {
+        Endpoint::Generate => body.get("sampling_params")?.get("logprobs")?.as_i64()?,
+        Endpoint::Completions => body.get("logprobs")?.as_i64()?,
+        Endpoint::Chat => {
+            if !body.get("logprobs")?.as_bool()? {
+                return None;
+            }
+            body.get("top_logprobs")
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+        }
+    };
+    u32::try_from(count).ok()
 }
 
 /// Whether some run of byte tokens among sample 0's shown tokens is no
