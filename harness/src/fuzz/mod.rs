@@ -262,18 +262,10 @@ impl FuzzReport {
         if let Some(reason) = &self.aborted {
             s.push_str(&format!("ABORTED: {reason}\n"));
         }
-        if !self.known.is_empty() {
-            let cases: u64 = self.known.values().sum();
-            let entries: Vec<String> = self
-                .known
-                .iter()
-                .map(|(id, n)| format!("{id} ({n})"))
-                .collect();
-            s.push_str(&format!(
-                "  known: {cases} breaks of the contract the registry explains: {}\n",
-                entries.join(", ")
-            ));
-        }
+        s.push_str(&soak::known_line(
+            &self.known,
+            "breaks of the contract the registry explains",
+        ));
         match &self.found {
             None => s.push_str("no property was violated\n"),
             Some(f) => {

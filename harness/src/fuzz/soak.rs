@@ -89,6 +89,17 @@ pub fn shape(found: &Found) -> String {
     format!("{endpoint} {mode} {{{}}}, {script}", fields.join(", "))
 }
 
+/// `  known: N <what>: id (n), ...` for the registry entries a run met,
+/// or nothing when it met none; a single run's summary and a soak's share it.
+pub fn known_line(known: &BTreeMap<String, u64>, what: &str) -> String {
+    if known.is_empty() {
+        return String::new();
+    }
+    let cases: u64 = known.values().sum();
+    let entries: Vec<String> = known.iter().map(|(id, n)| format!("{id} ({n})")).collect();
+    format!("  known: {cases} {what}: {}\n", entries.join(", "))
+}
+
 /// One distinct finding of a soak, and the rounds that met it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
@@ -200,18 +211,7 @@ impl SoakReport {
             self.endpoints,
             self.targets.join(", ")
         );
-        if !self.known.is_empty() {
-            let cases: u64 = self.known.values().sum();
-            let entries: Vec<String> = self
-                .known
-                .iter()
-                .map(|(id, n)| format!("{id} ({n})"))
-                .collect();
-            s.push_str(&format!(
-                "  known: {cases} registered differences met: {}\n",
-                entries.join(", ")
-            ));
-        }
+        s.push_str(&known_line(&self.known, "registered differences met"));
         for line in &self.incomplete {
             s.push_str(&format!("  INCOMPLETE {line}\n"));
         }
