@@ -16,6 +16,7 @@ pub mod capture;
 pub mod cli;
 pub mod diff;
 pub mod divergence;
+pub mod endpoint;
 pub mod excerpt;
 pub mod fuzz;
 pub mod interrupt;

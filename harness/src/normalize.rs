@@ -433,48 +433,68 @@ impl StreamSummary {
     pub fn of(events: &[EventData]) -> Self {
         let mut summary = Self::default();
         for event in events {
-            match event {
-                EventData::Done => summary.done_events += 1,
-                EventData::Text(_) => {}
-                EventData::Json(v) => {
-                    if let Some(e) = v.get("error") {
-                        summary.errors.push(e.clone());
-                    }
-                    if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
-                        summary.usage = Some(u.clone());
-                    }
-                    let choices = v.get("choices").and_then(Value::as_array);
-                    if choices.is_some_and(|c| !c.is_empty()) {
-                        summary.chunks += 1;
-                    }
-                    for choice in choices.into_iter().flatten() {
-                        let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
-                        if let Some(ids) = choice.get("token_ids").and_then(Value::as_array) {
-                            summary
-                                .tokens
-                                .entry(index)
-                                .or_default()
-                                .extend(ids.iter().cloned());
-                        }
-                        let delta = choice.get("delta");
-                        let text = choice
-                            .get("text")
-                            .or_else(|| delta.and_then(|d| d.get("content")))
-                            .and_then(Value::as_str);
-                        if let Some(text) = text {
-                            summary.text.entry(index).or_default().push_str(text);
-                        }
-                        if let Some(role) = delta.and_then(|d| d.get("role")) {
-                            summary.roles.entry(index).or_default().push(role.clone());
-                        }
-                        if let Some(f) = choice.get("finish_reason").filter(|f| !f.is_null()) {
-                            summary.finish_reasons.insert(index, f.clone());
-                        }
-                    }
-                }
-            }
+            summary.add(event);
         }
         summary
+    }
+
+    /// Adds one event: the oracle sums a stream as it walks it, checking
+    /// the order of events, with this same summary.
+    pub fn add(&mut self, event: &EventData) {
+        match event {
+            EventData::Done => self.done_events += 1,
+            EventData::Text(_) => {}
+            EventData::Json(v) => self.add_json(v),
+        }
+    }
+
+    fn add_json(&mut self, v: &Value) {
+        if let Some(e) = v.get("error") {
+            self.errors.push(e.clone());
+        }
+        if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
+            self.usage = Some(u.clone());
+        }
+        let choices = v.get("choices").and_then(Value::as_array);
+        if choices.is_some_and(|c| !c.is_empty()) {
+            self.chunks += 1;
+        }
+        for choice in choices.into_iter().flatten() {
+            let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
+            if let Some(ids) = choice.get("token_ids").and_then(Value::as_array) {
+                self.tokens
+                    .entry(index)
+                    .or_default()
+                    .extend(ids.iter().cloned());
+            }
+            if let Some(text) = crate::endpoint::choice_text(choice) {
+                self.text.entry(index).or_default().push_str(text);
+            }
+            if let Some(role) = choice.get("delta").and_then(|d| d.get("role")) {
+                self.roles.entry(index).or_default().push(role.clone());
+            }
+            if let Some(f) = choice.get("finish_reason").filter(|f| !f.is_null()) {
+                self.finish_reasons.insert(index, f.clone());
+            }
+        }
+    }
+
+    /// Choice `index`'s token ids so far, as numbers.
+    pub fn token_ids(&self, index: u64) -> Vec<u64> {
+        self.tokens
+            .get(&index)
+            .map(|ids| ids.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default()
+    }
+
+    /// Choice `index`'s text so far.
+    pub fn text_of(&self, index: u64) -> &str {
+        self.text.get(&index).map_or("", String::as_str)
+    }
+
+    /// Choice `index`'s finish reason, when it is a string.
+    pub fn finish_reason(&self, index: u64) -> Option<&str> {
+        self.finish_reasons.get(&index).and_then(Value::as_str)
     }
 }
 

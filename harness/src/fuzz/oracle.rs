@@ -20,12 +20,9 @@ use std::fmt;
 use mock_engine::script::{Endpoint, FinishReason, RequestSpec, Script};
 use serde_json::Value;
 
-use crate::normalize::{Body, EventData, Transcript};
-
-/// Vocabulary of the test model and the limits vllm-rs checks against.
-const VOCAB_SIZE: u64 = 4099;
-const MAX_LOGPROBS: i64 = 20;
-const MAX_MODEL_LEN: usize = 2048;
+pub use crate::endpoint::Validity;
+use crate::endpoint::{Family, family, present, token_ids};
+use crate::normalize::{Body, EventData, StreamSummary, Transcript};
 
 /// The invariant a response broke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -123,13 +120,6 @@ fn violation(property: Property, detail: impl Into<String>) -> Violation {
         property,
         detail: detail.into(),
     }
-}
-
-/// Whether a request must be accepted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Validity {
-    Valid,
-    Invalid { status: u16 },
 }
 
 /// How the engine script ends, as the client must see it.
@@ -275,18 +265,15 @@ pub struct Expected {
     /// The id the client chose: the header's, else the body's.
     pub request_id: Option<String>,
     pub script: Option<ScriptOutcome>,
-    /// Completions and chat name a model the targets do not serve.
-    pub unknown_model: bool,
 }
 
 impl Expected {
     /// `script`: the script the engine answers with, when known.
     pub fn new(request: &RequestSpec, served_model: &str, script: Option<&Script>) -> Self {
         let endpoint = request.endpoint;
+        let rules = family(endpoint);
         let body = request.body.clone().unwrap_or(Value::Null);
         let get = |k: &str| body.get(k).filter(|v| !v.is_null());
-        let params = body.get("sampling_params");
-        let param = |k: &str| params.and_then(|p| p.get(k)).filter(|v| !v.is_null());
         let options = get("stream_options");
         let option = |k: &str| options.and_then(|o| o.get(k)).and_then(Value::as_bool);
         let flag = |k: &str| get(k).and_then(Value::as_bool).unwrap_or(false);
@@ -296,15 +283,8 @@ impl Expected {
             .headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case("x-request-id"))
-            .map(|(_, v)| v.clone());
+            .map(|(_, v)| v.as_str());
         let return_token_ids = flag("return_token_ids");
-        let logprobs = match endpoint {
-            Endpoint::Generate => param("logprobs").and_then(Value::as_i64),
-            Endpoint::Completions => get("logprobs").and_then(Value::as_i64),
-            Endpoint::Chat => {
-                flag("logprobs").then(|| get("top_logprobs").and_then(Value::as_i64).unwrap_or(0))
-            }
-        };
         let prompt: Vec<u64> = if request.raw_body.is_some() {
             Vec::new()
         } else {
@@ -316,35 +296,31 @@ impl Expected {
                 .collect()
         };
         let script = script.and_then(ScriptOutcome::of);
-        let text = match (endpoint, &script) {
-            (Endpoint::Generate, _) | (_, None) => None,
-            (_, Some(s)) => ExpectedText::of(&prompt, s),
-        };
+        let text = script
+            .as_ref()
+            .filter(|_| rules.detokenizes())
+            .and_then(|s| ExpectedText::of(&prompt, s));
         Self {
             endpoint,
-            validity: validity(endpoint, &body, served_model),
+            validity: rules.validity(&body, served_model),
             stream,
             include_usage,
             continuous_usage: include_usage && option("continuous_usage_stats").unwrap_or(false),
             return_token_ids,
-            logprobs,
+            logprobs: rules.logprobs_asked(&body),
             prompt,
-            token_ids_visible: endpoint == Endpoint::Generate || return_token_ids,
-            stop_strings: endpoint != Endpoint::Generate && get("stop").is_some(),
-            echo: endpoint == Endpoint::Completions && flag("echo"),
+            token_ids_visible: rules.logprobs_name_token_ids() || return_token_ids,
+            stop_strings: rules.stop_strings(&body),
+            echo: rules.echo(&body),
             text,
-            request_id: match endpoint {
-                Endpoint::Generate => {
-                    header_id.or_else(|| get("request_id").and_then(Value::as_str).map(Into::into))
-                }
-                _ => None,
-            },
+            request_id: rules.client_request_id(&body, header_id),
             script,
-            unknown_model: endpoint != Endpoint::Generate
-                && get("model")
-                    .and_then(Value::as_str)
-                    .is_some_and(|m| !m.is_empty() && m != served_model),
         }
+    }
+
+    /// The rules of the endpoint the request goes to.
+    pub fn family(&self) -> &'static dyn Family {
+        family(self.endpoint)
     }
 
     /// How many tokens the engine's script says were emitted (`all`: the
@@ -359,224 +335,6 @@ impl Expected {
         };
         Some(tokens.len() as u64)
     }
-}
-
-/// What a request means for validity, per endpoint.
-fn validity(endpoint: Endpoint, body: &Value, served_model: &str) -> Validity {
-    match endpoint {
-        Endpoint::Generate => generate_validity(body, served_model),
-        _ => openai_validity(endpoint, body, served_model),
-    }
-}
-
-/// vllm-rs's validation of `/v1/completions` and `/v1/chat/completions`, in
-/// its order (see its `routes/openai/*/validate.rs`): serde refuses wrong
-/// types (400; `bool` fields refuse `null` too), then an unknown model is a
-/// 404, then every other refusal is a 400.
-fn openai_validity(endpoint: Endpoint, body: &Value, served_model: &str) -> Validity {
-    let invalid = |status| Validity::Invalid { status };
-    let Some(map) = body.as_object() else {
-        return invalid(400);
-    };
-    let is_u32 = |v: &Value| v.as_u64().is_some_and(|n| n <= u64::from(u32::MAX));
-    let chat = endpoint == Endpoint::Chat;
-    let prompt_ok = if chat {
-        map.get("messages")
-            .and_then(Value::as_array)
-            .is_some_and(|m| !m.is_empty())
-    } else {
-        match map.get("prompt") {
-            Some(Value::String(_)) => true,
-            Some(Value::Array(ids)) => ids.iter().all(is_u32),
-            _ => false,
-        }
-    };
-    if !prompt_ok {
-        return invalid(400);
-    }
-    // `bool` fields with a default: present means a boolean.
-    let mut bools = vec!["stream", "echo"];
-    if chat {
-        bools.push("logprobs");
-    }
-    for k in bools {
-        if map.get(k).is_some_and(|v| !v.is_boolean()) {
-            return invalid(400);
-        }
-    }
-    if let Some(o) = given(map.get("stream_options")) {
-        let Some(o) = o.as_object() else {
-            return invalid(400);
-        };
-        for k in ["include_usage", "continuous_usage_stats"] {
-            if given(o.get(k)).is_some_and(|v| !v.is_boolean()) {
-                return invalid(400);
-            }
-        }
-    }
-    if given(map.get("return_token_ids")).is_some_and(|v| !v.is_boolean()) {
-        return invalid(400);
-    }
-    for k in ["max_tokens", "n"] {
-        if given(map.get(k)).is_some_and(|v| !is_u32(v)) {
-            return invalid(400);
-        }
-    }
-    let logprob_keys: &[&str] = if chat {
-        &["top_logprobs"]
-    } else {
-        &["logprobs"]
-    };
-    for &k in logprob_keys {
-        if given(map.get(k)).is_some_and(|v| v.as_i64().is_none()) {
-            return invalid(400);
-        }
-    }
-    if given(map.get("model")).is_some_and(|v| !v.is_string()) {
-        return invalid(400);
-    }
-    // vllm-rs 0.32 checks the chat model after every other field; the
-    // completions model right after the types.
-    let unknown_model = given(map.get("model"))
-        .and_then(Value::as_str)
-        .is_some_and(|m| !m.is_empty() && m != served_model);
-    if unknown_model && !chat {
-        return invalid(404);
-    }
-    let stream = map.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    if given(map.get("stream_options")).is_some() && !stream {
-        return invalid(400);
-    }
-    // Chat refuses `n` > 1 after the model (seen on vllm-rs 0.32: an unknown
-    // model with `n` 2 is a 404).
-    let n_refused = given(map.get("n")).is_some_and(|n| n.as_u64() != Some(1));
-    if n_refused && !chat {
-        return invalid(400);
-    }
-    let echo = map.get("echo").and_then(Value::as_bool).unwrap_or(false);
-    if map.get("max_tokens").and_then(Value::as_u64) == Some(0) && !echo {
-        return invalid(400);
-    }
-    let logprobs = if chat {
-        let asked = map
-            .get("logprobs")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        let top = given(map.get("top_logprobs")).and_then(Value::as_i64);
-        if top.is_some() && !asked {
-            return invalid(400);
-        }
-        top
-    } else {
-        given(map.get("logprobs")).and_then(Value::as_i64)
-    };
-    // The number of logprobs is the engine's limit, which chat checks after
-    // the model (seen on both 0.32.0 frontends: an unknown model with
-    // `top_logprobs` -1 is a 404).
-    let logprobs_refused = logprobs.is_some_and(|k| {
-        let resolved = if k == -1 { VOCAB_SIZE as i64 } else { k };
-        k < -1 || resolved > MAX_LOGPROBS
-    });
-    if logprobs_refused && !chat {
-        return invalid(400);
-    }
-    match endpoint.prompt_token_ids(body) {
-        Some(ids)
-            if !ids.is_empty()
-                && ids.len() < MAX_MODEL_LEN
-                && ids.iter().all(|&t| u64::from(t) < VOCAB_SIZE) => {}
-        _ => return invalid(400),
-    }
-    if unknown_model {
-        return invalid(404);
-    }
-    if logprobs_refused {
-        return invalid(400);
-    }
-    if n_refused {
-        return invalid(400);
-    }
-    Validity::Valid
-}
-
-/// vllm-rs's validation of generate, in its order, as a model.
-fn generate_validity(body: &Value, served_model: &str) -> Validity {
-    let invalid = |status| Validity::Invalid { status };
-    let Some(map) = body.as_object() else {
-        return invalid(400);
-    };
-    let is_u32 = |v: &Value| v.as_u64().is_some_and(|n| n <= u64::from(u32::MAX));
-    let ids = match map.get("token_ids").and_then(Value::as_array) {
-        Some(ids) if ids.iter().all(is_u32) => ids,
-        _ => return invalid(400),
-    };
-    let Some(params) = map.get("sampling_params").and_then(Value::as_object) else {
-        return invalid(400);
-    };
-    // Type errors: serde refuses them before anything is checked.
-    if let Some(s) = map.get("stream")
-        && !s.is_boolean()
-    {
-        return invalid(400);
-    }
-    if let Some(o) = given(map.get("stream_options")) {
-        let Some(o) = o.as_object() else {
-            return invalid(400);
-        };
-        for k in ["include_usage", "continuous_usage_stats"] {
-            if given(o.get(k)).is_some_and(|v| !v.is_boolean()) {
-                return invalid(400);
-            }
-        }
-    }
-    if given(map.get("return_token_ids")).is_some_and(|v| !v.is_boolean()) {
-        return invalid(400);
-    }
-    for k in ["max_tokens", "n"] {
-        if given(params.get(k)).is_some_and(|v| !is_u32(v)) {
-            return invalid(400);
-        }
-    }
-    if given(params.get("logprobs")).is_some_and(|v| v.as_i64().is_none()) {
-        return invalid(400);
-    }
-    for k in ["model", "request_id"] {
-        if given(map.get(k)).is_some_and(|v| !v.is_string()) {
-            return invalid(400);
-        }
-    }
-    if given(map.get("model")).is_some_and(|m| m.as_str() != Some(served_model)) {
-        return invalid(404);
-    }
-    let stream = map.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    if given(map.get("stream_options")).is_some() && !stream {
-        return invalid(400);
-    }
-    if given(params.get("n")).is_some_and(|n| n.as_u64() != Some(1)) {
-        return invalid(400);
-    }
-    if ids.is_empty() {
-        return invalid(400);
-    }
-    if params.get("max_tokens").and_then(Value::as_u64) == Some(0) {
-        return invalid(400);
-    }
-    if let Some(k) = params.get("logprobs").and_then(Value::as_i64) {
-        let resolved = if k == -1 { VOCAB_SIZE as i64 } else { k };
-        if k < -1 || resolved > MAX_LOGPROBS {
-            return invalid(400);
-        }
-    }
-    if ids
-        .iter()
-        .any(|t| t.as_u64().is_some_and(|t| t >= VOCAB_SIZE))
-    {
-        return invalid(400);
-    }
-    if ids.len() >= MAX_MODEL_LEN {
-        return invalid(400);
-    }
-    Validity::Valid
 }
 
 /// Whether a lexer note depends only on where TCP split the body (the
@@ -610,7 +368,7 @@ pub fn check(expected: &Expected, t: &Transcript) -> Vec<Violation> {
     // Completions and chat answer a plain request whose engine finishes
     // with `error` with a 500 too (generate in vllm-rs: 200 and the finish).
     let text_error_finish =
-        expected.endpoint != Endpoint::Generate && end == Some(ScriptEnd::ErrorFinish);
+        expected.family().error_finish_is_server_error() && end == Some(ScriptEnd::ErrorFinish);
     // A stop string may end the request before the engine fails or
     // finishes with an error: then the answer is a good 200.
     let fails = (end == Some(ScriptEnd::Fail) || text_error_finish)
@@ -672,7 +430,7 @@ pub fn refuses_empty_logprobs(expected: &Expected) -> bool {
 /// there (a prefix of its text, no finish); a stream that goes on must be
 /// right. Pinned by `completions_logprobs_*_stream`.
 pub fn refuses_tokenless_logprobs(expected: &Expected) -> bool {
-    expected.endpoint == Endpoint::Completions
+    expected.family().tokenless_logprobs_end_stream()
         && expected.logprobs.is_some()
         && expected.script.as_ref().is_some_and(|s| s.tokenless_step)
 }
@@ -715,24 +473,6 @@ fn brief(body: &Body) -> String {
     }
 }
 
-/// Token ids of a choice object.
-fn token_ids(choice: &Value) -> Vec<u64> {
-    choice
-        .get("token_ids")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_u64).collect())
-        .unwrap_or_default()
-}
-
-fn present<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
-    v.get(key).filter(|v| !v.is_null())
-}
-
-/// A value that is there and not `null`.
-fn given(v: Option<&Value>) -> Option<&Value> {
-    v.filter(|v| !v.is_null())
-}
-
 /// What a well-formed stream amounts to, for the twin comparison.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Streamed {
@@ -746,47 +486,6 @@ pub struct Streamed {
     pub logprob_count: Option<usize>,
     /// Completions and chat: the text of choice 0, concatenated.
     pub text: String,
-}
-
-/// The text a choice carries: completions' `text`, a chat chunk's
-/// `delta.content`, a chat answer's `message.content`.
-fn choice_text(choice: &Value) -> Option<&str> {
-    choice
-        .get("text")
-        .or_else(|| choice.pointer("/delta/content"))
-        .or_else(|| choice.pointer("/message/content"))
-        .and_then(Value::as_str)
-}
-
-/// Logprob entries of a choice: completions' `logprobs.tokens`, chat's and
-/// generate's `logprobs.content`.
-fn logprob_count(choice: &Value) -> Option<usize> {
-    let l = present(choice, "logprobs")?;
-    l.get("content")
-        .or_else(|| l.get("tokens"))
-        .and_then(Value::as_array)
-        .map(Vec::len)
-}
-
-/// `prompt_token_ids` at the top level (generate, chat) or on the first
-/// choice (completions).
-fn prompt_ids_of(v: &Value) -> Option<&Value> {
-    present(v, "prompt_token_ids").or_else(|| {
-        v.get("choices")?
-            .as_array()?
-            .iter()
-            .find_map(|c| present(c, "prompt_token_ids"))
-    })
-}
-
-fn logprob_tokens(choice: &Value) -> Option<Vec<u64>> {
-    let content = present(choice, "logprobs")?.get("content")?.as_array()?;
-    Some(
-        content
-            .iter()
-            .filter_map(|c| c.get("token_id").and_then(Value::as_u64))
-            .collect(),
-    )
 }
 
 fn check_usage(
@@ -905,7 +604,7 @@ fn check_stream(expected: &Expected, t: &Transcript, out: &mut Vec<Violation>) {
             ));
         }
         if let (Some(want), Some(got)) = (expected.logprobs, s.logprob_count)
-            && expected.endpoint != Endpoint::Generate
+            && !expected.family().logprobs_name_token_ids()
             && got != script.streamed_tokens.len()
             && !(error_step_text && got == script.all_tokens.len())
             && !(cut_short && got < script.streamed_tokens.len())
@@ -921,7 +620,7 @@ fn check_stream(expected: &Expected, t: &Transcript, out: &mut Vec<Violation>) {
         let merged_into_error = cut_short && script.streamed_tokens.starts_with(&s.tokens);
         // vllm-rs streams an `error` step's token ids with its text.
         let error_step_ids = error_step_text
-            && expected.endpoint != Endpoint::Generate
+            && expected.family().streams_error_step()
             && s.tokens == script.all_tokens;
         if expected.token_ids_visible
             && s.tokens != script.streamed_tokens
@@ -981,7 +680,10 @@ fn text_matches(expected: &Expected, text: &str, generated: &str) -> bool {
 
 /// Walks the events once, checking everything that depends on order.
 fn stream_summary(expected: &Expected, events: &[EventData], out: &mut Vec<Violation>) -> Streamed {
+    let rules = expected.family();
     let mut s = Streamed::default();
+    // What the chunks so far add up to: tokens, text and finish per choice.
+    let mut sum = StreamSummary::default();
     let mut finished = std::collections::BTreeSet::new();
     let mut error_at: Option<usize> = None;
     let mut usage_at: Vec<usize> = Vec::new();
@@ -1040,7 +742,7 @@ fn stream_summary(expected: &Expected, events: &[EventData], out: &mut Vec<Viola
             match present(v, "usage") {
                 Some(u) => {
                     let emitted = if expected.token_ids_visible {
-                        Some(s.tokens.len() as u64)
+                        Some(sum.token_ids(0).len() as u64)
                     } else {
                         expected.script_tokens(false)
                     };
@@ -1061,6 +763,7 @@ fn stream_summary(expected: &Expected, events: &[EventData], out: &mut Vec<Viola
             continue;
         }
         token_chunks += 1;
+        sum.add(event);
         if let Some(&u) = usage_at.first() {
             out.push(violation(
                 Property::UsageEvent,
@@ -1076,17 +779,13 @@ fn stream_summary(expected: &Expected, events: &[EventData], out: &mut Vec<Viola
                 ));
             }
             let ids = token_ids(choice);
-            if index == 0 {
-                s.tokens.extend(&ids);
-                s.text.push_str(choice_text(choice).unwrap_or_default());
-            }
-            if expected.endpoint == Endpoint::Chat {
+            if let Some(want) = rules.role() {
                 let role = present(choice, "delta").and_then(|d| present(d, "role"));
                 if roles.insert(index) {
-                    if role.and_then(Value::as_str) != Some("assistant") {
+                    if role.and_then(Value::as_str) != Some(want) {
                         out.push(violation(
                             Property::ChatRole,
-                            format!("event {i}: the first chunk of choice {index} has no role `assistant`: {choice}"),
+                            format!("event {i}: the first chunk of choice {index} has no role `{want}`: {choice}"),
                         ));
                     }
                 } else if let Some(role) = role {
@@ -1098,21 +797,18 @@ fn stream_summary(expected: &Expected, events: &[EventData], out: &mut Vec<Viola
             }
             check_logprobs(expected, choice, &ids, &format!("event {i}"), out);
             if index == 0 {
-                if let Some(l) = logprob_tokens(choice) {
+                if let Some(l) = rules.logprob_token_ids(choice) {
                     s.logprob_tokens.get_or_insert_with(Vec::new).extend(l);
                 }
-                if let Some(n) = logprob_count(choice) {
+                if let Some(n) = rules.logprob_entries(choice).map(Vec::len) {
                     *s.logprob_count.get_or_insert(0) += n;
                 }
             }
-            if let Some(f) = present(choice, "finish_reason") {
+            if present(choice, "finish_reason").is_some() {
                 finished.insert(index);
-                if index == 0 {
-                    s.finish_reason = f.as_str().map(Into::into);
-                }
             }
         }
-        if let Some(p) = prompt_ids_of(v) {
+        if let Some(p) = rules.prompt_token_ids(v) {
             prompt_ids_seen += 1;
             check_prompt_ids(expected, p, &format!("event {i}"), out);
             s.prompt_token_ids = Some(p.clone());
@@ -1122,7 +818,9 @@ fn stream_summary(expected: &Expected, events: &[EventData], out: &mut Vec<Viola
                 let now = check_usage(
                     u,
                     expected,
-                    expected.token_ids_visible.then_some(s.tokens.len() as u64),
+                    expected
+                        .token_ids_visible
+                        .then(|| sum.token_ids(0).len() as u64),
                     &format!("event {i}"),
                     Property::ContinuousUsage,
                     out,
@@ -1150,6 +848,9 @@ fn stream_summary(expected: &Expected, events: &[EventData], out: &mut Vec<Viola
             (false, None) => {}
         }
     }
+    s.tokens = sum.token_ids(0);
+    s.text = sum.text_of(0).to_string();
+    s.finish_reason = sum.finish_reason(0).map(Into::into);
     if usage_at.len() > 1 {
         out.push(violation(
             Property::UsageEvent,
@@ -1230,9 +931,13 @@ fn check_logprobs(
     at: &str,
     out: &mut Vec<Violation>,
 ) {
-    if expected.endpoint != Endpoint::Generate {
+    let rules = expected.family();
+    if !rules.logprobs_name_token_ids() {
         // Entries name tokens by text, not id: count them where ids show.
-        match (expected.logprobs, logprob_count(choice)) {
+        match (
+            expected.logprobs,
+            rules.logprob_entries(choice).map(Vec::len),
+        ) {
             // With `echo` the prompt's entries come first.
             (Some(_), Some(n))
                 if expected.token_ids_visible && !expected.echo && n != ids.len() =>
@@ -1254,7 +959,7 @@ fn check_logprobs(
         }
         return;
     }
-    match (expected.logprobs, logprob_tokens(choice)) {
+    match (expected.logprobs, rules.logprob_token_ids(choice)) {
         (Some(_), Some(l)) if l != ids => out.push(violation(
             Property::Logprobs,
             format!("{at}: logprobs are for tokens {l:?}, the choice has {ids:?}"),
@@ -1305,7 +1010,7 @@ fn check_plain(expected: &Expected, t: &Transcript, out: &mut Vec<Violation>) {
             ),
         ));
     }
-    let Some(p) = plain_result(t) else {
+    let Some(p) = plain_result(expected.family(), t) else {
         out.push(violation(
             Property::ErrorBody,
             format!("wants a body with choices[0], got {}", brief(&t.body)),
@@ -1317,7 +1022,7 @@ fn check_plain(expected: &Expected, t: &Transcript, out: &mut Vec<Violation>) {
     };
     let choice = &body["choices"][0];
     check_logprobs(expected, choice, &p.tokens, "body", out);
-    if let Some(ids) = prompt_ids_of(body) {
+    if let Some(ids) = expected.family().prompt_token_ids(body) {
         check_prompt_ids(expected, ids, "body", out);
     } else if expected.return_token_ids {
         out.push(violation(
@@ -1325,12 +1030,12 @@ fn check_plain(expected: &Expected, t: &Transcript, out: &mut Vec<Violation>) {
             "return_token_ids is on, and the body has no prompt_token_ids",
         ));
     }
-    if expected.endpoint == Endpoint::Chat
-        && choice.pointer("/message/role").and_then(Value::as_str) != Some("assistant")
+    if let Some(want) = expected.family().role()
+        && choice.pointer("/message/role").and_then(Value::as_str) != Some(want)
     {
         out.push(violation(
             Property::ChatRole,
-            format!("the message has no role `assistant`: {choice}"),
+            format!("the message has no role `{want}`: {choice}"),
         ));
     }
     if let Some(u) = present(body, "usage") {
@@ -1370,7 +1075,7 @@ fn check_plain(expected: &Expected, t: &Transcript, out: &mut Vec<Violation>) {
             ));
         }
         if let (Some(_), Some(got)) = (expected.logprobs, p.logprob_count)
-            && expected.endpoint != Endpoint::Generate
+            && !expected.family().logprobs_name_token_ids()
             && !expected.echo
             && got != script.all_tokens.len()
         {
@@ -1395,7 +1100,7 @@ fn check_plain(expected: &Expected, t: &Transcript, out: &mut Vec<Violation>) {
     }
 }
 
-fn plain_result(t: &Transcript) -> Option<Streamed> {
+fn plain_result(rules: &dyn Family, t: &Transcript) -> Option<Streamed> {
     let Body::Json(body) = &t.body else {
         return None;
     };
@@ -1406,10 +1111,10 @@ fn plain_result(t: &Transcript) -> Option<Streamed> {
             .and_then(Value::as_str)
             .map(Into::into),
         error: false,
-        prompt_token_ids: prompt_ids_of(body).cloned(),
-        logprob_tokens: logprob_tokens(choice),
-        logprob_count: logprob_count(choice),
-        text: choice_text(choice).unwrap_or_default().to_string(),
+        prompt_token_ids: rules.prompt_token_ids(body).cloned(),
+        logprob_tokens: rules.logprob_token_ids(choice),
+        logprob_count: rules.logprob_entries(choice).map(Vec::len),
+        text: rules.text(choice).unwrap_or_default().to_string(),
     })
 }
 
@@ -1441,7 +1146,7 @@ pub fn check_twins(
     }
     if s.error {
         if status == 200 {
-            let p = plain_result(plain)?;
+            let p = plain_result(stream_expected.family(), plain)?;
             if p.finish_reason.as_deref() != Some("error") || !p.tokens.starts_with(&s.tokens) {
                 return fail(format!(
                     "the stream ended in an error after {:?}; the plain response finished {:?} with {:?}",
@@ -1460,7 +1165,7 @@ pub fn check_twins(
             s.finish_reason
         ));
     }
-    let Some(p) = plain_result(plain) else {
+    let Some(p) = plain_result(stream_expected.family(), plain) else {
         return fail(format!(
             "the plain response has no choices: {}",
             brief(&plain.body)
@@ -1545,7 +1250,7 @@ mod tests {
 
     #[test]
     fn validity_follows_vllm_rs_order() {
-        let v = |b: Value| generate_validity(&b, "tiny");
+        let v = |b: Value| family(Endpoint::Generate).validity(&b, "tiny");
         assert_eq!(
             v(json!({"token_ids": [1], "sampling_params": {}})),
             Validity::Valid
@@ -1905,7 +1610,7 @@ mod tests {
 
     #[test]
     fn completions_and_chat_validity_follow_vllm_rs() {
-        let v = |endpoint, b: Value| validity(endpoint, &b, "tiny");
+        let v = |endpoint, b: Value| family(endpoint).validity(&b, "tiny");
         let bad = |status| Validity::Invalid { status };
         let c = Endpoint::Completions;
         assert_eq!(v(c, json!({"prompt": "t5"})), Validity::Valid);
