@@ -1,6 +1,10 @@
-//! genconform: replays fixtures against implementations of vLLM's
-//! `/inference/v1/generate`, captures what they send byte for byte,
+//! genconform: replays fixtures against implementations of vLLM's token
+//! endpoints (`/inference/v1/generate`, `/v1/completions`,
+//! `/v1/chat/completions`), captures what they send byte for byte,
 //! normalises it, snapshots it, and diffs the implementations.
+//!
+//! What differs between the endpoints lives in [`endpoint`], one module per
+//! family behind one trait; the rest of the pipeline asks it.
 //!
 //! The pipeline, one module per stage: [`target`] starts or names a server,
 //! [`capture`] records one exchange, [`sse`] lexes the event stream,

@@ -22,6 +22,8 @@ use mock_engine::script::{Endpoint, FinishReason, Script, Step};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::endpoint::family;
+
 /// What the scripted engine is told to do for every bench request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct EngineProfile {
@@ -54,7 +56,7 @@ pub struct RequestShape {
 impl Default for RequestShape {
     fn default() -> Self {
         Self {
-            endpoint: Endpoint::Generate,
+            endpoint: Endpoint::default(),
             model: "tiny".into(),
             prompt_len: 16,
             max_tokens: 64,
@@ -72,27 +74,8 @@ impl RequestShape {
     /// Completions and chat ask for `return_token_ids`, so their chunks can be
     /// counted in tokens as generate's are.
     pub fn body(&self, prompt: &[u32]) -> Value {
-        let mut body = match self.endpoint {
-            Endpoint::Generate => json!({
-                "token_ids": prompt,
-                "sampling_params": {"max_tokens": self.max_tokens},
-            }),
-            Endpoint::Completions => json!({
-                "model": self.model,
-                "prompt": prompt,
-                "max_tokens": self.max_tokens,
-                "return_token_ids": true,
-            }),
-            Endpoint::Chat => {
-                let words: Vec<String> = prompt.iter().map(|id| format!("t{id}")).collect();
-                json!({
-                    "model": self.model,
-                    "messages": [{"role": "user", "content": words.join(" ")}],
-                    "max_tokens": self.max_tokens,
-                    "return_token_ids": true,
-                })
-            }
-        };
+        let mut body =
+            Value::Object(family(self.endpoint).bench_body(prompt, &self.model, self.max_tokens));
         body["stream"] = json!(self.stream);
         if self.stream && (self.include_usage || self.continuous_usage) {
             body["stream_options"] = json!({

@@ -38,6 +38,8 @@ use mock_engine::script::{Endpoint, FinishReason, Fixture, Step};
 use model::vocabulary::{BYTES_START, MAX_MODEL_LEN, VOCAB};
 use serde_json::{Map, Value, json};
 
+use crate::endpoint::family;
+
 /// The roots a condition path may start with.
 pub const ROOTS: &[&str] = &[
     "endpoint", "request", "sampling", "stream", "server", "prompt", "context", "model", "script",
@@ -149,10 +151,10 @@ impl CaseFacts {
             Some(_) => Value::Null,
             None => fixture.request.body.clone().unwrap_or(Value::Null),
         };
-        let sampling = match endpoint {
-            Endpoint::Generate => body.get("sampling_params").cloned().unwrap_or(Value::Null),
-            Endpoint::Completions | Endpoint::Chat => body.clone(),
-        };
+        let sampling = family(endpoint)
+            .sampling(&body)
+            .cloned()
+            .unwrap_or(Value::Null);
         let prompt = fixture.prompt_token_ids();
         let prompt_facts = match &prompt {
             Some(ids) => json!({
@@ -225,7 +227,7 @@ impl CaseFacts {
 fn model_served(endpoint: Endpoint, body: &Value, served: &str) -> bool {
     match body.get("model") {
         None | Some(Value::Null) => true,
-        Some(Value::String(m)) => m == served || (m.is_empty() && endpoint != Endpoint::Generate),
+        Some(Value::String(m)) => family(endpoint).serves(m, served),
         Some(_) => false,
     }
 }
@@ -338,18 +340,7 @@ fn candidates_past_asked(fixture: &Fixture) -> bool {
 /// How many candidates per token the request asks for, when it asks.
 fn asked_candidates(fixture: &Fixture) -> Option<u32> {
     let body = fixture.request.body.as_ref()?;
-    let count = match fixture.request.endpoint {
-        Endpoint::Generate => body.get("sampling_params")?.get("logprobs")?.as_i64()?,
-        Endpoint::Completions => body.get("logprobs")?.as_i64()?,
-        Endpoint::Chat => {
-            if !body.get("logprobs")?.as_bool()? {
-                return None;
-            }
-            body.get("top_logprobs")
-                .and_then(Value::as_i64)
-                .unwrap_or(0)
-        }
-    };
+    let count = family(fixture.request.endpoint).logprobs_asked(body)?;
     u32::try_from(count).ok()
 }
 

@@ -46,10 +46,6 @@ impl Family for Chat {
         openai::validity(&RULES, body, served_model)
     }
 
-    fn sampling<'a>(&self, body: &'a Value) -> Option<&'a Value> {
-        Some(body)
-    }
-
     /// `top_logprobs` (0 when absent) when `logprobs` is true.
     fn logprobs_asked(&self, body: &Value) -> Option<i64> {
         let asked = present(body, "logprobs").and_then(Value::as_bool)?;

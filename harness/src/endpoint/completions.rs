@@ -39,10 +39,6 @@ impl Family for Completions {
         openai::validity(&RULES, body, served_model)
     }
 
-    fn sampling<'a>(&self, body: &'a Value) -> Option<&'a Value> {
-        Some(body)
-    }
-
     fn logprobs_asked(&self, body: &Value) -> Option<i64> {
         openai::counted_logprobs(body, "logprobs")
     }

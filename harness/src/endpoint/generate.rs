@@ -94,8 +94,8 @@ impl Family for Generate {
         Validity::Valid
     }
 
-    fn sampling<'a>(&self, body: &'a Value) -> Option<&'a Value> {
-        body.get("sampling_params")
+    fn sampling_key(&self) -> Option<&'static str> {
+        Some("sampling_params")
     }
 
     fn logprobs_asked(&self, body: &Value) -> Option<i64> {

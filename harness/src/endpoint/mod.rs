@@ -76,9 +76,20 @@ pub trait Family: Send + Sync {
     /// release, checked in its order, and the status of the first refusal.
     fn validity(&self, body: &Value, served_model: &str) -> Validity;
 
-    /// The object that holds the sampling knobs (`n`, `max_tokens`,
-    /// `logprobs`, `temperature`, ...).
-    fn sampling<'a>(&self, body: &'a Value) -> Option<&'a Value>;
+    /// The body field that holds the sampling knobs (`n`, `max_tokens`,
+    /// `logprobs`, `temperature`, ...) as an object of their own, when they
+    /// are not at the top of the body.
+    fn sampling_key(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// The object that holds the sampling knobs.
+    fn sampling<'a>(&self, body: &'a Value) -> Option<&'a Value> {
+        match self.sampling_key() {
+            Some(key) => body.get(key),
+            None => Some(body),
+        }
+    }
 
     /// The number of logprob candidates per token asked for, when logprobs
     /// are asked for at all.
@@ -234,25 +245,4 @@ pub fn token_ids(choice: &Value) -> Vec<u64> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_endpoint_has_its_family() {
-        for endpoint in Endpoint::ALL {
-            assert_eq!(family(endpoint).endpoint(), endpoint);
-        }
-    }
-
-    #[test]
-    fn the_served_model_by_family() {
-        let (generate, chat) = (family(Endpoint::Generate), family(Endpoint::Chat));
-        assert!(generate.serves("tiny", "tiny") && chat.serves("tiny", "tiny"));
-        assert!(!generate.serves("", "tiny"), "generate wants the name");
-        assert!(
-            chat.serves("", "tiny"),
-            "the OpenAI routes default an empty name"
-        );
-        assert!(!chat.serves("other", "tiny"));
-    }
-}
+mod tests;

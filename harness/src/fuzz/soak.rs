@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use mock_engine::script::Endpoint;
+use crate::endpoint::family;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -53,11 +53,14 @@ pub fn shape(found: &Found) -> String {
         .as_object()
         .map(|m| m.keys().cloned().collect())
         .unwrap_or_default();
-    if let Some(params) = body.get("sampling_params").and_then(Value::as_object) {
-        fields.retain(|k| k != "sampling_params");
-        fields.extend(params.keys().map(|k| format!("sampling_params.{k}")));
+    let rules = family(request.endpoint);
+    if let Some(key) = rules.sampling_key()
+        && let Some(params) = body.get(key).and_then(Value::as_object)
+    {
+        fields.retain(|k| k != key);
+        fields.extend(params.keys().map(|k| format!("{key}.{k}")));
     }
-    fields.retain(|k| !matches!(k.as_str(), "model" | "prompt" | "messages" | "token_ids"));
+    fields.retain(|k| k != "model" && !rules.prompt_fields().contains(&k.as_str()));
     fields.sort();
     let mode = if request.is_stream() {
         "stream"
@@ -82,10 +85,7 @@ pub fn shape(found: &Found) -> String {
             format!("{} steps, {tokens} tokens{logprobs}, {end}", steps.len())
         }
     };
-    let endpoint = match request.endpoint {
-        Endpoint::Generate => "generate",
-        e => e.name(),
-    };
+    let endpoint = request.endpoint.name();
     format!("{endpoint} {mode} {{{}}}, {script}", fields.join(", "))
 }
 

@@ -209,7 +209,7 @@ pub enum Endpoints {
 
 impl Default for Endpoints {
     fn default() -> Self {
-        Self::One(Endpoint::Generate)
+        Self::One(Endpoint::default())
     }
 }
 
