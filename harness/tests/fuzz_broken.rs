@@ -7,10 +7,12 @@
 
 mod common;
 
-use common::{Damage, drop_done, spawn_broken_proxy, usage_on_first_chunk};
+use common::{Damage, drop_done, spawn_broken_proxy, usage_off_by_one, usage_on_first_chunk};
+use harness::fuzz::cases::Endpoints;
 use harness::fuzz::oracle::Property;
 use harness::fuzz::{Found, FuzzOptions, FuzzReport, fuzz, replay_fixture};
 use harness::target::TargetSpec;
+use mock_engine::script::Endpoint;
 use serde_json::Value;
 
 /// A healthy reference server and a damaging proxy in front of it, on a
@@ -68,6 +70,33 @@ impl Broken {
             .expect("checked by fuzz_report")
     }
 
+    /// Fuzzes the proxy on one endpoint until something breaks.
+    fn fuzz_endpoint(&self, endpoint: Endpoint, found_dir: &std::path::Path) -> Found {
+        let options = FuzzOptions {
+            endpoints: Endpoints::One(endpoint),
+            ..self.options(vec![self.target()], found_dir, FuzzOptions::default().jobs)
+        };
+        self.fuzz_with(&options)
+            .found
+            .expect("checked by fuzz_with")
+    }
+
+    fn options(
+        &self,
+        targets: Vec<TargetSpec>,
+        found_dir: &std::path::Path,
+        jobs: usize,
+    ) -> FuzzOptions {
+        FuzzOptions {
+            targets,
+            cases: 300,
+            seed: 5,
+            found_dir: found_dir.to_path_buf(),
+            jobs,
+            ..FuzzOptions::default()
+        }
+    }
+
     /// Fuzzes with `jobs` cases in flight; the report has a failure.
     fn fuzz_report(
         &self,
@@ -75,15 +104,11 @@ impl Broken {
         found_dir: &std::path::Path,
         jobs: usize,
     ) -> FuzzReport {
-        let options = FuzzOptions {
-            targets,
-            cases: 300,
-            seed: 5,
-            found_dir: found_dir.to_path_buf(),
-            jobs,
-            ..FuzzOptions::default()
-        };
-        let report = fuzz(&options).expect("the fuzzer runs");
+        self.fuzz_with(&self.options(targets, found_dir, jobs))
+    }
+
+    fn fuzz_with(&self, options: &FuzzOptions) -> FuzzReport {
+        let report = fuzz(options).expect("the fuzzer runs");
         assert_eq!(
             report.channels.last().unwrap().1,
             "control channel",
@@ -175,6 +200,31 @@ fn usage_on_the_wrong_chunk_is_caught_and_shrunk_to_a_fixture() {
         Some(&Value::Bool(true)),
         "{fixture:#?}"
     );
+}
+
+#[test]
+fn a_usage_count_off_by_one_is_caught_on_every_endpoint() {
+    let broken = Broken::start(usage_off_by_one);
+    for endpoint in Endpoint::ALL {
+        let dir = tempfile::tempdir().unwrap();
+        let found = broken.fuzz_endpoint(endpoint, dir.path());
+        assert_eq!(found.fixture.request.endpoint, endpoint, "{found:#?}");
+        assert_eq!(
+            found.violation.property,
+            Property::UsageArithmetic,
+            "{endpoint}: {found:#?}"
+        );
+        let (_, on_broken, on_healthy) = broken.reproduce(&found);
+        assert!(
+            on_broken.contains(&Property::UsageArithmetic),
+            "{endpoint}: {on_broken:?}"
+        );
+        assert_eq!(
+            on_healthy,
+            [],
+            "{endpoint}: the healthy server keeps every property"
+        );
+    }
 }
 
 #[test]

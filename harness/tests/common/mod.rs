@@ -37,6 +37,30 @@ pub fn usage_on_first_chunk(events: Vec<String>) -> Vec<String> {
     out
 }
 
+/// Counts one completion token too many in every usage object (and in its
+/// total, so the arithmetic still adds up).
+pub fn usage_off_by_one(events: Vec<String>) -> Vec<String> {
+    events
+        .into_iter()
+        .map(|e| {
+            let Ok(mut v) =
+                serde_json::from_str::<serde_json::Value>(e.trim_start_matches("data: "))
+            else {
+                return e;
+            };
+            let Some(usage) = v.get_mut("usage").and_then(|u| u.as_object_mut()) else {
+                return e;
+            };
+            for key in ["completion_tokens", "total_tokens"] {
+                if let Some(n) = usage.get(key).and_then(serde_json::Value::as_u64) {
+                    usage.insert(key.into(), (n + 1).into());
+                }
+            }
+            format!("data: {v}")
+        })
+        .collect()
+}
+
 struct Proxy {
     upstream: String,
     damage: Damage,
