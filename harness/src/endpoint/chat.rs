@@ -30,7 +30,7 @@ const RULES: Rules = Rules {
             .unwrap_or(false);
         let top = openai::given(map.get("top_logprobs")).and_then(Value::as_i64);
         if top.is_some() && !asked {
-            return Err(());
+            return Err(openai::Refused);
         }
         Ok(top)
     },

@@ -8,6 +8,7 @@ use mock_engine::script::{Endpoint, RequestSpec};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
+use super::types::{given, shared_fields_mistyped};
 use super::{Family, MAX_LOGPROBS, MAX_MODEL_LEN, VOCAB_SIZE, Validity, present};
 use crate::fuzz::cases::{self, Case, Prompt, Scope};
 
@@ -41,18 +42,7 @@ impl Family for Generate {
         {
             return invalid(400);
         }
-        if super::openai::stream_options_mistyped(map) {
-            return invalid(400);
-        }
-        if given(map.get("return_token_ids")).is_some_and(|v| !v.is_boolean()) {
-            return invalid(400);
-        }
-        for k in ["max_tokens", "n"] {
-            if given(params.get(k)).is_some_and(|v| !is_u32(v)) {
-                return invalid(400);
-            }
-        }
-        if given(params.get("logprobs")).is_some_and(|v| v.as_i64().is_none()) {
+        if shared_fields_mistyped(map, params, "logprobs") {
             return invalid(400);
         }
         for k in ["model", "request_id"] {
@@ -194,9 +184,4 @@ impl Family for Generate {
         });
         body.as_object().cloned().unwrap_or_default()
     }
-}
-
-/// A value that is there and not `null`.
-fn given(v: Option<&Value>) -> Option<&Value> {
-    v.filter(|v| !v.is_null())
 }

@@ -28,6 +28,7 @@ mod chat;
 mod completions;
 mod generate;
 mod openai;
+mod types;
 
 use mock_engine::script::{Endpoint, RequestSpec};
 use serde_json::{Map, Value};

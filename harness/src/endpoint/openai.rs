@@ -9,8 +9,17 @@ use mock_engine::script::{Endpoint, RequestSpec};
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 
+pub(super) use super::types::given;
+use super::types::shared_fields_mistyped;
 use super::{MAX_LOGPROBS, MAX_MODEL_LEN, VOCAB_SIZE, Validity, present};
 use crate::fuzz::cases::{self, Case, Knob, OpenAi, Request, Scope};
+
+/// The number of logprobs a body asks for, when it asks; `Err` when the
+/// request is refused for how it asks.
+pub(super) type ReadLogprobs = fn(&Map<String, Value>) -> Result<Option<i64>, Refused>;
+
+/// A request refused (with a 400).
+pub(super) struct Refused;
 
 /// Where one OpenAI route's validation differs from the other's.
 pub(super) struct Rules {
@@ -21,26 +30,11 @@ pub(super) struct Rules {
     pub bools: &'static [&'static str],
     /// The field that holds the number of logprobs.
     pub logprobs_key: &'static str,
-    /// The number of logprobs asked for, when asked; `Err` when the request
-    /// is refused for how it asks.
-    pub logprobs: fn(&Map<String, Value>) -> Result<Option<i64>, ()>,
+    pub logprobs: ReadLogprobs,
     /// The model is checked after every other field (chat, on vllm-rs
     /// 0.32), not right after the types (completions); so are `n` > 1 and
     /// the number of logprobs.
     pub model_last: bool,
-}
-
-/// `stream_options` that is not an object, or whose flags are not bools.
-pub(super) fn stream_options_mistyped(map: &Map<String, Value>) -> bool {
-    let Some(o) = given(map.get("stream_options")) else {
-        return false;
-    };
-    let Some(o) = o.as_object() else {
-        return true;
-    };
-    ["include_usage", "continuous_usage_stats"]
-        .iter()
-        .any(|k| given(o.get(*k)).is_some_and(|v| !v.is_boolean()))
 }
 
 /// vllm-rs's validation of an OpenAI route, in its order: serde refuses
@@ -51,7 +45,6 @@ pub(super) fn validity(rules: &Rules, body: &Value, served_model: &str) -> Valid
     let Some(map) = body.as_object() else {
         return invalid(400);
     };
-    let is_u32 = |v: &Value| v.as_u64().is_some_and(|n| n <= u64::from(u32::MAX));
     if !(rules.prompt_ok)(map) {
         return invalid(400);
     }
@@ -60,18 +53,7 @@ pub(super) fn validity(rules: &Rules, body: &Value, served_model: &str) -> Valid
             return invalid(400);
         }
     }
-    if stream_options_mistyped(map) {
-        return invalid(400);
-    }
-    if given(map.get("return_token_ids")).is_some_and(|v| !v.is_boolean()) {
-        return invalid(400);
-    }
-    for k in ["max_tokens", "n"] {
-        if given(map.get(k)).is_some_and(|v| !is_u32(v)) {
-            return invalid(400);
-        }
-    }
-    if given(map.get(rules.logprobs_key)).is_some_and(|v| v.as_i64().is_none()) {
+    if shared_fields_mistyped(map, map, rules.logprobs_key) {
         return invalid(400);
     }
     if given(map.get("model")).is_some_and(|v| !v.is_string()) {
@@ -176,11 +158,6 @@ pub(super) fn asked(knob: Knob<i32>) -> Option<i32> {
         Knob::Value(k) => Some(k),
         _ => None,
     }
-}
-
-/// A value that is there and not `null`.
-pub(super) fn given(v: Option<&Value>) -> Option<&Value> {
-    v.filter(|v| !v.is_null())
 }
 
 /// Fuzz cases of an OpenAI route: the shared knobs, every route knob drawn
