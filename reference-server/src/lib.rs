@@ -15,19 +15,13 @@
 //! # Ok(()) }
 //! ```
 
-pub mod collect;
 pub mod config;
 pub mod control;
 pub mod error;
-pub mod logprobs;
 pub mod metrics;
-pub mod request;
 pub mod request_id;
-pub mod response;
 pub mod routes;
 pub mod server;
-pub mod stream;
-pub mod weight_versions;
 
 pub use config::Config;
 pub use error::ApiError;

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::types::ChatCompletionRequest;
 use crate::error::ApiError;
-use crate::request::Limits;
+use crate::routes::generate::types::Limits;
 use crate::routes::openai::run;
 use crate::routes::openai::usage::UsageOptions;
 

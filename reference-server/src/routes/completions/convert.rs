@@ -5,7 +5,7 @@ use model::Tokenizer;
 
 use super::types::{CompletionRequest, DEFAULT_MAX_TOKENS, Prompt};
 use crate::error::ApiError;
-use crate::request::Limits;
+use crate::routes::generate::types::Limits;
 use crate::routes::openai::run;
 use crate::routes::openai::usage::UsageOptions;
 

@@ -11,6 +11,5 @@ pub mod events;
 pub mod logprobs;
 pub mod run;
 pub mod sampling;
-pub mod sse;
 pub mod text;
 pub mod usage;

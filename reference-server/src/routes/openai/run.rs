@@ -13,10 +13,10 @@ use serde::Serialize;
 
 use super::envelope::Envelope;
 use super::events::TextEvents;
-use super::sse;
 use super::text::{TextOptions, TextPipeline};
 use crate::error::ApiError;
 use crate::request_id;
+use crate::routes::sse;
 use crate::routes::{AppState, SHUTTING_DOWN, unix_now};
 
 /// A checked request as the engine and the response side need it; `R` is the

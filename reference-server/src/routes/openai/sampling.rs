@@ -5,7 +5,7 @@ use serde::Deserialize;
 
 use super::text::TextOptions;
 use crate::error::ApiError;
-use crate::request::{self, Limits, SamplingParams};
+use crate::routes::generate::types::{self, Limits, SamplingParams};
 
 /// `stop`: one string or a list.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -111,10 +111,10 @@ impl OpenAiSampling {
         logprobs: Option<i32>,
         limits: Limits,
     ) -> Result<(), ApiError> {
-        request::check_vocabulary(prompt)?;
-        request::check_logprob_count("logprobs", logprobs)?;
-        request::check_context_length(prompt, limits)?;
-        request::check_sampling(&self.params(max_tokens, logprobs), prompt.len(), limits)
+        types::check_vocabulary(prompt)?;
+        types::check_logprob_count("logprobs", logprobs)?;
+        types::check_context_length(prompt, limits)?;
+        types::check_sampling(&self.params(max_tokens, logprobs), prompt.len(), limits)
     }
 
     pub fn text_options(&self, stop: Vec<String>) -> TextOptions {
@@ -138,6 +138,6 @@ pub fn engine_request(
     let max_tokens = limits.max_tokens(prompt.len(), max_tokens);
     let mut request = mock_engine::EngineRequest::new(engine_request_id, prompt);
     request.max_tokens = max_tokens;
-    request.logprobs = logprobs.map(|k| if k < 0 { request::VOCAB_SIZE } else { k as u32 });
+    request.logprobs = logprobs.map(|k| if k < 0 { types::VOCAB_SIZE } else { k as u32 });
     request
 }

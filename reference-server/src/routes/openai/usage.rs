@@ -4,8 +4,8 @@
 use serde::Deserialize;
 
 use crate::error::ApiError;
-pub use crate::response::Usage;
-use crate::response::UsageCounter;
+pub use crate::routes::usage::Usage;
+use crate::routes::usage::UsageCounter;
 
 /// Running counts over one request's engine outputs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

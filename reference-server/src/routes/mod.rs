@@ -3,7 +3,10 @@
 
 pub mod chat;
 pub mod completions;
+pub mod generate;
 pub mod openai;
+pub mod sse;
+pub mod usage;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -24,13 +27,13 @@ use mock_engine::Engine;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::collect::generate_response;
 use crate::config::Config;
 use crate::error::{ApiError, Unauthorized};
 use crate::metrics::{METRICS_PATH, Metrics};
-use crate::request::{GenerateRequest, Limits};
 use crate::request_id;
-use crate::stream::{ChunkStream, StreamItem};
+use crate::routes::generate::collect::generate_response;
+use crate::routes::generate::stream::{ChunkStream, StreamItem};
+use crate::routes::generate::types::{GenerateRequest, Limits};
 
 pub const GENERATE_PATH: &str = "/inference/v1/generate";
 

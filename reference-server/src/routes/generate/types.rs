@@ -31,7 +31,7 @@ pub const MAX_LISTED_TOKEN_IDS: usize = 32;
 /// The body, typed. Unknown fields are accepted and ignored.
 ///
 /// ```
-/// use reference_server::request::GenerateRequest;
+/// use reference_server::routes::generate::types::GenerateRequest;
 /// let body = r#"{"token_ids": [1, 2], "sampling_params": {"max_tokens": 4}, "extra": [0, 0]}"#;
 /// let request: GenerateRequest = serde_json::from_str(body).unwrap();
 /// assert_eq!(request.sampling_params.inner.max_tokens, Some(4));

@@ -11,13 +11,13 @@ use futures::{Stream, StreamExt};
 use mock_engine::{EngineEvent, EngineOutput, FinishReason};
 
 use crate::error::ApiError;
-use crate::logprobs::output_logprobs;
-use crate::request::ResponseOptions;
-use crate::response::{
+use crate::routes::generate::logprobs::output_logprobs;
+use crate::routes::generate::types::ResponseOptions;
+use crate::routes::generate::weight_versions::WeightVersions;
+use crate::routes::sse::SseItem;
+use crate::routes::usage::{
     ENGINE_DEAD_MESSAGE, GenerateResponseStreamChoice, GenerateStreamResponse, UsageCounter,
 };
-use crate::routes::openai::sse::SseItem;
-use crate::weight_versions::WeightVersions;
 
 /// What the stream sends, before it becomes SSE: the same items as the
 /// OpenAI routes' streams (an in-band error, then nothing but `[DONE]`).

@@ -7,8 +7,8 @@ use mock_engine::script::StopReason;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::logprobs::{GenerateLogProbs, PromptLogprobs};
-use crate::weight_versions::WeightVersionSpan;
+use crate::routes::generate::logprobs::{GenerateLogProbs, PromptLogprobs};
+use crate::routes::generate::weight_versions::WeightVersionSpan;
 
 /// The non-streaming body.
 #[derive(Debug, Clone, Serialize)]
@@ -33,7 +33,7 @@ pub struct GenerateResponseChoice {
     pub stop_reason: Option<StopReason>,
     pub token_ids: Vec<u32>,
     pub sampling_mask: Option<Value>,
-    /// Spans over `token_ids` (see [`crate::weight_versions`]).
+    /// Spans over `token_ids` (see [`crate::routes::generate::weight_versions`]).
     pub weight_versions: Option<Vec<WeightVersionSpan>>,
 }
 

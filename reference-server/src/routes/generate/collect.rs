@@ -9,11 +9,11 @@ use mock_engine::{EngineEvent, FinishReason};
 use serde_json::Value;
 
 use crate::error::ApiError;
-use crate::logprobs::{PromptLogprobs, output_logprobs};
-use crate::request::ResponseOptions;
-use crate::response::{ENGINE_DEAD_MESSAGE, GenerateResponse, GenerateResponseChoice};
-use crate::stream::no_candidates;
-use crate::weight_versions::WeightVersions;
+use crate::routes::generate::logprobs::{PromptLogprobs, output_logprobs};
+use crate::routes::generate::stream::no_candidates;
+use crate::routes::generate::types::ResponseOptions;
+use crate::routes::generate::weight_versions::WeightVersions;
+use crate::routes::usage::{ENGINE_DEAD_MESSAGE, GenerateResponse, GenerateResponseChoice};
 
 /// Everything the engine said about one request.
 #[derive(Debug, Default)]

@@ -1,0 +1,5 @@
+pub mod collect;
+pub mod logprobs;
+pub mod stream;
+pub mod types;
+pub mod weight_versions;
