@@ -55,6 +55,7 @@ async fn register_script(
 
 #[cfg(test)]
 mod tests {
+    use mock_engine::script::Endpoint;
     use serde_json::{Value, json};
 
     use crate::{Config, spawn};
@@ -84,11 +85,14 @@ mod tests {
         .await;
         assert_eq!(r.status(), 204);
         let generate = json!({"token_ids": [1, 2], "sampling_params": {"max_tokens": 5}});
-        let body: Value = post(format!("{base}{}", crate::GENERATE_PATH), generate.clone())
-            .await
-            .json()
-            .await
-            .unwrap();
+        let body: Value = post(
+            format!("{base}{}", Endpoint::Generate.path()),
+            generate.clone(),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
         assert_eq!(body["choices"][0]["token_ids"], json!([7, 8]));
         let r = post(
             format!("{base}{}", super::SCRIPTS_PATH),
@@ -96,7 +100,7 @@ mod tests {
         )
         .await;
         assert_eq!(r.status(), 204);
-        let body: Value = post(format!("{base}{}", crate::GENERATE_PATH), generate)
+        let body: Value = post(format!("{base}{}", Endpoint::Generate.path()), generate)
             .await
             .json()
             .await

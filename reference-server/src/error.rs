@@ -9,6 +9,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+/// What vllm-rs says when its engine core dies: the engine's own words never
+/// reach the client, so neither do a script's.
+pub const ENGINE_DEAD_MESSAGE: &str = "engine-core error: engine core reported fatal failure";
+
 /// Longest error message sent. Messages echo the request (a model name, a serde
 /// message quoting a string, ids): past this, the middle is cut out, keeping the
 /// start and the end, where serde puts the line and column.

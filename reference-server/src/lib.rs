@@ -6,30 +6,32 @@
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
 //! use mock_engine::Engine;
+//! use mock_engine::script::Endpoint;
 //! use reference_server::{Config, spawn};
 //!
 //! let server = spawn(Config::default(), Engine::default()).await?;
-//! let url = format!("{}/inference/v1/generate", server.base_url());
+//! let url = format!("{}{}", server.base_url(), Endpoint::Generate.path());
 //! // POST {"token_ids": [1, 2], "sampling_params": {"max_tokens": 4}} to `url` ...
 //! server.shutdown().await;
 //! # Ok(()) }
 //! ```
+//!
+//! The endpoints live in [`routes`], one folder each (to add an endpoint, add
+//! a folder there and its line in [`routes::router`]); the rest of the crate
+//! is the server around them: [`server`] binds, serves and stops,
+//! [`config`] is what it is started with, [`error`] how a failure goes on the
+//! wire, [`request_id`] how a request is named, [`metrics`] `GET /metrics`,
+//! and [`control`] the optional route that scripts the engine over HTTP.
 
-pub mod collect;
 pub mod config;
 pub mod control;
 pub mod error;
-pub mod logprobs;
 pub mod metrics;
-pub mod request;
 pub mod request_id;
-pub mod response;
 pub mod routes;
 pub mod server;
-pub mod stream;
-pub mod weight_versions;
 
 pub use config::Config;
 pub use error::ApiError;
-pub use routes::{GENERATE_PATH, router};
+pub use routes::router;
 pub use server::{RunningServer, serve_until_signal, spawn};

@@ -1,4 +1,5 @@
-//! `reference-server`: the generate endpoint over the mock engine, with vLLM's flag names.
+//! `reference-server`: the generate, completions and chat endpoints over the
+//! mock engine, with vLLM's flag names.
 
 use std::fmt;
 use std::net::IpAddr;

@@ -7,8 +7,8 @@ use axum::body::Bytes;
 use futures::{Stream, StreamExt};
 use mock_engine::Engine;
 use mock_engine::engine::RequestRecord;
-use mock_engine::script::{FinishReason, Script, Step};
-use reference_server::{Config, GENERATE_PATH, RunningServer};
+use mock_engine::script::{Endpoint, FinishReason, Script, Step};
+use reference_server::{Config, RunningServer};
 use serde_json::Value;
 
 pub struct TestServer {
@@ -46,12 +46,12 @@ impl TestServer {
     }
 
     pub fn generate(&self) -> reqwest::RequestBuilder {
-        self.client.post(self.url(GENERATE_PATH))
+        self.client.post(self.url(Endpoint::Generate.path()))
     }
 
     /// POSTs `body` and returns the status and the parsed JSON answer.
     pub async fn post_json(&self, body: Value) -> (u16, Value) {
-        self.post_json_to(GENERATE_PATH, body).await
+        self.post_json_to(Endpoint::Generate.path(), body).await
     }
 
     /// [`TestServer::post_json`] to another path.
@@ -72,7 +72,7 @@ impl TestServer {
 
     /// POSTs a streaming request; returns the `data:` payloads in order.
     pub async fn post_stream(&self, body: Value) -> Vec<String> {
-        self.post_stream_to(GENERATE_PATH, body).await
+        self.post_stream_to(Endpoint::Generate.path(), body).await
     }
 
     /// [`TestServer::post_stream`] to another path.

@@ -6,21 +6,18 @@ use serde_json::{Value, json};
 
 use super::types::ChatCompletionRequest;
 use crate::error::ApiError;
-use crate::request::Limits;
 use crate::routes::openai::run;
 use crate::routes::openai::usage::UsageOptions;
+use crate::routes::sampling::EngineLimits;
 
 /// What the response side needs to know of a request.
 #[derive(Debug, Clone, Default)]
-pub struct ResponseOptions {
+pub struct ChatOptions {
     pub usage: UsageOptions,
     /// `top_logprobs` when `logprobs` is true (0 when absent).
     pub top_logprobs: Option<i32>,
     pub return_token_ids: bool,
 }
-
-/// Everything the handler needs to run a request.
-pub type Prepared = run::Prepared<ResponseOptions>;
 
 /// The messages as the chat template sees them: `{role, content}` with
 /// content as one string.
@@ -42,8 +39,8 @@ pub fn template_messages(request: &ChatCompletionRequest) -> Value {
 pub fn prepare(
     request: &ChatCompletionRequest,
     tokenizer: &Tokenizer,
-    limits: Limits,
-) -> Result<Prepared, ApiError> {
+    limits: EngineLimits,
+) -> Result<run::Prepared<ChatOptions>, ApiError> {
     let rendered = tokenizer
         .render_chat(&template_messages(request), request.add_generation_prompt)
         .map_err(|e| ApiError::invalid_request(e.to_string(), Some("messages")))?;
@@ -58,11 +55,11 @@ pub fn prepare(
     request
         .sampling
         .check(&prompt, max_tokens, top_logprobs, limits)?;
-    Ok(Prepared {
+    Ok(run::Prepared {
         max_tokens,
         logprobs: top_logprobs,
         text: request.sampling.text_options(stop),
-        response: ResponseOptions {
+        response: ChatOptions {
             usage: UsageOptions::new(request.stream, request.stream_options)?,
             top_logprobs,
             return_token_ids: request.return_token_ids.unwrap_or(false),

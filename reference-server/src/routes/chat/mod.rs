@@ -23,8 +23,6 @@ use super::openai::run;
 use crate::error::ApiError;
 use crate::request_id;
 
-pub const CHAT_PATH: &str = "/v1/chat/completions";
-
 pub(super) async fn chat_completions(
     State(state): Shared,
     headers: HeaderMap,

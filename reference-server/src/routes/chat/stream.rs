@@ -5,7 +5,7 @@ use futures::Stream;
 use mock_engine::script::LogprobEntry;
 use model::Tokenizer;
 
-use super::convert::ResponseOptions;
+use super::convert::ChatOptions;
 use super::types::{
     ChatCompletionChoice, ChatCompletionMessage, ChatCompletionResponse,
     ChatCompletionStreamChoice, ChatCompletionStreamResponse, ChatLogProbs, ChatLogProbsContent,
@@ -15,7 +15,8 @@ use crate::error::ApiError;
 use crate::routes::openai::envelope::Envelope;
 use crate::routes::openai::events::{Collected, TextDelta, TextEvent, TextEvents};
 use crate::routes::openai::logprobs::{candidates, clamp, token_text};
-use crate::routes::openai::usage::{TokenCounts, Usage, UsageChunk};
+use crate::routes::openai::usage::{TokenCounts, UsageChunk};
+use crate::routes::usage::Usage;
 
 const ASSISTANT: &str = "assistant";
 
@@ -45,7 +46,7 @@ impl UsageChunk for ChatCompletionStreamResponse {
 pub fn chunks(
     events: TextEvents,
     envelope: Envelope,
-    options: ResponseOptions,
+    options: ChatOptions,
     tokenizer: &'static Tokenizer,
 ) -> impl Stream<Item = Result<ChatCompletionStreamResponse, ApiError>> + Send {
     let mut state = ChunkState {
@@ -58,7 +59,7 @@ pub fn chunks(
 
 struct ChunkState {
     envelope: Envelope,
-    options: ResponseOptions,
+    options: ChatOptions,
     tokenizer: &'static Tokenizer,
 }
 
@@ -180,7 +181,7 @@ pub fn chat_logprobs(
 pub async fn collect(
     events: TextEvents,
     envelope: Envelope,
-    options: ResponseOptions,
+    options: ChatOptions,
     tokenizer: &'static Tokenizer,
 ) -> Result<ChatCompletionResponse, ApiError> {
     let Collected {

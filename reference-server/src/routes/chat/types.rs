@@ -6,7 +6,7 @@ use mock_engine::script::StopReason;
 use serde::{Deserialize, Serialize};
 
 use crate::routes::openai::sampling::OpenAiSampling;
-use crate::routes::openai::usage::{StreamOptions, Usage};
+use crate::routes::usage::{StreamOptions, Usage};
 
 /// The request. Unknown fields are accepted and ignored.
 ///

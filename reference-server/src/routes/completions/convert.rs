@@ -5,13 +5,13 @@ use model::Tokenizer;
 
 use super::types::{CompletionRequest, DEFAULT_MAX_TOKENS, Prompt};
 use crate::error::ApiError;
-use crate::request::Limits;
 use crate::routes::openai::run;
 use crate::routes::openai::usage::UsageOptions;
+use crate::routes::sampling::EngineLimits;
 
 /// What the response side needs to know of a request.
 #[derive(Debug, Clone, Default)]
-pub struct ResponseOptions {
+pub struct CompletionOptions {
     pub usage: UsageOptions,
     /// The prompt's text, to put before the output (`echo`).
     pub echo: Option<String>,
@@ -23,9 +23,6 @@ pub struct ResponseOptions {
     pub logprobs: Option<i32>,
     pub return_token_ids: bool,
 }
-
-/// Everything the handler needs to run a request.
-pub type Prepared = run::Prepared<ResponseOptions>;
 
 /// The prompt's token ids: as sent, or the text encoded.
 pub fn prompt_ids(
@@ -45,8 +42,8 @@ pub fn prepare(
     request: &CompletionRequest,
     prompt: Vec<u32>,
     tokenizer: &Tokenizer,
-    limits: Limits,
-) -> Result<Prepared, ApiError> {
+    limits: EngineLimits,
+) -> Result<run::Prepared<CompletionOptions>, ApiError> {
     let stop = request.sampling.stop_strings()?;
     let max_tokens = Some(request.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS));
     request
@@ -65,11 +62,11 @@ pub fn prepare(
                 .map_err(|e| ApiError::invalid_request(e.to_string(), Some("prompt")))?,
         ),
     };
-    Ok(Prepared {
+    Ok(run::Prepared {
         max_tokens,
         logprobs: request.logprobs,
         text: request.sampling.text_options(stop),
-        response: ResponseOptions {
+        response: CompletionOptions {
             usage: UsageOptions::new(request.stream, request.stream_options)?,
             echo,
             echo_asked: request.echo,

@@ -22,8 +22,6 @@ use super::openai::run;
 use crate::error::ApiError;
 use crate::request_id;
 
-pub const COMPLETIONS_PATH: &str = "/v1/completions";
-
 pub(super) async fn completions(
     State(state): Shared,
     headers: HeaderMap,

@@ -5,7 +5,7 @@ use mock_engine::script::LogprobEntry;
 use model::Tokenizer;
 use serde_json::{Map, Value};
 
-use super::convert::ResponseOptions;
+use super::convert::CompletionOptions;
 use super::types::{
     CompletionChoice, CompletionLogProbs, CompletionResponse, CompletionStreamChoice,
     CompletionStreamResponse,
@@ -14,7 +14,8 @@ use crate::error::ApiError;
 use crate::routes::openai::envelope::Envelope;
 use crate::routes::openai::events::{Collected, TextDelta, TextEvent, TextEvents};
 use crate::routes::openai::logprobs::{clamp, token_text};
-use crate::routes::openai::usage::{TokenCounts, Usage, UsageChunk};
+use crate::routes::openai::usage::{TokenCounts, UsageChunk};
+use crate::routes::usage::Usage;
 
 /// The chunk around `choice` (none: a usage chunk).
 fn chunk(envelope: &Envelope, choice: Option<CompletionStreamChoice>) -> CompletionStreamResponse {
@@ -38,7 +39,7 @@ impl UsageChunk for CompletionStreamResponse {
 pub fn chunks(
     events: TextEvents,
     envelope: Envelope,
-    options: ResponseOptions,
+    options: CompletionOptions,
     tokenizer: &'static Tokenizer,
 ) -> impl Stream<Item = Result<CompletionStreamResponse, ApiError>> + Send {
     let mut state = ChunkState {
@@ -52,7 +53,7 @@ pub fn chunks(
 
 struct ChunkState {
     envelope: Envelope,
-    options: ResponseOptions,
+    options: CompletionOptions,
     tokenizer: &'static Tokenizer,
     /// Characters sent so far: where the next token's text starts.
     visible_len: u32,
@@ -175,7 +176,7 @@ const LOGPROBS_MISSING: &str =
 pub async fn collect(
     events: TextEvents,
     envelope: Envelope,
-    options: ResponseOptions,
+    options: CompletionOptions,
     tokenizer: &'static Tokenizer,
 ) -> Result<CompletionResponse, ApiError> {
     // With echo, vllm-rs has the prompt's logprobs, and an `error` finish

@@ -6,7 +6,7 @@ use mock_engine::script::StopReason;
 use serde::{Deserialize, Serialize};
 
 use crate::routes::openai::sampling::OpenAiSampling;
-use crate::routes::openai::usage::{StreamOptions, Usage};
+use crate::routes::usage::{StreamOptions, Usage};
 
 /// `max_tokens` when the request has none (or `null`), as in vLLM and OpenAI.
 pub const DEFAULT_MAX_TOKENS: u32 = 16;

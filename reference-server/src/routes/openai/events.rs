@@ -16,8 +16,7 @@ use mock_engine::{EngineEvent, EngineOutput, FinishReason};
 
 use super::text::TextPipeline;
 use super::usage::TokenCounts;
-use crate::error::ApiError;
-use crate::response::ENGINE_DEAD_MESSAGE;
+use crate::error::{ApiError, ENGINE_DEAD_MESSAGE};
 
 /// How a request ended, as the OpenAI endpoints report it.
 #[derive(Debug, Clone, PartialEq)]

@@ -13,11 +13,11 @@ use serde::Serialize;
 
 use super::envelope::Envelope;
 use super::events::TextEvents;
-use super::sse;
 use super::text::{TextOptions, TextPipeline};
 use crate::error::ApiError;
 use crate::request_id;
-use crate::routes::{AppState, SHUTTING_DOWN, unix_now};
+use crate::routes::sse;
+use crate::routes::{AppState, unix_now};
 
 /// A checked request as the engine and the response side need it; `R` is the
 /// route's own response options.
@@ -101,12 +101,11 @@ where
     } = submitted;
     if stream {
         let chunks = chunks(events, envelope, options, tokenizer);
-        return Ok(sse::respond(chunks, state.cut_off.clone(), SHUTTING_DOWN));
+        return Ok(sse::respond(chunks, state.cut_off.clone()));
     }
     let events = events.with_failure_prefix(failure_prefix);
-    let response = tokio::select! {
-        response = collect(events, envelope, options, tokenizer) => response?,
-        () = state.cut_off.cancelled() => return Err(ApiError::server_error(SHUTTING_DOWN)),
-    };
+    let response = state
+        .unless_cut_off(collect(events, envelope, options, tokenizer))
+        .await?;
     Ok(Json(response).into_response())
 }

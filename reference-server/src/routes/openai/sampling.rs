@@ -1,11 +1,15 @@
 //! The sampling fields both OpenAI requests carry at their top level, their
-//! checks, and what they become: the engine request and the text options.
+//! checks (the shared ones of [`crate::routes::sampling`], after the stop
+//! strings), and what they become: the engine request and the text options.
 
 use serde::Deserialize;
 
 use super::text::TextOptions;
 use crate::error::ApiError;
-use crate::request::{self, Limits, SamplingParams};
+use crate::routes::sampling::{
+    EngineLimits, SamplingParams, VOCAB_SIZE, check_context_length, check_logprob_count,
+    check_sampling, check_vocabulary,
+};
 
 /// `stop`: one string or a list.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -81,7 +85,7 @@ impl OpenAiSampling {
         Ok(list)
     }
 
-    /// The generate endpoint's view of these fields, to share its range checks.
+    /// These fields as the sampling parameters every endpoint checks.
     pub fn params(&self, max_tokens: Option<u32>, logprobs: Option<i32>) -> SamplingParams {
         SamplingParams {
             max_tokens,
@@ -109,12 +113,12 @@ impl OpenAiSampling {
         prompt: &[u32],
         max_tokens: Option<u32>,
         logprobs: Option<i32>,
-        limits: Limits,
+        limits: EngineLimits,
     ) -> Result<(), ApiError> {
-        request::check_vocabulary(prompt)?;
-        request::check_logprob_count("logprobs", logprobs)?;
-        request::check_context_length(prompt, limits)?;
-        request::check_sampling(&self.params(max_tokens, logprobs), prompt.len(), limits)
+        check_vocabulary(prompt)?;
+        check_logprob_count("logprobs", logprobs)?;
+        check_context_length(prompt, limits)?;
+        check_sampling(&self.params(max_tokens, logprobs), prompt.len(), limits)
     }
 
     pub fn text_options(&self, stop: Vec<String>) -> TextOptions {
@@ -133,11 +137,11 @@ pub fn engine_request(
     prompt: Vec<u32>,
     max_tokens: Option<u32>,
     logprobs: Option<i32>,
-    limits: Limits,
+    limits: EngineLimits,
 ) -> mock_engine::EngineRequest {
     let max_tokens = limits.max_tokens(prompt.len(), max_tokens);
     let mut request = mock_engine::EngineRequest::new(engine_request_id, prompt);
     request.max_tokens = max_tokens;
-    request.logprobs = logprobs.map(|k| if k < 0 { request::VOCAB_SIZE } else { k as u32 });
+    request.logprobs = logprobs.map(|k| if k < 0 { VOCAB_SIZE } else { k as u32 });
     request
 }

@@ -1,11 +1,9 @@
-//! Usage on the OpenAI endpoints (the same shape as generate's), and what
-//! `stream_options` asks of a stream.
-
-use serde::Deserialize;
+//! Usage on the OpenAI endpoints: the running counts their text events
+//! carry, and what `stream_options` asks of a stream (usage on each chunk, a
+//! usage-only chunk at the end).
 
 use crate::error::ApiError;
-pub use crate::response::Usage;
-use crate::response::UsageCounter;
+use crate::routes::usage::{StreamOptions, Usage, UsageCounter};
 
 /// Running counts over one request's engine outputs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -40,13 +38,6 @@ impl TokenCounts {
     }
 }
 
-/// `stream_options`, as the client wrote it.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
-pub struct StreamOptions {
-    pub include_usage: Option<bool>,
-    pub continuous_usage_stats: Option<bool>,
-}
-
 /// Which usage a stream carries.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UsageOptions {
@@ -60,7 +51,8 @@ impl UsageOptions {
     /// Refuses `stream_options` on a request that does not stream, as vllm-rs does.
     ///
     /// ```
-    /// use reference_server::routes::openai::usage::{StreamOptions, UsageOptions};
+    /// use reference_server::routes::openai::usage::UsageOptions;
+    /// use reference_server::routes::usage::StreamOptions;
     /// let both = StreamOptions { include_usage: Some(true), continuous_usage_stats: Some(true) };
     /// assert!(UsageOptions::new(false, Some(both)).is_err());
     /// assert!(UsageOptions::new(true, Some(both)).unwrap().continuous);
@@ -106,7 +98,8 @@ impl UsageOptions {
     /// `usage_only` carrying the final usage when `include_usage` asks for it.
     ///
     /// ```
-    /// use reference_server::routes::openai::usage::{TokenCounts, Usage, UsageChunk, UsageOptions};
+    /// use reference_server::routes::openai::usage::{TokenCounts, UsageChunk, UsageOptions};
+    /// use reference_server::routes::usage::Usage;
     /// #[derive(Default)]
     /// struct Chunk(Option<Usage>);
     /// impl UsageChunk for Chunk {

@@ -8,12 +8,11 @@ use mock_engine::script::{LogprobEntry, StopReason};
 use mock_engine::{EngineEvent, FinishReason};
 use serde_json::Value;
 
-use crate::error::ApiError;
-use crate::logprobs::{PromptLogprobs, output_logprobs};
-use crate::request::ResponseOptions;
-use crate::response::{ENGINE_DEAD_MESSAGE, GenerateResponse, GenerateResponseChoice};
-use crate::stream::no_candidates;
-use crate::weight_versions::WeightVersions;
+use super::convert::GenerateOptions;
+use super::logprobs::{PromptLogprobs, no_candidates, output_logprobs};
+use super::types::{GenerateResponse, GenerateResponseChoice};
+use super::weight_versions::WeightVersions;
+use crate::error::{ApiError, ENGINE_DEAD_MESSAGE};
 
 /// Everything the engine said about one request.
 #[derive(Debug, Default)]
@@ -69,7 +68,7 @@ pub async fn generate_response(
     events: impl Stream<Item = EngineEvent>,
     request_id: String,
     prompt: &[u32],
-    options: ResponseOptions,
+    options: GenerateOptions,
 ) -> Result<GenerateResponse, ApiError> {
     let c = collect(events).await?;
     let finish_reason = c.finish_reason.ok_or_else(|| {

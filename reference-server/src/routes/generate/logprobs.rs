@@ -11,6 +11,8 @@ use mock_engine::script::LogprobEntry;
 use serde::Serialize;
 use serde::ser::SerializeMap;
 
+use crate::error::ApiError;
+
 /// vLLM's floor for a logprob: `-inf` and NaN become this.
 const LOGPROB_FLOOR: f32 = -9999.0;
 
@@ -93,6 +95,11 @@ pub fn output_logprobs(
         .map(|p| GenerateLogProbsContent::from_entries(p, requested))
         .collect::<Option<Vec<_>>>()
         .map(|content| GenerateLogProbs { content })
+}
+
+/// vllm-rs's answer when an engine position to report has no candidate at all.
+pub fn no_candidates() -> ApiError {
+    ApiError::server_error("raw generate logprobs position unexpectedly had no token candidates")
 }
 
 /// `prompt_logprobs`: `null` for the first prompt position (nothing predicts it),

@@ -1,5 +1,6 @@
-//! How an OpenAI stream goes on the wire: each chunk a `data:` event, an
-//! error as an in-band event followed only by `[DONE]`, `[DONE]` last.
+//! How every route's stream goes on the wire: each chunk a `data:` event, an
+//! error as an in-band event followed only by `[DONE]`, `[DONE]` last, and a
+//! stream cut off by a shutdown ended the same way, by the one path here.
 
 use std::convert::Infallible;
 
@@ -9,9 +10,10 @@ use futures::{Stream, StreamExt, stream};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use super::SHUTTING_DOWN;
 use crate::error::ApiError;
 
-/// What an OpenAI stream sends, before it becomes SSE.
+/// What a stream sends, before it becomes SSE.
 #[derive(Debug, Clone)]
 pub enum SseItem<C> {
     Chunk(C),
@@ -32,11 +34,10 @@ impl<C: Serialize> SseItem<C> {
 
 /// The response for a stream of chunk results: an error ends the chunks,
 /// `[DONE]` ends the stream, and `cut_off` (a shutdown past its grace) ends
-/// it early with an in-band error.
+/// it early with an in-band error, as for an engine failure mid-stream.
 pub fn respond<C: Serialize + Send + 'static>(
     chunks: impl Stream<Item = Result<C, ApiError>> + Send + 'static,
     cut_off: CancellationToken,
-    shutting_down: &'static str,
 ) -> Response {
     let items = chunks
         .scan(false, |failed, item| {
@@ -54,8 +55,8 @@ pub fn respond<C: Serialize + Send + 'static>(
         })
         .take_until(cut_off.clone().cancelled_owned())
         .chain(
-            stream::once(async move { cut_off.is_cancelled() }).flat_map(move |cut| {
-                let ending = cut.then(|| SseItem::Error(ApiError::server_error(shutting_down)));
+            stream::once(async move { cut_off.is_cancelled() }).flat_map(|cut| {
+                let ending = cut.then(|| SseItem::Error(ApiError::server_error(SHUTTING_DOWN)));
                 stream::iter(ending.into_iter().chain([SseItem::Done]))
             }),
         )

@@ -1,27 +1,21 @@
-//! The streaming response: engine outputs in, SSE events out.
+//! The streaming response: engine outputs in, stream chunks out (an error
+//! ending them), which [`crate::routes::sse`] puts on the wire as every
+//! route's stream is, `[DONE]` and a shutdown's cut-off included.
 //!
 //! The engine stream lives inside the response body, so a client that goes away
 //! drops the body, the body drops the engine stream, and the engine counts an abort.
 
-use std::convert::Infallible;
 use std::pin::Pin;
 
-use axum::response::sse::Event;
 use futures::{Stream, StreamExt};
 use mock_engine::{EngineEvent, EngineOutput, FinishReason};
 
-use crate::error::ApiError;
-use crate::logprobs::output_logprobs;
-use crate::request::ResponseOptions;
-use crate::response::{
-    ENGINE_DEAD_MESSAGE, GenerateResponseStreamChoice, GenerateStreamResponse, UsageCounter,
-};
-use crate::routes::openai::sse::SseItem;
-use crate::weight_versions::WeightVersions;
-
-/// What the stream sends, before it becomes SSE: the same items as the
-/// OpenAI routes' streams (an in-band error, then nothing but `[DONE]`).
-pub type StreamItem = SseItem<GenerateStreamResponse>;
+use super::convert::GenerateOptions;
+use super::logprobs::{no_candidates, output_logprobs};
+use super::types::{GenerateResponseStreamChoice, GenerateStreamResponse};
+use super::weight_versions::WeightVersions;
+use crate::error::{ApiError, ENGINE_DEAD_MESSAGE};
+use crate::routes::usage::UsageCounter;
 
 type EngineStream = Pin<Box<dyn Stream<Item = EngineEvent> + Send>>;
 
@@ -29,20 +23,19 @@ type EngineStream = Pin<Box<dyn Stream<Item = EngineEvent> + Send>>;
 pub struct ChunkStream {
     engine: Option<EngineStream>,
     request_id: String,
-    options: ResponseOptions,
+    options: GenerateOptions,
     enable_prompt_tokens_details: bool,
     usage: UsageCounter,
     weight_versions: WeightVersions,
     /// The prompt, waiting for the next chunk that is sent (`return_token_ids`).
     pending_prompt: Option<Vec<u32>>,
-    finished: bool,
 }
 
 impl ChunkStream {
     pub fn new(
         engine: impl Stream<Item = EngineEvent> + Send + 'static,
         request_id: String,
-        options: ResponseOptions,
+        options: GenerateOptions,
         enable_prompt_tokens_details: bool,
     ) -> Self {
         Self {
@@ -53,22 +46,17 @@ impl ChunkStream {
             usage: UsageCounter::default(),
             weight_versions: WeightVersions::default(),
             pending_prompt: None,
-            finished: false,
         }
     }
 
-    /// The next item to send; `None` after `[DONE]`.
-    pub async fn next_item(&mut self) -> Option<StreamItem> {
+    /// The next chunk to send; `None` once the engine is done, an error
+    /// being the last item.
+    pub async fn next_chunk(&mut self) -> Option<Result<GenerateStreamResponse, ApiError>> {
         loop {
-            let Some(engine) = self.engine.as_mut() else {
-                if std::mem::replace(&mut self.finished, true) {
-                    return None;
-                }
-                return Some(StreamItem::Done);
-            };
-            let item = match engine.next().await {
+            let engine = self.engine.as_mut()?;
+            let chunk = match engine.next().await {
                 Some(EngineEvent::Output(output)) => match self.on_output(output) {
-                    Ok(Some(chunk)) => StreamItem::Chunk(chunk),
+                    Ok(Some(chunk)) => Ok(chunk),
                     Ok(None) => continue,
                     Err(error) => self.fail(error),
                 },
@@ -79,9 +67,9 @@ impl ChunkStream {
                 None => {
                     self.engine = None;
                     if !self.options.include_usage {
-                        continue;
+                        return None;
                     }
-                    StreamItem::Chunk(GenerateStreamResponse {
+                    Ok(GenerateStreamResponse {
                         request_id: self.request_id.clone(),
                         choices: Vec::new(),
                         usage: Some(self.usage.usage(self.enable_prompt_tokens_details)),
@@ -89,14 +77,14 @@ impl ChunkStream {
                     })
                 }
             };
-            return Some(item);
+            return Some(chunk);
         }
     }
 
     /// Stops reading the engine (dropping its stream) and reports `error`.
-    fn fail(&mut self, error: ApiError) -> StreamItem {
+    fn fail(&mut self, error: ApiError) -> Result<GenerateStreamResponse, ApiError> {
         self.engine = None;
-        StreamItem::Error(error)
+        Err(error)
     }
 
     /// One engine output: `Ok(None)` for a step with nothing to send.
@@ -155,22 +143,15 @@ impl ChunkStream {
         }))
     }
 
-    /// The items as a stream.
-    pub fn into_stream(self) -> impl Stream<Item = StreamItem> + Send {
+    /// The chunks as a stream, for [`crate::routes::sse::respond`].
+    pub fn into_chunks(
+        self,
+    ) -> impl Stream<Item = Result<GenerateStreamResponse, ApiError>> + Send {
         futures::stream::unfold(self, |mut s| async move {
-            let item = s.next_item().await?;
-            Some((item, s))
+            let chunk = s.next_chunk().await?;
+            Some((chunk, s))
         })
     }
-
-    /// The SSE events, ready for `axum::response::sse::Sse`.
-    pub fn into_events(self) -> impl Stream<Item = Result<Event, Infallible>> + Send {
-        self.into_stream().map(|item| Ok(item.to_event()))
-    }
-}
-
-pub(crate) fn no_candidates() -> ApiError {
-    ApiError::server_error("raw generate logprobs position unexpectedly had no token candidates")
 }
 
 #[cfg(test)]
@@ -186,9 +167,12 @@ mod tests {
         }
     }
 
-    async fn items(events: Vec<EngineEvent>, options: ResponseOptions) -> Vec<StreamItem> {
+    async fn chunks(
+        events: Vec<EngineEvent>,
+        options: GenerateOptions,
+    ) -> Vec<Result<GenerateStreamResponse, ApiError>> {
         ChunkStream::new(futures::stream::iter(events), "r".into(), options, true)
-            .into_stream()
+            .into_chunks()
             .collect()
             .await
     }
@@ -198,13 +182,13 @@ mod tests {
         let mut last = output(&[44]);
         last.finish_reason = Some(FinishReason::Stop);
         last.prompt_token_ids = Some(Arc::from(vec![1u32, 2, 3]));
-        let options = ResponseOptions {
+        let options = GenerateOptions {
             stream: true,
             include_usage: true,
             return_token_ids: true,
-            ..ResponseOptions::default()
+            ..GenerateOptions::default()
         };
-        let got = items(
+        let got = chunks(
             vec![
                 EngineEvent::Output(output(&[])),
                 EngineEvent::Output(output(&[33])),
@@ -213,37 +197,36 @@ mod tests {
             options,
         )
         .await;
-        assert_eq!(got.len(), 4, "{got:?}");
-        let StreamItem::Chunk(second) = &got[1] else {
+        assert_eq!(got.len(), 3, "{got:?}");
+        let Ok(second) = &got[1] else {
             panic!("{got:?}")
         };
         assert_eq!(second.prompt_token_ids.as_deref(), Some(&[1, 2, 3][..]));
-        let StreamItem::Chunk(usage) = &got[2] else {
+        let Ok(usage) = &got[2] else {
             panic!("{got:?}")
         };
         assert_eq!(usage.usage.unwrap().prompt_tokens, 3);
-        assert!(matches!(got[3], StreamItem::Done));
     }
 
     #[tokio::test]
-    async fn error_finish_is_an_in_band_error_without_usage() {
+    async fn an_error_finish_is_the_last_item_and_has_no_usage() {
         let mut last = output(&[44]);
         last.finish_reason = Some(FinishReason::Error);
-        let options = ResponseOptions {
+        let options = GenerateOptions {
             stream: true,
             include_usage: true,
-            ..ResponseOptions::default()
+            ..GenerateOptions::default()
         };
-        let got = items(
+        let got = chunks(
             vec![
                 EngineEvent::Output(output(&[33])),
                 EngineEvent::Output(last),
+                EngineEvent::Output(output(&[55])),
             ],
             options,
         )
         .await;
-        assert_eq!(got.len(), 3);
-        assert!(matches!(&got[1], StreamItem::Error(e) if e.message == "Internal server error"));
-        assert!(matches!(got[2], StreamItem::Done));
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(matches!(&got[1], Err(e) if e.message == "Internal server error"));
     }
 }
