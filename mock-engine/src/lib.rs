@@ -9,10 +9,12 @@
 pub mod cli;
 pub mod clock;
 pub mod core;
+pub mod endpoint;
 pub mod engine;
 pub mod fixture;
 pub mod generator;
 pub mod script;
+pub mod step;
 pub mod tap;
 pub mod wire;
 
