@@ -75,6 +75,28 @@ impl Endpoint {
         }
     }
 
+    /// What [`Endpoint::prompt_field`] must hold for a script to be chosen
+    /// by it, said for a fixture's author.
+    pub fn prompt_form(self) -> &'static str {
+        match self {
+            Endpoint::Generate => "a list of token ids",
+            Endpoint::Completions => "token ids or one text",
+            Endpoint::Chat => "a list of `{role, content}` the chat template renders",
+        }
+    }
+
+    /// The `n` (samples per request) a body for this endpoint asks for, if
+    /// it says: generate has it in `sampling_params`, completions and chat
+    /// at the top of the body.
+    pub fn n_of(self, body: &Value) -> Option<u64> {
+        match self {
+            Endpoint::Generate => body.get("sampling_params")?,
+            Endpoint::Completions | Endpoint::Chat => body,
+        }
+        .get("n")
+        .and_then(Value::as_u64)
+    }
+
     /// The prompt token ids the engine sees for this body, when it holds
     /// one well-formed prompt: `token_ids` (generate); `prompt` as ids or
     /// as text (completions, tokenized with special tokens unless
@@ -157,6 +179,18 @@ fn chat_messages_as_text(messages: &Value) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn n_is_read_where_each_endpoint_puts_it() {
+        use serde_json::json;
+        let generate = json!({"token_ids": [1], "n": 5, "sampling_params": {"n": 2}});
+        assert_eq!(Endpoint::Generate.n_of(&generate), Some(2));
+        assert_eq!(Endpoint::Generate.n_of(&json!({"n": 2})), None);
+        for endpoint in [Endpoint::Completions, Endpoint::Chat] {
+            assert_eq!(endpoint.n_of(&generate), Some(5), "{endpoint}");
+            assert_eq!(endpoint.n_of(&json!({"n": "2"})), None, "{endpoint}");
+        }
+    }
 
     #[test]
     fn prompts_are_the_ids_the_engine_sees_on_every_endpoint() {

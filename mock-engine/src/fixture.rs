@@ -215,12 +215,7 @@ fn check(fixture: &Fixture) -> Vec<(String, String)> {
             format!(
                 "a script needs a prompt to be chosen by: `{}` ({})",
                 fixture.request.endpoint.prompt_field(),
-                match fixture.request.endpoint {
-                    crate::script::Endpoint::Generate => "a list of token ids",
-                    crate::script::Endpoint::Completions => "token ids or one text",
-                    crate::script::Endpoint::Chat =>
-                        "a list of `{role, content}` the chat template renders",
-                }
+                fixture.request.endpoint.prompt_form(),
             ),
         ));
     }

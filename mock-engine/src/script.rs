@@ -94,16 +94,9 @@ impl Fixture {
     /// merged: vLLM's Python server coalesces the outputs that arrive while
     /// it is still streaming the previous one.
     pub fn chunks_comparable_with(&self, generator: &GeneratorConfig) -> bool {
-        // Generate has `n` in its sampling params; completions and chat at
-        // the top of the body.
-        let body = self.request.body.as_ref();
-        let n = match self.request.endpoint {
-            Endpoint::Generate => body.and_then(|b| b.get("sampling_params")),
-            Endpoint::Completions | Endpoint::Chat => body,
-        }
-        .and_then(|p| p.get("n"))
-        .and_then(Value::as_u64)
-        .unwrap_or(1);
+        let n = (self.request.body.as_ref())
+            .and_then(|body| self.request.endpoint.n_of(body))
+            .unwrap_or(1);
         let paced = if self.engine.steps.is_empty() {
             generator.is_paced()
         } else {
