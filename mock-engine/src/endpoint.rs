@@ -12,7 +12,7 @@
 //! let body = serde_json::json!({"prompt": "t5 t7"});
 //! assert_eq!(Endpoint::Completions.prompt_token_ids(&body), Some(vec![5, 7]));
 //! assert_eq!("chat".parse::<Endpoint>(), Ok(Endpoint::Chat));
-//! assert_eq!(Endpoint::Chat.path(), "/v1/chat/completions");
+//! assert_eq!(Endpoint::Chat.path(), mock_engine::script::CHAT_PATH);
 //! ```
 
 use std::fmt;
@@ -20,6 +20,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+// The paths, written once: the reference server routes by them and the
+// harness sends to them, both through [`Endpoint::path`].
 pub const GENERATE_PATH: &str = "/inference/v1/generate";
 pub const COMPLETIONS_PATH: &str = "/v1/completions";
 pub const CHAT_PATH: &str = "/v1/chat/completions";
@@ -31,12 +33,12 @@ pub const CHAT_PATH: &str = "/v1/chat/completions";
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Endpoint {
-    /// `/inference/v1/generate`: token ids in, token ids out.
+    /// [`GENERATE_PATH`]: token ids in, token ids out.
     #[default]
     Generate,
-    /// `/v1/completions`: a prompt as ids or text, text out.
+    /// [`COMPLETIONS_PATH`]: a prompt as ids or text, text out.
     Completions,
-    /// `/v1/chat/completions`: messages through the chat template, deltas out.
+    /// [`CHAT_PATH`]: messages through the chat template, deltas out.
     Chat,
 }
 
