@@ -3,7 +3,7 @@
 //! Tokens are a pure function of the seed, the prompt and the position, so two
 //! servers (or two runs) fed the same request see the same tokens.
 
-use crate::script::{FinishReason, Step};
+use crate::step::{FinishReason, PACED_MIN_DELAY_MS, Step};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GeneratorConfig {
@@ -31,11 +31,10 @@ impl Default for GeneratorConfig {
 
 impl GeneratorConfig {
     /// Whether every generated step waits long enough that no server
-    /// coalesces two steps into one chunk (as [`crate::script::Script::is_paced`]
-    /// asks of a script). The default generator is unpaced.
+    /// coalesces two steps into one chunk (at least [`PACED_MIN_DELAY_MS`],
+    /// as a paced script's steps do). The default generator is unpaced.
     pub fn is_paced(&self) -> bool {
-        self.ttft_ms >= crate::script::PACED_MIN_DELAY_MS
-            && self.itl_ms >= crate::script::PACED_MIN_DELAY_MS
+        self.ttft_ms >= PACED_MIN_DELAY_MS && self.itl_ms >= PACED_MIN_DELAY_MS
     }
 }
 

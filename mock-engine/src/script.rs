@@ -15,18 +15,19 @@
 //! assert_eq!(fixture.prompt_token_ids(), Some(vec![1, 2]));
 //! assert!(fixture.engine.is_paced());
 //! ```
+//!
+//! The pieces a fixture is made of have homes of their own, re-exported
+//! here so a fixture's reader needs one path: the endpoints and their
+//! prompts in [`crate::endpoint`], one engine step in [`crate::step`].
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::endpoint::{CHAT_PATH, COMPLETIONS_PATH, Endpoint, GENERATE_PATH};
 use crate::generator::GeneratorConfig;
-
-/// Steps at least this far apart are "paced": every server sends one chunk per
-/// step, so chunk boundaries are comparable between servers.
-pub const PACED_MIN_DELAY_MS: u64 = 20;
+pub use crate::step::{FinishReason, LogprobEntry, PACED_MIN_DELAY_MS, Step, StopReason};
 
 /// One conformance case.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,16 +94,9 @@ impl Fixture {
     /// merged: vLLM's Python server coalesces the outputs that arrive while
     /// it is still streaming the previous one.
     pub fn chunks_comparable_with(&self, generator: &GeneratorConfig) -> bool {
-        // Generate has `n` in its sampling params; completions and chat at
-        // the top of the body.
-        let body = self.request.body.as_ref();
-        let n = match self.request.endpoint {
-            Endpoint::Generate => body.and_then(|b| b.get("sampling_params")),
-            Endpoint::Completions | Endpoint::Chat => body,
-        }
-        .and_then(|p| p.get("n"))
-        .and_then(Value::as_u64)
-        .unwrap_or(1);
+        let n = (self.request.body.as_ref())
+            .and_then(|body| self.request.endpoint.n_of(body))
+            .unwrap_or(1);
         let paced = if self.engine.steps.is_empty() {
             generator.is_paced()
         } else {
@@ -193,142 +187,8 @@ pub struct RequestSpec {
     pub content_type: Option<String>,
 }
 
-pub const GENERATE_PATH: &str = "/inference/v1/generate";
-pub const COMPLETIONS_PATH: &str = "/v1/completions";
-pub const CHAT_PATH: &str = "/v1/chat/completions";
-
 fn default_method() -> String {
     "POST".to_string()
-}
-
-/// The token endpoints both real frontends serve from the same engine
-/// outputs. A script is written once and replays on each.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Endpoint {
-    /// `/inference/v1/generate`: token ids in, token ids out.
-    #[default]
-    Generate,
-    /// `/v1/completions`: a prompt as ids or text, text out.
-    Completions,
-    /// `/v1/chat/completions`: messages through the chat template, deltas out.
-    Chat,
-}
-
-impl Endpoint {
-    pub const ALL: [Endpoint; 3] = [Endpoint::Generate, Endpoint::Completions, Endpoint::Chat];
-
-    /// The path a request for this endpoint goes to.
-    pub fn path(self) -> &'static str {
-        match self {
-            Endpoint::Generate => GENERATE_PATH,
-            Endpoint::Completions => COMPLETIONS_PATH,
-            Endpoint::Chat => CHAT_PATH,
-        }
-    }
-
-    /// The name fixtures and the command line use: `generate`,
-    /// `completions`, `chat`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Endpoint::Generate => "generate",
-            Endpoint::Completions => "completions",
-            Endpoint::Chat => "chat",
-        }
-    }
-
-    pub fn is_generate(&self) -> bool {
-        *self == Endpoint::Generate
-    }
-
-    /// Where the prompt is in a body for this endpoint, as a JSON path.
-    pub fn prompt_field(self) -> &'static str {
-        match self {
-            Endpoint::Generate => "request.body.token_ids",
-            Endpoint::Completions => "request.body.prompt",
-            Endpoint::Chat => "request.body.messages",
-        }
-    }
-
-    /// The prompt token ids the engine sees for this body, when it holds
-    /// one well-formed prompt: `token_ids` (generate); `prompt` as ids or
-    /// as text (completions, tokenized with special tokens unless
-    /// `add_special_tokens` is false); `messages` rendered by the chat
-    /// template (chat, with the generation prompt unless
-    /// `add_generation_prompt` is false, tokenized without special tokens
-    /// unless `add_special_tokens` is true), all with the tiny model's
-    /// tokenizer.
-    pub fn prompt_token_ids(self, body: &Value) -> Option<Vec<u32>> {
-        let flag =
-            |key: &str, default: bool| body.get(key).and_then(Value::as_bool).unwrap_or(default);
-        match self {
-            Endpoint::Generate => ids_of(body.get("token_ids")?),
-            Endpoint::Completions => match body.get("prompt")? {
-                Value::String(text) => model::Tokenizer::shared_built_in()
-                    .encode(text, flag("add_special_tokens", true))
-                    .ok(),
-                // One prompt as a list of strings is a batch, not ids.
-                ids @ Value::Array(list) if list.iter().all(Value::is_number) => ids_of(ids),
-                _ => None,
-            },
-            Endpoint::Chat => {
-                let messages = chat_messages_as_text(body.get("messages")?)?;
-                let tokenizer = model::Tokenizer::shared_built_in();
-                let text = tokenizer
-                    .render_chat(&messages, flag("add_generation_prompt", true))
-                    .ok()?;
-                tokenizer
-                    .encode(&text, flag("add_special_tokens", false))
-                    .ok()
-            }
-        }
-    }
-}
-
-impl fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for Endpoint {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Endpoint::ALL
-            .into_iter()
-            .find(|e| e.name() == s)
-            .ok_or_else(|| format!("`{s}` is not an endpoint (generate, completions, chat)"))
-    }
-}
-
-fn ids_of(value: &Value) -> Option<Vec<u32>> {
-    value
-        .as_array()?
-        .iter()
-        .map(|v| v.as_u64().and_then(|n| u32::try_from(n).ok()))
-        .collect()
-}
-
-/// Messages whose `content` is a list of text parts, with the parts joined by
-/// newlines, as vLLM hands a template that reads `content` as a string.
-fn chat_messages_as_text(messages: &Value) -> Option<Value> {
-    let list = messages.as_array()?;
-    let mut out = Vec::with_capacity(list.len());
-    for message in list {
-        let mut message = message.as_object()?.clone();
-        if let Some(Value::Array(parts)) = message.get("content") {
-            let texts: Option<Vec<&str>> = parts
-                .iter()
-                .map(|p| p.get("text").and_then(Value::as_str))
-                .collect();
-            message.insert("content".into(), Value::String(texts?.join("\n")));
-        }
-        out.push(Value::Object(message));
-    }
-    Some(Value::Array(out))
 }
 
 impl RequestSpec {
@@ -438,104 +298,6 @@ impl Script {
     }
 }
 
-/// One engine step: what the engine emits after `delay_ms`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Step {
-    /// Pause before this step, measured from the previous step's deadline
-    /// (not from when it was actually sent), so lateness does not accumulate.
-    #[serde(default)]
-    pub delay_ms: u64,
-    #[serde(default)]
-    pub tokens: Vec<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finish: Option<FinishReason>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stop_reason: Option<StopReason>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cached_tokens: Option<u32>,
-    /// `false`: this step does not carry the prompt; it arrives with the next
-    /// step that does not say `false`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prompt_info: Option<bool>,
-    /// One entry list per token in `tokens`: the sampled token first, then the
-    /// top candidates.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub logprobs: Option<Vec<Vec<LogprobEntry>>>,
-    /// Only on the step that carries the prompt (the first one without
-    /// `prompt_info: false`): one entry list per prompt position after the
-    /// first, the actual prompt token first, then the top candidates. Sent
-    /// instead of synthetic ones when the request asks for prompt logprobs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prompt_logprobs: Option<Vec<Vec<LogprobEntry>>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kv_transfer_params: Option<Value>,
-    /// The engine stream breaks here with this message.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fail: Option<String>,
-    /// The engine never answers again.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub stall: bool,
-}
-
-/// Why a request finished, as vLLM's engine reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FinishReason {
-    Stop,
-    Length,
-    Abort,
-    Error,
-    Repetition,
-}
-
-impl FinishReason {
-    /// The string both servers put in `finish_reason`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Stop => "stop",
-            Self::Length => "length",
-            Self::Abort => "abort",
-            Self::Error => "error",
-            Self::Repetition => "repetition",
-        }
-    }
-
-    /// The integer vLLM's engine core puts on the wire.
-    pub fn wire_code(self) -> u8 {
-        match self {
-            Self::Stop => 0,
-            Self::Length => 1,
-            Self::Abort => 2,
-            Self::Error => 3,
-            Self::Repetition => 4,
-        }
-    }
-}
-
-impl fmt::Display for FinishReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// vLLM's `stop_reason`: the stop token id or the matched stop string.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum StopReason {
-    Token(i64),
-    Text(String),
-}
-
-/// One logprob candidate.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogprobEntry {
-    pub token_id: u32,
-    pub logprob: f32,
-    pub rank: u32,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -601,42 +363,6 @@ mod tests {
             assert!(with_n(1).chunks_comparable(), "{endpoint}");
             assert!(!with_n(2).chunks_comparable(), "{endpoint}");
         }
-    }
-
-    #[test]
-    fn prompts_are_the_ids_the_engine_sees_on_every_endpoint() {
-        let prompt = |endpoint: Endpoint, body: Value| endpoint.prompt_token_ids(&body);
-        use serde_json::json;
-        assert_eq!(
-            prompt(Endpoint::Generate, json!({"token_ids": [5, 7]})),
-            Some(vec![5, 7])
-        );
-        assert_eq!(
-            prompt(Endpoint::Completions, json!({"prompt": [5, 7]})),
-            Some(vec![5, 7])
-        );
-        assert_eq!(
-            prompt(Endpoint::Completions, json!({"prompt": "t5 t7"})),
-            Some(vec![5, 7])
-        );
-        assert_eq!(
-            prompt(Endpoint::Completions, json!({"prompt": ["t5", "t7"]})),
-            None
-        );
-        let chat = json!({"messages": [{"role": "system", "content": "t9"},
-                                       {"role": "user", "content": [{"type": "text", "text": "t10"},
-                                                                    {"type": "text", "text": "t11"}]}]});
-        assert_eq!(
-            prompt(Endpoint::Chat, chat.clone()),
-            Some(vec![2, 9, 3, 10, 11, 4])
-        );
-        let mut no_generation_prompt = chat;
-        no_generation_prompt["add_generation_prompt"] = json!(false);
-        assert_eq!(
-            prompt(Endpoint::Chat, no_generation_prompt),
-            Some(vec![2, 9, 3, 10, 11])
-        );
-        assert_eq!(prompt(Endpoint::Chat, json!({"messages": "t5"})), None);
     }
 
     #[test]

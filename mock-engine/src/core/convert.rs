@@ -3,7 +3,7 @@
 use rmpv::Value;
 
 use crate::engine::{EngineOutput, EngineRequest};
-use crate::script::{LogprobEntry, StopReason};
+use crate::step::{LogprobEntry, StopReason};
 use crate::wire::{
     DtypeNaming, EngineCoreOutput, EngineCoreRequest, LogprobsLists, LogprobsTensors, NdArray,
     PrefillStats, WireStopReason,

@@ -19,7 +19,7 @@ use futures::task::AtomicWaker;
 
 use super::convert::to_wire_output;
 use crate::engine::{EngineEvent, EngineStream};
-use crate::script::FinishReason;
+use crate::step::FinishReason;
 use crate::wire::EngineCoreOutput;
 
 /// One request's output that is due, or the script's death.
@@ -225,7 +225,8 @@ mod tests {
     use super::*;
     use crate::Engine;
     use crate::engine::EngineRequest;
-    use crate::script::{Script, Step};
+    use crate::script::Script;
+    use crate::step::Step;
 
     fn engine_with(prompt: u32, tokens: u32) -> Engine {
         let engine = Engine::default();

@@ -144,7 +144,7 @@ pub(crate) fn decode(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::script::FinishReason;
+    use crate::step::FinishReason;
     use crate::wire::{EngineCoreOutput, VllmVersion};
 
     fn frames(parts: &[&[u8]]) -> Vec<Bytes> {

@@ -8,7 +8,7 @@ use super::error::WireError;
 use super::layout::{Field, FieldDefault, Layout};
 use super::ndarray::{LogprobsLists, LogprobsTensors};
 use super::positional::{Reader, Writer, lookup, token_ids, write_fields, write_value};
-use crate::script::FinishReason;
+use crate::step::FinishReason;
 
 /// The single frame that tells the frontend the engine died.
 pub const ENGINE_CORE_DEAD: &[u8] = b"ENGINE_CORE_DEAD";
