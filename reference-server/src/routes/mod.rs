@@ -19,6 +19,7 @@
 pub mod chat;
 pub mod completions;
 pub mod generate;
+pub mod logprob;
 mod middleware;
 mod models;
 pub mod openai;

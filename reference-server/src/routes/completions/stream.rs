@@ -11,9 +11,10 @@ use super::types::{
     CompletionStreamResponse,
 };
 use crate::error::ApiError;
+use crate::routes::logprob::clamp;
 use crate::routes::openai::envelope::Envelope;
 use crate::routes::openai::events::{Collected, TextDelta, TextEvent, TextEvents};
-use crate::routes::openai::logprobs::{clamp, token_text};
+use crate::routes::openai::logprobs::token_text;
 use crate::routes::openai::usage::{TokenCounts, UsageChunk};
 use crate::routes::usage::Usage;
 

@@ -12,17 +12,7 @@ use serde::Serialize;
 use serde::ser::SerializeMap;
 
 use crate::error::ApiError;
-
-/// vLLM's floor for a logprob: `-inf` and NaN become this.
-const LOGPROB_FLOOR: f32 = -9999.0;
-
-fn clamp(logprob: f32) -> f32 {
-    if logprob.is_nan() {
-        LOGPROB_FLOOR
-    } else {
-        logprob.max(LOGPROB_FLOOR)
-    }
-}
+use crate::routes::logprob::clamp;
 
 /// Rank 0 is what the engine reports for a NaN sampled logprob: not a rank.
 fn wire_rank(rank: u32) -> Option<u32> {

@@ -6,17 +6,6 @@ use std::collections::HashSet;
 use mock_engine::script::LogprobEntry;
 use model::Tokenizer;
 
-/// vLLM's floor for a logprob: `-inf` and NaN become this.
-const LOGPROB_FLOOR: f32 = -9999.0;
-
-pub fn clamp(logprob: f32) -> f32 {
-    if logprob.is_nan() {
-        LOGPROB_FLOOR
-    } else {
-        logprob.max(LOGPROB_FLOOR)
-    }
-}
-
 /// The text of one token on its own: a word is itself (no joining space), a
 /// byte token that is not a character by itself is U+FFFD, a special token is
 /// empty (decoded skipping special tokens), as vllm-rs shows them.
