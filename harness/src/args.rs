@@ -16,7 +16,7 @@ use mock_engine::fixture::Limits as FixtureLimits;
 use crate::capture::Limits;
 use crate::divergence::Registry;
 use crate::run::{DEFAULT_JOBS, RunOptions};
-use crate::target::{TargetSpec, VllmOptions};
+use crate::targets::{TargetSpec, VllmOptions};
 
 /// The per-request timeout `run`, `matrix` and `validate` default to.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 30;

@@ -11,8 +11,8 @@ use crate::divergence::Registry;
 use crate::interrupt::Interrupts;
 use crate::report;
 use crate::run::{self, Bar, Progress as _, RunOptions};
-use crate::target::TargetSpec;
-pub use crate::target::VllmArgs;
+use crate::targets::TargetSpec;
+pub use crate::targets::VllmArgs;
 use crate::vllm;
 
 /// Conformance harness for vLLM's /inference/v1/generate.

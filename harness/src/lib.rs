@@ -2,7 +2,7 @@
 //! `/inference/v1/generate`, captures what they send byte for byte,
 //! normalises it, snapshots it, and diffs the implementations.
 //!
-//! The pipeline, one module per stage: [`target`] starts or names a server,
+//! The pipeline, one module per stage: [`targets`] starts or names a server,
 //! [`capture`] records one exchange, [`sse`] lexes the event stream,
 //! [`normalize`] turns it into a [`normalize::Transcript`], [`diff`] compares
 //! transcripts, [`divergence`] says which differences are known,
@@ -30,5 +30,5 @@ pub mod run;
 pub mod script_channel;
 pub mod snapshot;
 pub mod sse;
-pub mod target;
+pub mod targets;
 pub mod vllm;

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::args::{CaseArgs, Color, CorpusArgs};
 use crate::diff::{self, Difference};
 use crate::run::{self, CaseResult, Outcome, Progress, RunReport};
-use crate::target::{FrontendArgs, TargetSpec};
+use crate::targets::{FrontendArgs, TargetSpec};
 use crate::vllm;
 
 #[derive(Debug, Args)]

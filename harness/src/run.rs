@@ -23,7 +23,7 @@ use crate::partition::{Partition, Selection};
 use crate::script_channel::ScriptChannel;
 use crate::snapshot::{self, Store};
 use crate::sse;
-use crate::target::{Target, TargetSpec, Unavailable, VllmOptions};
+use crate::targets::{Target, TargetSpec, Unavailable, VllmOptions};
 
 mod bar;
 mod column;
@@ -209,7 +209,7 @@ impl RunOptions {
     ///
     /// ```
     /// use harness::run::RunOptions;
-    /// use harness::target::TargetSpec;
+    /// use harness::targets::TargetSpec;
     ///
     /// let options = RunOptions {
     ///     filter: Some("stream".into()),

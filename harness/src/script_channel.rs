@@ -13,7 +13,7 @@ use mock_engine::Engine;
 use mock_engine::script::{Fixture, Script};
 use reference_server::control::SCRIPTS_PATH;
 
-use crate::target::{Target, TargetSpec};
+use crate::targets::{Target, TargetSpec};
 
 /// How scripts reach a target's engine.
 #[derive(Debug, Clone)]

@@ -10,7 +10,7 @@ mod common;
 use common::{Damage, drop_done, spawn_broken_proxy, usage_on_first_chunk};
 use harness::fuzz::oracle::Property;
 use harness::fuzz::{Found, FuzzOptions, FuzzReport, fuzz, replay_fixture};
-use harness::target::TargetSpec;
+use harness::targets::TargetSpec;
 use serde_json::Value;
 
 /// A healthy reference server and a damaging proxy in front of it, on a

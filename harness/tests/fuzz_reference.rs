@@ -3,7 +3,7 @@
 
 use harness::fuzz::{FuzzOptions, fuzz};
 use harness::script_channel::ScriptChannel;
-use harness::target::TargetSpec;
+use harness::targets::TargetSpec;
 
 fn options(cases: u32, seed: u64, found: &std::path::Path) -> FuzzOptions {
     FuzzOptions {

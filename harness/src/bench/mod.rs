@@ -44,7 +44,7 @@ use self::profile::{EngineProfile, RequestShape, variants};
 use self::resources::{Machine, Usage};
 use self::server::{BenchServer, BenchServerOptions};
 use self::stats::Summary;
-use crate::target::TargetSpec;
+use crate::targets::TargetSpec;
 use mock_engine::script::Endpoint;
 
 /// How the scripted engine paces its steps.
@@ -167,7 +167,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub reference_bin: Option<PathBuf>,
     #[command(flatten)]
-    pub vllm: crate::target::VllmArgs,
+    pub vllm: crate::targets::VllmArgs,
 }
 
 /// `generate`, `completions` or `chat`.

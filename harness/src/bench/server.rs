@@ -3,7 +3,7 @@
 //! Unlike `run`, the bench starts the reference as a separate process (the
 //! `reference-server` binary built next to `genconform`): its CPU time and
 //! memory then belong to it alone. Its engine is scripted over the script
-//! control channel. The real frontends come from [`crate::target`], their
+//! control channel. The real frontends come from [`crate::targets`], their
 //! engine scripted in-process; `url=` servers are scripted over the control
 //! channel when they have one.
 
@@ -18,7 +18,7 @@ use reference_server::control::SCRIPTS_PATH;
 
 use super::resources::{Scope, group_of, pid_listening_on};
 use crate::process::{Supervised, free_port};
-use crate::target::{Target, TargetSpec, VllmOptions};
+use crate::targets::{Target, TargetSpec, VllmOptions};
 
 /// How to start the bench's servers.
 #[derive(Debug, Clone)]

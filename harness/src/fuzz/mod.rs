@@ -52,7 +52,7 @@ use crate::partition::Partition;
 use crate::prompt_lock::PromptLocks;
 use crate::run::transcribe;
 use crate::script_channel::{ScriptChannel, probe_control};
-use crate::target::{Target, TargetSpec, Unavailable, VllmOptions};
+use crate::targets::{Target, TargetSpec, Unavailable, VllmOptions};
 use cases::{Case, Endpoints, Scope};
 use oracle::{Expected, Property, Violation};
 use verdict::{Exchange, Failure, Row};
@@ -126,7 +126,7 @@ pub struct FuzzArgs {
     #[arg(long, value_name = "PATH")]
     pub report_json: Option<PathBuf>,
     #[command(flatten)]
-    pub vllm: crate::target::VllmArgs,
+    pub vllm: crate::targets::VllmArgs,
 }
 
 /// What a fuzz run needs.

@@ -16,7 +16,7 @@ use crate::divergence::facts::CaseFacts;
 use crate::divergence::{Compared, Registry};
 use crate::normalize::{Body, StreamSummary, Transcript};
 use crate::run::{self, RunOptions};
-use crate::target::TargetSpec;
+use crate::targets::TargetSpec;
 use crate::vllm::Frontend;
 
 /// One replay, judged.

@@ -26,7 +26,7 @@ use super::{CaseResult, Outcome, RunOptions, StartClock, error_case, transcribe}
 use crate::capture::{self, CaptureError};
 use crate::prompt_lock::PromptLocks;
 use crate::script_channel::ScriptChannel;
-use crate::target::{Target, TargetSpec, Unavailable};
+use crate::targets::{Target, TargetSpec, Unavailable};
 use mock_engine::LoadedFixture;
 use mock_engine::script::ServerOptions;
 
