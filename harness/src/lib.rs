@@ -27,7 +27,7 @@ pub mod prompt_lock;
 pub mod record;
 pub mod report;
 pub mod run;
-pub mod script_channel;
+pub mod session;
 pub mod snapshot;
 pub mod sse;
 pub mod targets;

@@ -10,7 +10,7 @@
 use mock_engine::LoadedFixture;
 
 use super::{RecordArgs, Recording, corpus_of};
-use crate::capture::Limits;
+use crate::capture::CaptureLimits;
 use crate::diff::{self, Difference, Kind, Layer};
 use crate::divergence::facts::CaseFacts;
 use crate::divergence::{Compared, Registry};
@@ -167,9 +167,9 @@ pub async fn replay(
     );
     let corpus = corpus_of(recordings);
     let options = RunOptions {
-        limits: Limits {
+        limits: CaptureLimits {
             timeout: std::time::Duration::from_secs(args.timeout_secs),
-            ..Limits::default()
+            ..CaptureLimits::default()
         },
         budget: std::time::Duration::from_secs(3600),
         snapshots: args.snapshots.clone(),
