@@ -18,6 +18,7 @@ use reference_server::control::SCRIPTS_PATH;
 
 use super::resources::{Scope, group_of, pid_listening_on};
 use crate::process::{Supervised, free_port};
+use crate::session::scripts::control_request;
 use crate::targets::{Target, TargetSpec, VllmOptions};
 
 /// How to start the bench's servers.
@@ -92,11 +93,9 @@ impl BenchServer {
             return Ok(());
         }
         let client = reqwest::Client::new();
-        let url = format!("{}{SCRIPTS_PATH}", self.base_url);
         for (prompt, script) in scripts {
-            let response = client
-                .post(&url)
-                .json(&serde_json::json!({"token_ids": prompt, "script": script}))
+            let (url, request) = control_request(&client, &self.base_url, prompt, Some(script));
+            let response = request
                 .send()
                 .await
                 .with_context(|| format!("POST {url}"))?;
