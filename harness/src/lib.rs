@@ -6,9 +6,11 @@
 //! [`capture`] records one exchange, [`sse`] lexes the event stream,
 //! [`normalize`] turns it into a [`normalize::Transcript`], [`diff`] compares
 //! transcripts, [`divergence`] says which differences are known,
-//! [`snapshot`] checks reviewed transcripts, [`report`] tells the result, and
-//! [`run`] ties them together. [`vllm`] and [`process`] start the real vLLM
-//! frontends against the mock engine core.
+//! [`snapshot`] checks reviewed transcripts, and [`report`] tells the result.
+//! [`session`] is the run machinery the commands share (the started targets,
+//! a script registered and one request sent and transcribed, progress);
+//! [`run`], [`fuzz`], [`record`] and [`bench`](mod@bench) are built on it. [`vllm`] and
+//! [`process`] start the real vLLM frontends against the mock engine core.
 
 pub mod args;
 pub mod bench;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::targets::{Target, Unavailable};
 
 /// Where a run's time went, in milliseconds: the parts add up to
-/// [`RunReport::elapsed_ms`] (in a merged report, they are the shards'
+/// [`RunReport::elapsed_ms`](super::RunReport::elapsed_ms) (in a merged report, they are the shards'
 /// parts added up, while its `elapsed_ms` is the slowest shard's).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Timing {

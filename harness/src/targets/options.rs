@@ -29,7 +29,7 @@ pub struct VllmOptions {
     /// [`crate::vllm::forkserver`]) instead of starting each one cold.
     pub fork_server: bool,
     /// At most this many frontends start ahead of scripted engine deaths
-    /// (see [`Target::keep_spares`]).
+    /// (see [`Target::keep_spares`](super::Target::keep_spares)).
     pub spare_frontends: usize,
 }
 
