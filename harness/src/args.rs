@@ -13,10 +13,10 @@ use clap::{Args, ValueEnum};
 use mock_engine::Corpus;
 use mock_engine::fixture::Limits as FixtureLimits;
 
-use crate::capture::Limits;
+use crate::capture::CaptureLimits;
 use crate::divergence::Registry;
 use crate::run::{DEFAULT_JOBS, RunOptions};
-use crate::target::{TargetSpec, VllmOptions};
+use crate::targets::{TargetSpec, VllmOptions};
 
 /// The per-request timeout `run`, `matrix` and `validate` default to.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
@@ -114,11 +114,11 @@ impl CaseArgs {
         RunOptions {
             filter: corpus.filter.clone(),
             endpoint: corpus.endpoint,
-            limits: Limits {
+            limits: CaptureLimits {
                 timeout: Duration::from_secs(self.timeout_secs),
                 give_up_after: self.give_up_after,
                 timeouts_in_a_row: self.give_up_after_timeouts,
-                ..Limits::default()
+                ..CaptureLimits::default()
             },
             budget: Duration::from_secs(self.budget_secs),
             snapshots: self.snapshots.clone(),

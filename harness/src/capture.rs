@@ -109,7 +109,7 @@ impl Capture {
 
 /// Limits that keep a misbehaving server from stalling or exhausting the run.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub struct CaptureLimits {
     pub timeout: Duration,
     pub max_body_bytes: usize,
     /// After this many transport failures in a row at one target, `run`
@@ -125,7 +125,7 @@ pub struct Limits {
     pub timeouts_in_a_row: u32,
 }
 
-impl Default for Limits {
+impl Default for CaptureLimits {
     fn default() -> Self {
         Self {
             timeout: Duration::from_secs(30),
@@ -142,7 +142,7 @@ pub async fn capture(
     client: &reqwest::Client,
     base_url: &str,
     request: &RequestSpec,
-    limits: Limits,
+    limits: CaptureLimits,
 ) -> Capture {
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + limits.timeout;
@@ -171,7 +171,7 @@ async fn receive(
     client: &reqwest::Client,
     base_url: &str,
     request: &RequestSpec,
-    limits: Limits,
+    limits: CaptureLimits,
     started: Instant,
     capture: &mut Capture,
 ) -> Result<(), CaptureError> {

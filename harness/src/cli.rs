@@ -10,9 +10,9 @@ use crate::args::{CaseArgs, Color, CorpusArgs, DEFAULT_TIMEOUT_SECS};
 use crate::divergence::Registry;
 use crate::interrupt::Interrupts;
 use crate::report;
-use crate::run::{self, Bar, Progress as _, RunOptions};
-use crate::target::TargetSpec;
-pub use crate::target::VllmArgs;
+use crate::run::{self, RunOptions};
+use crate::targets::TargetSpec;
+pub use crate::targets::VllmArgs;
 use crate::vllm;
 
 /// Conformance harness for vLLM's /inference/v1/generate.
@@ -257,7 +257,7 @@ fn run_command(args: RunArgs) -> ExitCode {
         Ok(r) => r,
         Err(code) => return code,
     };
-    let progress = Bar::on_stderr();
+    let progress = run::progress::console_bar();
     // The first SIGINT or SIGTERM stops the run: the case in flight is
     // dropped, the targets are stopped, and what was done is reported. A
     // second one drops the run at once (the processes it started are killed

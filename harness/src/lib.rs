@@ -6,13 +6,15 @@
 //! What differs between the endpoints lives in [`endpoint`], one module per
 //! family behind one trait; the rest of the pipeline asks it.
 //!
-//! The pipeline, one module per stage: [`target`] starts or names a server,
+//! The pipeline, one module per stage: [`targets`] starts or names a server,
 //! [`capture`] records one exchange, [`sse`] lexes the event stream,
 //! [`normalize`] turns it into a [`normalize::Transcript`], [`diff`] compares
 //! transcripts, [`divergence`] says which differences are known,
-//! [`snapshot`] checks reviewed transcripts, [`report`] tells the result, and
-//! [`run`] ties them together. [`vllm`] and [`process`] start the real vLLM
-//! frontends against the mock engine core.
+//! [`snapshot`] checks reviewed transcripts, and [`report`] tells the result.
+//! [`session`] is the run machinery the commands share (the started targets,
+//! a script registered and one request sent and transcribed, progress);
+//! [`run`], [`fuzz`], [`record`] and [`bench`](mod@bench) are built on it. [`vllm`] and
+//! [`process`] start the real vLLM frontends against the mock engine core.
 
 pub mod args;
 pub mod bench;
@@ -32,8 +34,8 @@ pub mod prompt_lock;
 pub mod record;
 pub mod report;
 pub mod run;
-pub mod script_channel;
+pub mod session;
 pub mod snapshot;
 pub mod sse;
-pub mod target;
+pub mod targets;
 pub mod vllm;

@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::args::{CaseArgs, Color, CorpusArgs};
 use crate::diff::{self, Difference};
-use crate::run::{self, CaseResult, Outcome, Progress, RunReport};
-use crate::target::{FrontendArgs, TargetSpec};
+use crate::run::{self, CaseResult, Outcome, RunReport};
+use crate::targets::{FrontendArgs, TargetSpec};
 use crate::vllm;
 
 #[derive(Debug, Args)]
@@ -351,7 +351,7 @@ pub fn command(args: MatrixArgs) -> ExitCode {
         );
         eprintln!("==> vLLM {version}");
         let started = Instant::now();
-        let progress = crate::run::Bar::on_stderr();
+        let progress = crate::run::progress::console_bar();
         let result = runtime.block_on(run::run(&corpus, &options, &progress));
         progress.finish();
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;

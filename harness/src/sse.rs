@@ -2,7 +2,7 @@
 //!
 //! The harness records a streamed body as the chunks it arrived in and hands
 //! them to [`lex`], which applies the WHATWG "event stream interpretation"
-//! rules and returns a [`Transcript`]: every line (raw bytes, line ending,
+//! rules and returns a [`LexedBody`]: every line (raw bytes, line ending,
 //! kind, source chunks), the events a conforming client dispatches, and
 //! [`Note`]s on everything lexically unusual. [`strict`] replays the same
 //! chunks through the `eventsource-client` crate and reports where a real,
@@ -20,12 +20,12 @@
 //! assert!(matches!(t.notes[0], Note::LineEndings { count: 4, .. }));
 //! ```
 
+mod lexed;
 mod lexer;
 pub mod strict;
-mod transcript;
 
+pub use lexed::{Event, FieldValue, LexedBody, Line, LineEnding, LineKind, Note, Separator};
 pub use lexer::lex;
-pub use transcript::{Event, FieldValue, Line, LineEnding, LineKind, Note, Separator, Transcript};
 
 #[cfg(test)]
 mod tests;

@@ -8,7 +8,7 @@ mod common;
 use common::{Damage, drop_done, spawn_broken_proxy, usage_on_first_chunk};
 use harness::diff::Layer;
 use harness::run::{self, Outcome, RunOptions, RunReport};
-use harness::target::TargetSpec;
+use harness::targets::TargetSpec;
 use mock_engine::{Corpus, Engine, EngineConfig};
 
 fn corpus() -> Corpus {

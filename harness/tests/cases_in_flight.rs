@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::State;
 use harness::run::{self, Outcome, RunOptions};
-use harness::target::TargetSpec;
+use harness::targets::TargetSpec;
 use mock_engine::{Corpus, Fixture, LoadedFixture};
 use serde_json::{Value, json};
 

@@ -11,7 +11,7 @@ use common::{Damage, drop_done, spawn_broken_proxy, usage_off_by_one, usage_on_f
 use harness::fuzz::cases::Endpoints;
 use harness::fuzz::oracle::Property;
 use harness::fuzz::{Found, FuzzOptions, FuzzReport, fuzz, replay_fixture};
-use harness::target::TargetSpec;
+use harness::targets::TargetSpec;
 use mock_engine::script::Endpoint;
 use serde_json::Value;
 

@@ -2,8 +2,8 @@
 //! its control channel as a `url=` target.
 
 use harness::fuzz::{FuzzOptions, fuzz};
-use harness::script_channel::ScriptChannel;
-use harness::target::TargetSpec;
+use harness::session::scripts::ScriptChannel;
+use harness::targets::TargetSpec;
 
 fn options(cases: u32, seed: u64, found: &std::path::Path) -> FuzzOptions {
     FuzzOptions {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use harness::normalize::Body;
 use harness::run::{self, Outcome, RunOptions};
-use harness::target::TargetSpec;
+use harness::targets::TargetSpec;
 use mock_engine::{Corpus, Fixture, LoadedFixture};
 use serde_json::{Value, json};
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use harness::partition::Partition;
 use harness::report::merge::{MergeError, merge_files};
 use harness::run::{self, RunOptions, RunReport};
-use harness::target::TargetSpec;
+use harness::targets::TargetSpec;
 use mock_engine::Corpus;
 
 fn workspace() -> &'static Path {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use harness::report;
 use harness::run::{self, RunOptions, RunReport};
-use harness::target::TargetSpec;
+use harness::targets::TargetSpec;
 use mock_engine::{Corpus, Fixture, LoadedFixture};
 use serde_json::json;
 

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use harness::run::{self, RunOptions};
-use harness::target::TargetSpec;
+use harness::targets::TargetSpec;
 use mock_engine::Corpus;
 
 fn workspace() -> &'static Path {

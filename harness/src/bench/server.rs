@@ -3,7 +3,7 @@
 //! Unlike `run`, the bench starts the reference as a separate process (the
 //! `reference-server` binary built next to `genconform`): its CPU time and
 //! memory then belong to it alone. Its engine is scripted over the script
-//! control channel. The real frontends come from [`crate::target`], their
+//! control channel. The real frontends are a [`TargetSet`] of one, their
 //! engine scripted in-process; `url=` servers are scripted over the control
 //! channel when they have one.
 
@@ -18,7 +18,9 @@ use reference_server::control::SCRIPTS_PATH;
 
 use super::resources::{Scope, group_of, pid_listening_on};
 use crate::process::{Supervised, free_port};
-use crate::target::{Target, TargetSpec, VllmOptions};
+use crate::session::scripts::{ScriptChannel, control_request};
+use crate::session::targets::TargetSet;
+use crate::targets::{TargetSpec, VllmOptions};
 
 /// How to start the bench's servers.
 #[derive(Debug, Clone)]
@@ -30,7 +32,7 @@ pub struct BenchServerOptions {
 
 enum Backend {
     Reference(Box<Supervised>),
-    Harness(Box<Target>),
+    Harness(Box<TargetSet>),
     Url,
 }
 
@@ -52,14 +54,18 @@ impl BenchServer {
                 (url, Backend::Reference(Box::new(process)))
             }
             TargetSpec::VllmRs | TargetSpec::VllmPython | TargetSpec::RealEngine(_) => {
-                let mut target = Target::start(spec.clone(), &Corpus::default(), &options.vllm)
-                    .await
-                    .with_context(|| format!("starting {spec}"))?;
-                let url = target
+                let mut set = TargetSet::start(
+                    std::slice::from_ref(spec),
+                    &Corpus::default(),
+                    &options.vllm,
+                )
+                .await
+                .with_context(|| format!("starting {spec}"))?;
+                let url = set.targets[0]
                     .endpoint(&bench_fixture())
                     .await
                     .map_err(|e| anyhow!("{spec} did not start: {e:?}"))?;
-                (url, Backend::Harness(Box::new(target)))
+                (url, Backend::Harness(Box::new(set)))
             }
             TargetSpec::Url { base, .. } => (base.clone(), Backend::Url),
         };
@@ -82,21 +88,23 @@ impl BenchServer {
 
     /// Makes the engine behind the server answer each prompt with its script.
     pub async fn register(&self, scripts: &[(Vec<u32>, Script)]) -> anyhow::Result<()> {
-        if let Backend::Harness(target) = &self.backend {
-            let engine = target
-                .engine()
-                .ok_or_else(|| anyhow!("{} has no in-process engine", self.spec))?;
+        if let Backend::Harness(set) = &self.backend {
+            let channel = match &set.channels[0] {
+                channel @ ScriptChannel::InProcess(_) => channel,
+                _ => bail!("{} has no in-process engine", self.spec),
+            };
             for (prompt, script) in scripts {
-                engine.register(prompt.clone(), script.clone());
+                channel
+                    .set(&set.client, prompt, Some(script))
+                    .await
+                    .map_err(anyhow::Error::msg)?;
             }
             return Ok(());
         }
         let client = reqwest::Client::new();
-        let url = format!("{}{SCRIPTS_PATH}", self.base_url);
         for (prompt, script) in scripts {
-            let response = client
-                .post(&url)
-                .json(&serde_json::json!({"token_ids": prompt, "script": script}))
+            let (url, request) = control_request(&client, &self.base_url, prompt, Some(script));
+            let response = request
                 .send()
                 .await
                 .with_context(|| format!("POST {url}"))?;
@@ -120,7 +128,7 @@ impl BenchServer {
     pub async fn stop(self) {
         match self.backend {
             Backend::Reference(process) => process.stop(Duration::from_secs(10)).await,
-            Backend::Harness(target) => target.stop().await,
+            Backend::Harness(set) => set.stop().await,
             Backend::Url => {}
         }
     }

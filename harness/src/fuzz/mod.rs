@@ -25,37 +25,33 @@
 pub mod cases;
 pub mod found;
 pub mod oracle;
+mod replay;
+mod round;
 pub mod shard;
 pub mod soak;
+mod trial;
 pub mod verdict;
 
-use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::IsTerminal as _;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use futures::StreamExt as _;
-use indicatif::{ProgressBar, ProgressStyle};
 use mock_engine::{Corpus, Fixture};
-use proptest::test_runner::{
-    Config, FileFailurePersistence, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner,
-};
 
-use crate::capture::{self, Limits};
+use crate::capture::CaptureLimits;
 use crate::divergence::Registry;
-use crate::divergence::facts::CaseFacts;
 use crate::interrupt::{Interrupt, Interrupts};
 use crate::partition::Partition;
 use crate::prompt_lock::PromptLocks;
-use crate::run::transcribe;
-use crate::script_channel::{ScriptChannel, probe_control};
-use crate::target::{Target, TargetSpec, Unavailable, VllmOptions};
+use crate::session::progress::stderr_line;
+use crate::session::targets::TargetSet;
+use crate::targets::{TargetSpec, VllmOptions};
 use cases::{Case, Endpoints, Scope};
-use oracle::{Expected, Property, Violation};
-use verdict::{Exchange, Failure, Row};
+use oracle::Violation;
+pub use replay::replay_fixture;
+use round::{Shared, round};
 
 /// `genconform fuzz`.
 #[derive(Debug, Clone, Args)]
@@ -126,7 +122,7 @@ pub struct FuzzArgs {
     #[arg(long, value_name = "PATH")]
     pub report_json: Option<PathBuf>,
     #[command(flatten)]
-    pub vllm: crate::target::VllmArgs,
+    pub vllm: crate::targets::VllmArgs,
 }
 
 /// What a fuzz run needs.
@@ -136,7 +132,7 @@ pub struct FuzzOptions {
     pub cases: u32,
     pub endpoints: Endpoints,
     pub seed: u64,
-    pub limits: Limits,
+    pub limits: CaptureLimits,
     pub registry: Registry,
     pub found_dir: PathBuf,
     /// proptest's regression file, if any.
@@ -165,9 +161,9 @@ impl Default for FuzzOptions {
             cases: 256,
             endpoints: Endpoints::default(),
             seed: 0,
-            limits: Limits {
+            limits: CaptureLimits {
                 timeout: Duration::from_secs(10),
-                ..Limits::default()
+                ..CaptureLimits::default()
             },
             registry: Registry::default(),
             found_dir: PathBuf::from("fixtures/found"),
@@ -314,9 +310,9 @@ pub fn fuzz_command(args: FuzzArgs) -> ExitCode {
         cases: args.cases,
         endpoints: args.endpoint,
         seed,
-        limits: Limits {
+        limits: CaptureLimits {
             timeout: Duration::from_secs(args.timeout_secs),
-            ..Limits::default()
+            ..CaptureLimits::default()
         },
         registry,
         found_dir: args.found_dir,
@@ -360,14 +356,6 @@ pub fn fuzz_command(args: FuzzArgs) -> ExitCode {
     }
 }
 
-/// The targets of a run, with how each takes scripts.
-struct Bench {
-    targets: Vec<Target>,
-    channels: Vec<ScriptChannel>,
-    names: Vec<String>,
-    client: reqwest::Client,
-}
-
 /// Runs the fuzzer on a runtime of its own (proptest's runner is
 /// synchronous): one round, the seed's.
 pub fn fuzz(options: &FuzzOptions) -> anyhow::Result<FuzzReport> {
@@ -407,27 +395,23 @@ pub fn fuzz_rounds(options: &FuzzOptions, until: Until) -> anyhow::Result<Vec<Fu
     };
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
-    let bench = runtime.block_on(Bench::start(options))?;
+    let set = runtime.block_on(TargetSet::start(
+        &options.targets,
+        &Corpus::default(),
+        &options.vllm,
+    ))?;
     let real_frontends = options
         .targets
         .iter()
         .any(|t| matches!(t, TargetSpec::VllmRs | TargetSpec::VllmPython));
     let scope = Scope {
-        scripts: bench
-            .channels
-            .iter()
-            .all(|c| !matches!(c, ScriptChannel::None)),
+        scripts: set.all_scripted(),
         late_prompt_info: !real_frontends,
         engine_failures: !real_frontends,
         endpoints: options.endpoints,
     };
-    let channels = bench
-        .names
-        .iter()
-        .cloned()
-        .zip(bench.channels.iter().map(ScriptChannel::label))
-        .collect();
-    let names = bench.names.clone();
+    let channels = set.channel_labels();
+    let names = set.names.clone();
     // SIGINT or SIGTERM lets the cases in flight finish and sends no more;
     // a shrink stops where it is, the targets stop, and a minimal case found
     // so far is still written.
@@ -438,11 +422,11 @@ pub fn fuzz_rounds(options: &FuzzOptions, until: Until) -> anyhow::Result<Vec<Fu
         None
     };
     let interrupted = || interrupts.as_ref().and_then(Interrupts::first);
-    let bench = tokio::sync::Mutex::new(bench);
+    let set = tokio::sync::Mutex::new(set);
     let locks = PromptLocks::default();
     let shared = Shared {
         runtime: &runtime,
-        bench: &bench,
+        set: &set,
         locks: &locks,
         scope,
         channels,
@@ -462,7 +446,7 @@ pub fn fuzz_rounds(options: &FuzzOptions, until: Until) -> anyhow::Result<Vec<Fu
                 None => "clean".to_string(),
                 Some(f) => format!("FAILED: {} against {}", f.violation.property, f.target),
             };
-            progress_line(format_args!(
+            stderr_line(format_args!(
                 "round of seed {seed}: {} cases in {:.1} s, {verdict}",
                 report.exchanged,
                 report.elapsed.as_secs_f64()
@@ -476,198 +460,8 @@ pub fn fuzz_rounds(options: &FuzzOptions, until: Until) -> anyhow::Result<Vec<Fu
         }
         seed = seed.wrapping_add(1);
     }
-    let bench = bench.into_inner();
-    runtime.block_on(async {
-        for target in bench.targets {
-            target.stop().await;
-        }
-    });
+    runtime.block_on(set.into_inner().stop());
     Ok(rounds)
-}
-
-/// What every round of a run shares: the runtime, the targets and how
-/// they take scripts.
-struct Shared<'a> {
-    runtime: &'a tokio::runtime::Runtime,
-    bench: &'a tokio::sync::Mutex<Bench>,
-    locks: &'a PromptLocks,
-    scope: Scope,
-    channels: Vec<(String, &'static str)>,
-    names: Vec<String>,
-    interrupted: &'a dyn Fn() -> Option<Interrupt>,
-}
-
-/// One round: the seed's case stream, judged, and its first failure shrunk.
-fn round(shared: &Shared<'_>, options: &FuzzOptions) -> FuzzReport {
-    let Shared {
-        runtime,
-        bench,
-        locks,
-        scope,
-        ..
-    } = *shared;
-    let interrupted = shared.interrupted;
-    let names = shared.names.clone();
-    let channels = shared.channels.clone();
-    let exchanged = Cell::new(0u64);
-    let mut ran = Vec::new();
-    let bar = Bar::new(options.progress, u64::from(options.cases));
-    let started = Instant::now();
-
-    // 1. The case stream, drawn as proptest's runner draws it: the runner
-    // draws the next case the same way whatever the last one's verdict (it
-    // only shrinks after a failure), so this is the stream a serial run sees.
-    let stream = shard::Sharded::new(cases::case(scope), options.partition);
-    let drawn = RefCell::new(Vec::new());
-    let drawing = TestRunner::new_with_rng(config(options), rng(options.seed)).run(
-        &stream,
-        |(mine, case)| {
-            drawn.borrow_mut().push((mine, case));
-            Ok(())
-        },
-    );
-    let drawn = drawn.into_inner();
-
-    // 2. This shard's cases, up to `jobs` in flight, judged in stream order:
-    // the first failure in the stream is the one reported, whichever case
-    // finished first.
-    let mut first_failure = None;
-    let mut judged = 0usize;
-    // Per registry entry, the cases where it explained a target's break of
-    // the contract.
-    let mut known: BTreeMap<String, u64> = BTreeMap::new();
-    // The last failure an exchange showed, proptest's minimal case's: if the
-    // case passes when run again, it still names the property and target.
-    let last_seen: RefCell<Option<Failure>> = RefCell::default();
-    runtime.block_on(async {
-        let mut verdicts = futures::stream::iter(drawn.iter())
-            .map(|(mine, case)| async move {
-                if !mine || interrupted().is_some() {
-                    return None;
-                }
-                Some(exchange(bench, locks, options, case).await)
-            })
-            .buffered(options.jobs.max(1));
-        while let Some(verdict) = verdicts.next().await {
-            if interrupted().is_some() {
-                break;
-            }
-            let case = &drawn[judged].1;
-            judged += 1;
-            match verdict {
-                // Another shard's: a pass here, so the stream goes on as it
-                // would unsharded.
-                None => bar.skipped(),
-                Some(verdict) => {
-                    exchanged.set(exchanged.get() + 1);
-                    ran.push(case.digest());
-                    match verdict {
-                        Ok(explained) => {
-                            for id in explained {
-                                *known.entry(id).or_insert(0) += 1;
-                            }
-                            bar.passed()
-                        }
-                        Err(failure) => {
-                            bar.failing(&failure);
-                            first_failure = Some((judged - 1, failure));
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-    });
-
-    // 3. A failure is shrunk serially by proptest, on the same stream: the
-    // cases before it pass from step 2's verdicts, the failing one fails
-    // with its verdict, and every shrink is exchanged.
-    let stopped_early = first_failure.is_some() || interrupted().is_some();
-    let result = match first_failure {
-        None => drawing.map_err(|e| match e {
-            TestError::Abort(reason) => TestError::Abort(reason),
-            // The drawing pass fails nothing; kept total all the same.
-            TestError::Fail(reason, _) => TestError::Abort(reason),
-        }),
-        Some((at, failure)) => {
-            last_seen.replace(Some(failure.clone()));
-            let calls = Cell::new(0usize);
-            let strategy = shard::Sharded::new(cases::case(scope), options.partition);
-            let mut runner = TestRunner::new_with_rng(config(options), rng(options.seed));
-            runner.run(&strategy, |(mine, case)| {
-                let call = calls.replace(calls.get() + 1);
-                let same = drawn
-                    .get(call)
-                    .is_some_and(|(_, seen)| seen.digest() == case.digest());
-                if same && call < at {
-                    return Ok(());
-                }
-                if same && call == at {
-                    return Err(TestCaseError::fail(failure.to_string()));
-                }
-                if interrupted().is_some() {
-                    return Err(TestCaseError::reject("interrupted"));
-                }
-                if !mine {
-                    return Ok(());
-                }
-                exchanged.set(exchanged.get() + 1);
-                match runtime.block_on(exchange(bench, locks, options, &case)) {
-                    Ok(_) => Ok(()),
-                    Err(failure) => {
-                        bar.failing(&failure);
-                        let reason = failure.to_string();
-                        last_seen.replace(Some(failure));
-                        Err(TestCaseError::fail(reason))
-                    }
-                }
-            })
-        }
-    };
-    bar.finish();
-    let elapsed = started.elapsed();
-    let (found, aborted) = match result {
-        Ok(()) => (None, None),
-        Err(TestError::Abort(reason)) => (None, Some(reason.to_string())),
-        Err(TestError::Fail(reason, (_, case))) => {
-            // Run the minimal case (the smallest so far, if interrupted) once
-            // more, for its violation in full.
-            let again = runtime.block_on(exchange(bench, locks, options, &case));
-            (
-                Some(record(
-                    options,
-                    case,
-                    again.err(),
-                    last_seen.take(),
-                    reason.to_string(),
-                )),
-                None,
-            )
-        }
-    };
-
-    FuzzReport {
-        seed: options.seed,
-        targets: names,
-        channels,
-        scope,
-        exchanged: exchanged.get(),
-        elapsed,
-        found,
-        // The rejects that ended an interrupted run are ours, not a finding.
-        aborted: aborted.filter(|_| interrupted().is_none()),
-        interrupted: interrupted(),
-        partition: options.partition,
-        // The stream as far as it was judged: all of it, unless a failure
-        // or a signal ended the run.
-        generated: if stopped_early {
-            judged as u64
-        } else {
-            stream.generated()
-        },
-        ran,
-        known,
-    }
 }
 
 /// The targets with the contract first. A real frontend is judged against
@@ -683,328 +477,14 @@ fn contract_first(targets: &[TargetSpec]) -> Vec<TargetSpec> {
     }
 }
 
-fn config(options: &FuzzOptions) -> Config {
-    let persistence = options.regressions.as_ref().map(|path| {
-        // proptest wants a 'static path; one per run is a small, bounded leak.
-        let path: &'static str = Box::leak(path.display().to_string().into_boxed_str());
-        Box::new(FileFailurePersistence::Direct(path))
-            as Box<dyn proptest::test_runner::FailurePersistence>
-    });
-    Config {
-        cases: options.cases,
-        max_shrink_iters: options.max_shrink_iters,
-        failure_persistence: persistence,
-        source_file: None,
-        ..Config::default()
-    }
-}
-
-/// A ChaCha generator seeded from `--seed`, so a seed names a run.
-fn rng(seed: u64) -> TestRng {
-    let mut bytes = [0u8; 32];
-    let mut state = seed;
-    for chunk in bytes.chunks_mut(8) {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        chunk.copy_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-    }
-    TestRng::from_seed(RngAlgorithm::ChaCha, &bytes)
-}
-
-/// `again`: the minimal case's failure when run once more; `seen`: the last
-/// failure shrinking saw, for a case that passes when run again.
-fn record(
-    options: &FuzzOptions,
-    case: Case,
-    again: Option<Failure>,
-    seen: Option<Failure>,
-    reason: String,
-) -> Found {
-    let failure = again.unwrap_or_else(|| {
-        // The minimal case passed when run again: the failure depends on
-        // timing. It keeps the property and target it failed on.
-        let flaky = |detail: &str| {
-            format!("did not fail again when re-run (flaky); it failed with: {detail}")
-        };
-        match seen {
-            Some(seen) => Failure {
-                violation: Violation {
-                    property: seen.violation.property,
-                    detail: flaky(&seen.violation.detail),
-                },
-                ..seen
-            },
-            None => Failure {
-                violation: Violation {
-                    property: Property::Transport,
-                    detail: flaky(&reason),
-                },
-                target: "?".into(),
-                twin: false,
-            },
-        }
-    });
-    let primary = case.request_spec(&options.model);
-    let request = if failure.twin {
-        cases::twin(&primary).unwrap_or(primary)
-    } else {
-        primary
-    };
-    let name = found::name(&case, Some(&failure.violation));
-    let description = found::describe(&failure.violation, &failure.target, failure.twin);
-    let fixture = found::fixture(&case, request, name, description);
-    let written = found::write(&options.found_dir, &fixture).map_err(|e| e.to_string());
-    Found {
-        violation: failure.violation,
-        target: failure.target,
-        case,
-        twin: failure.twin,
-        fixture,
-        written,
-        reason,
-    }
-}
-
-impl Bench {
-    async fn start(options: &FuzzOptions) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(0)
-            .build()?;
-        let mut bench = Self {
-            targets: Vec::new(),
-            channels: Vec::new(),
-            names: Vec::new(),
-            client,
-        };
-        let corpus = Corpus::default();
-        for spec in &options.targets {
-            let target = Target::start(spec.clone(), &corpus, &options.vllm).await?;
-            let channel = ScriptChannel::of(&target, &bench.client).await;
-            bench.names.push(target.name());
-            bench.targets.push(target);
-            bench.channels.push(channel);
-        }
-        Ok(bench)
-    }
-}
-
-/// Replays a fixture (a found one, say) against `base` and checks it with
-/// the oracles: when `base` has the control channel, the fixture's script is
-/// set for its prompt (and then counts as known), or, for a fixture without
-/// one, any script another fixture left for that prompt is forgotten so the
-/// generator answers. Returns the violations.
-pub async fn replay_fixture(
-    base: &str,
-    fixture: &Fixture,
-    model: &str,
-    limits: Limits,
-) -> Result<Vec<Violation>, String> {
-    let client = reqwest::Client::new();
-    let scripted = !fixture.engine.steps.is_empty();
-    let prompt = fixture.prompt_token_ids();
-    let script = if (scripted || prompt.is_some()) && probe_control(&client, base).await {
-        let prompt = prompt.ok_or("the fixture's script has no prompt to be chosen by")?;
-        let channel = ScriptChannel::Control(base.to_string());
-        let script = scripted.then_some(&fixture.engine);
-        channel.set(&client, &prompt, script).await?;
-        script
-    } else {
-        None
-    };
-    let capture = capture::capture(&client, base, &fixture.request, limits).await;
-    let transcript = transcribe(&fixture.request, &capture).await;
-    let expected = Expected::new(&fixture.request, model, script);
-    Ok(oracle::check(&expected, &transcript))
-}
-
-/// Sends the case (and its twin) to every target and judges the answers
-/// ([`verdict::judge`]): `Ok` holds the registry entries that explained a
-/// target's break of the contract.
-///
-/// Several cases may be in flight at once ([`FuzzOptions::jobs`]): a case
-/// holds its prompt's [`PromptLocks`] lock from setting its script to its
-/// last answer, so no other case can change the script it is answered from,
-/// and holds the bench only while it sets scripts and finds the servers.
-async fn exchange(
-    bench: &tokio::sync::Mutex<Bench>,
-    locks: &PromptLocks,
-    options: &FuzzOptions,
-    case: &Case,
-) -> Result<BTreeSet<String>, Failure> {
-    let primary = case.request_spec(&options.model);
-    let fixture = found::fixture(
-        case,
-        primary.clone(),
-        found::name(case, None),
-        String::new(),
-    );
-    let script = case.script.as_ref();
-    let mut requests = vec![primary];
-    let probe = Expected::new(&requests[0], &options.model, script);
-    if probe.validity == oracle::Validity::Valid
-        && let Some(twin) = cases::twin(&requests[0])
-    {
-        requests.push(twin);
-    }
-    // What the registry reads of each request (the twin's differs).
-    let facts: Vec<CaseFacts> = requests
-        .iter()
-        .map(|request| {
-            CaseFacts::of(&mock_engine::script::Fixture {
-                request: request.clone(),
-                ..fixture.clone()
-            })
-        })
-        .collect();
-    let prompt = case.prompt();
-    let _prompt = locks.lock(&prompt).await;
-    // Per target: its name, base URL and the script it knows; no base for a
-    // target that skips the case.
-    let mut plan = Vec::new();
-    let client = {
-        let mut guard = bench.lock().await;
-        let Bench {
-            targets,
-            channels,
-            client,
-            ..
-        } = &mut *guard;
-        for (target, channel) in targets.iter_mut().zip(channels.iter()) {
-            let name = target.name();
-            let fail = |detail: String| Failure {
-                violation: Violation {
-                    property: Property::Transport,
-                    detail,
-                },
-                target: name.clone(),
-                twin: false,
-            };
-            let known_script = match channel {
-                ScriptChannel::None => None,
-                _ => script,
-            };
-            channel
-                .set(client, &prompt, known_script)
-                .await
-                .map_err(|e| fail(format!("cannot set the script: {e}")))?;
-            match target.endpoint(&fixture).await {
-                Ok(base) => plan.push((name, Some((base, known_script)))),
-                Err(Unavailable::Skip(_)) => plan.push((name, None)),
-                Err(Unavailable::Error(e)) => return Err(fail(e)),
-            }
-        }
-        client.clone()
-    };
-    let mut rows = Vec::new();
-    for (name, step) in plan {
-        let Some((base, known_script)) = step else {
-            rows.push(Row {
-                name,
-                exchanges: None,
-            });
-            continue;
-        };
-        let mut exchanges = Vec::new();
-        for request in &requests {
-            let capture = capture::capture(&client, &base, request, options.limits).await;
-            exchanges.push(Exchange {
-                expected: Expected::new(request, &options.model, known_script),
-                transcript: transcribe(request, &capture).await,
-            });
-        }
-        rows.push(Row {
-            name,
-            exchanges: Some(exchanges),
-        });
-    }
-    verdict::judge(&rows, &facts, &options.registry, &options.vllm.version)
-}
-
-/// Progress: a bar on a terminal, a line every 100 cases elsewhere.
-struct Bar {
-    bar: Option<ProgressBar>,
-    enabled: bool,
-    passed: Cell<u64>,
-    shrinking: Cell<bool>,
-}
-
-impl Bar {
-    fn new(enabled: bool, total: u64) -> Self {
-        let bar = (enabled && std::io::stderr().is_terminal()).then(|| {
-            let bar = ProgressBar::new(total);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{spinner} [{elapsed}] {bar:30} {pos}/{len} {per_sec} {msg}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-            bar
-        });
-        Self {
-            bar,
-            enabled,
-            passed: Cell::new(0),
-            shrinking: Cell::new(false),
-        }
-    }
-
-    fn passed(&self) {
-        if self.shrinking.get() {
-            return;
-        }
-        self.passed.set(self.passed.get() + 1);
-        match &self.bar {
-            Some(bar) => bar.inc(1),
-            None if self.enabled && self.passed.get().is_multiple_of(100) => {
-                progress_line(format_args!("[{}] cases passed", self.passed.get()));
-            }
-            None => {}
-        }
-    }
-
-    /// Another shard's case went by.
-    fn skipped(&self) {
-        if let Some(bar) = self.bar.as_ref().filter(|_| !self.shrinking.get()) {
-            bar.inc(1);
-        }
-    }
-
-    fn failing(&self, failure: &Failure) {
-        let message = format!("shrinking: {}", failure.violation.property);
-        if !self.shrinking.replace(true) {
-            match &self.bar {
-                Some(bar) => bar.println(format!("failed: {failure}")),
-                None if self.enabled => progress_line(format_args!("failed: {failure}; shrinking")),
-                None => {}
-            }
-        }
-        if let Some(bar) = &self.bar {
-            bar.set_message(message);
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
-}
-
-/// A progress line on stderr. Progress is a courtesy: a closed or full
-/// stderr (`genconform fuzz 2>&1 | head`) must not fail the case being run,
-/// as `eprintln!`'s panic would inside proptest's runner.
-fn progress_line(line: std::fmt::Arguments<'_>) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "{line}");
-}
-
 #[cfg(test)]
 mod tests {
     use proptest::strategy::{Strategy, ValueTree};
 
     use super::*;
+    use crate::fuzz::oracle::Expected;
+    use proptest::test_runner::{Config, TestRunner};
+    use round::rng;
 
     /// The oracles only bite on what the generator reaches: enough valid
     /// streams with each usage mode, plain requests, and each script ending.

@@ -87,7 +87,7 @@ mod tests {
     /// The digests of the cases the shard `partition` would run, and of all.
     fn stream(partition: Option<Partition>, n: usize) -> Vec<(bool, u64)> {
         let strategy = Sharded::new(cases::case(Scope::default()), partition);
-        let mut runner = TestRunner::new_with_rng(Config::default(), super::super::rng(11));
+        let mut runner = TestRunner::new_with_rng(Config::default(), super::super::round::rng(11));
         let drawn = (0..n)
             .map(|_| {
                 let (mine, case) = strategy.new_tree(&mut runner).unwrap().current();

@@ -19,10 +19,10 @@
 //!
 //! ```
 //! use harness::divergence::Registry;
-//! use harness::fuzz::verdict::{Row, judge};
+//! use harness::fuzz::verdict::{TargetAnswers, judge};
 //!
 //! // No target answered (each skipped the case): nothing to judge.
-//! let rows: Vec<Row> = vec![Row { name: "reference".into(), exchanges: None }];
+//! let rows: Vec<TargetAnswers> = vec![TargetAnswers { name: "reference".into(), answers: None }];
 //! assert!(judge(&rows, &[], &Registry::default(), "0.32.0").unwrap().is_empty());
 //! ```
 
@@ -38,7 +38,7 @@ use super::oracle::{self, Expected, Property, Violation};
 
 /// One request of a case and what a target answered.
 #[derive(Debug, Clone)]
-pub struct Exchange {
+pub struct Answer {
     pub expected: Expected,
     pub transcript: Transcript,
 }
@@ -46,9 +46,9 @@ pub struct Exchange {
 /// A target's answers to a case: the request, then its twin (the other
 /// response mode) when the request is valid. `None`: the target skipped it.
 #[derive(Debug, Clone)]
-pub struct Row {
+pub struct TargetAnswers {
     pub name: String,
-    pub exchanges: Option<Vec<Exchange>>,
+    pub answers: Option<Vec<Answer>>,
 }
 
 /// One case's failure on one target.
@@ -75,7 +75,7 @@ const SHOWN_DIFFERENCES: usize = 6;
 /// the registry's entries are scoped by. Returns the ids of the registry
 /// entries that explained a target's break of the contract.
 pub fn judge(
-    rows: &[Row],
+    rows: &[TargetAnswers],
     facts: &[CaseFacts],
     registry: &Registry,
     version: &str,
@@ -84,27 +84,27 @@ pub fn judge(
     let Some(first) = rows.first() else {
         return Ok(known);
     };
-    let fail = |row: &Row, violation: Violation, twin: bool| Failure {
+    let fail = |row: &TargetAnswers, violation: Violation, twin: bool| Failure {
         violation,
         target: row.name.clone(),
         twin,
     };
-    if let Some(baseline) = &first.exchanges
+    if let Some(baseline) = &first.answers
         && let Some((v, twin)) = first_violation(baseline)
     {
         return Err(fail(first, v, twin));
     }
     for row in &rows[1..] {
-        let Some(exchanges) = &row.exchanges else {
+        let Some(answers) = &row.answers else {
             continue;
         };
-        let broken = first_violation(exchanges);
+        let broken = first_violation(answers);
         if let Some((v, twin)) = &broken
             && v.property == Property::Transport
         {
             return Err(fail(row, v.clone(), *twin));
         }
-        let Some(baseline) = &first.exchanges else {
+        let Some(baseline) = &first.answers else {
             // Nothing to explain a break by.
             return match broken {
                 Some((v, twin)) => Err(fail(row, v, twin)),
@@ -120,7 +120,7 @@ pub fn judge(
         };
         let mut explained_by = BTreeSet::new();
         let mut unexplained = None;
-        for (r, (a, b)) in baseline.iter().zip(exchanges).enumerate() {
+        for (r, (a, b)) in baseline.iter().zip(answers).enumerate() {
             let differences = diff::compare(
                 &comparable(&a.transcript),
                 &comparable(&b.transcript),
@@ -186,13 +186,13 @@ pub fn judge(
 
 /// The first invariant a target's answers break: each exchange's own, then
 /// a stream against its non-streamed twin. `bool`: found on the twin.
-fn first_violation(exchanges: &[Exchange]) -> Option<(Violation, bool)> {
-    for (r, x) in exchanges.iter().enumerate() {
+fn first_violation(answers: &[Answer]) -> Option<(Violation, bool)> {
+    for (r, x) in answers.iter().enumerate() {
         if let Some(v) = oracle::check(&x.expected, &x.transcript).into_iter().next() {
             return Some((v, r == 1));
         }
     }
-    if let [a, b] = exchanges {
+    if let [a, b] = answers {
         let (stream, plain) = if a.expected.stream { (a, b) } else { (b, a) };
         if let Some(v) =
             oracle::check_twins(&stream.expected, &stream.transcript, &plain.transcript)
@@ -254,13 +254,13 @@ mod tests {
         )
     }
 
-    fn row(name: &str, expected: &Expected, transcripts: Vec<Transcript>) -> Row {
-        Row {
+    fn row(name: &str, expected: &Expected, transcripts: Vec<Transcript>) -> TargetAnswers {
+        TargetAnswers {
             name: name.into(),
-            exchanges: Some(
+            answers: Some(
                 transcripts
                     .into_iter()
-                    .map(|transcript| Exchange {
+                    .map(|transcript| Answer {
                         expected: expected.clone(),
                         transcript,
                     })

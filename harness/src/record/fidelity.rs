@@ -10,13 +10,13 @@
 use mock_engine::LoadedFixture;
 
 use super::{RecordArgs, Recording, corpus_of};
-use crate::capture::Limits;
+use crate::capture::CaptureLimits;
 use crate::diff::{self, Difference, Kind, Layer};
 use crate::divergence::facts::CaseFacts;
 use crate::divergence::{Compared, Registry};
 use crate::normalize::{Body, StreamSummary, Transcript};
 use crate::run::{self, RunOptions};
-use crate::target::TargetSpec;
+use crate::targets::TargetSpec;
 use crate::vllm::Frontend;
 
 /// One replay, judged.
@@ -167,9 +167,9 @@ pub async fn replay(
     );
     let corpus = corpus_of(recordings);
     let options = RunOptions {
-        limits: Limits {
+        limits: CaptureLimits {
             timeout: std::time::Duration::from_secs(args.timeout_secs),
-            ..Limits::default()
+            ..CaptureLimits::default()
         },
         budget: std::time::Duration::from_secs(3600),
         snapshots: args.snapshots.clone(),

@@ -26,13 +26,14 @@ use clap::Args;
 use mock_engine::script::{Fixture, Recorded, Script};
 use mock_engine::{Corpus, LoadedFixture};
 
-use crate::capture::{self, Limits};
+use crate::capture::CaptureLimits;
 use crate::divergence::Registry;
 use crate::interrupt::Interrupts;
 use crate::normalize::Transcript;
+use crate::session::send;
+use crate::session::targets::TargetSet;
 use crate::snapshot::{self, Store};
-use crate::target::VllmArgs;
-use crate::target::{Target, TargetSpec, Unavailable};
+use crate::targets::{Target, TargetSpec, Unavailable, VllmArgs};
 use crate::vllm::Frontend;
 use requests::RecordRequest;
 use trace::Traces;
@@ -132,10 +133,15 @@ async fn record(args: &RecordArgs) -> anyhow::Result<bool> {
         "starting {} (a real vLLM {} engine core on CPU takes a minute to start)",
         args.target, options.version
     );
-    let mut target = Target::start(args.target.clone(), &Corpus::default(), &options).await?;
-    let limits = Limits {
+    let mut set = TargetSet::start(
+        std::slice::from_ref(&args.target),
+        &Corpus::default(),
+        &options,
+    )
+    .await?;
+    let limits = CaptureLimits {
         timeout: Duration::from_secs(args.timeout_secs),
-        ..Limits::default()
+        ..CaptureLimits::default()
     };
     let recorded = Recorded {
         vllm_version: options.version.clone(),
@@ -147,7 +153,8 @@ async fn record(args: &RecordArgs) -> anyhow::Result<bool> {
     let mut failed = 0;
     for (i, request) in requests.iter().enumerate() {
         let started = Instant::now();
-        match record_one(&mut target, request, &recorded, args, limits).await {
+        let target = &mut set.targets[0];
+        match record_one(target, &set.client, request, &recorded, args, limits).await {
             Ok(recording) => {
                 let summary = summary(&recording.fixture.engine);
                 eprintln!(
@@ -160,7 +167,7 @@ async fn record(args: &RecordArgs) -> anyhow::Result<bool> {
                 recordings.push(recording);
             }
             Err(e) if e.is::<TargetDown>() => {
-                target.stop().await;
+                set.stop().await;
                 return Err(e);
             }
             Err(e) => {
@@ -174,7 +181,7 @@ async fn record(args: &RecordArgs) -> anyhow::Result<bool> {
             }
         }
     }
-    target.stop().await;
+    set.stop().await;
     println!(
         "recorded {}/{} requests from {} into {}",
         recordings.len(),
@@ -200,10 +207,11 @@ fn summary(script: &Script) -> String {
 
 async fn record_one(
     target: &mut Target,
+    client: &reqwest::Client,
     request: &RecordRequest,
     recorded: &Recorded,
     args: &RecordArgs,
-    limits: Limits,
+    limits: CaptureLimits,
 ) -> anyhow::Result<Recording> {
     let mut fixture = Fixture {
         name: request.name.clone(),
@@ -232,11 +240,11 @@ async fn record_one(
     };
     // `endpoint` dropped what the tap saw before this request.
     let mut traces = Traces::default();
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()?;
-    let capture = capture::capture(&client, &base, &fixture.request, limits).await;
-    let transcript = crate::run::transcribe(&fixture.request, &capture).await;
+    let send::Sent {
+        capture,
+        transcript,
+        ..
+    } = send::send(client, &base, &fixture.request, limits).await;
     if let Some(e) = &capture.error {
         let logs = [
             target.log_tail(&fixture, 20),

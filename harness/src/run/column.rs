@@ -22,11 +22,15 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Semaphore};
 
-use super::{CaseResult, Outcome, RunOptions, StartClock, error_case, transcribe};
-use crate::capture::{self, CaptureError};
+use super::RunOptions;
+use super::case::{CaseResult, Outcome};
+use super::timing::StartClock;
+use crate::capture::{self, CaptureError, CaptureLimits};
+use crate::excerpt::KEPT_FLOOD_BYTES;
 use crate::prompt_lock::PromptLocks;
-use crate::script_channel::ScriptChannel;
-use crate::target::{Target, TargetSpec, Unavailable};
+use crate::session::scripts::ScriptChannel;
+use crate::session::send;
+use crate::targets::{Target, TargetSpec, Unavailable};
 use mock_engine::LoadedFixture;
 use mock_engine::script::ServerOptions;
 
@@ -85,10 +89,10 @@ pub(super) struct Column<'a> {
     /// The scripted engine deaths still ahead, per server options: the
     /// target keeps frontends starting for them ([`Target::keep_spares`]).
     deaths: std::sync::Mutex<BTreeMap<ServerOptions, usize>>,
-    /// The base URL of a server started by hand that takes scripts through
-    /// its control channel (a `url=` reference with
-    /// `--enable-script-control`), when the target is one.
-    control: Option<String>,
+    /// How the target's engine takes each case's script: its in-process
+    /// engine, the control channel of a server started by hand (a `url=`
+    /// reference with `--enable-script-control`), or not at all.
+    channel: ScriptChannel,
 }
 
 /// A lock held for the length of a case, shared or whole.
@@ -117,7 +121,7 @@ impl<'a> Column<'a> {
         live: &'a mut Liveness,
         fixtures: &[&LoadedFixture],
         jobs: usize,
-        control: Option<String>,
+        channel: ScriptChannel,
     ) -> Self {
         let mut deaths = BTreeMap::<ServerOptions, usize>::new();
         for loaded in fixtures {
@@ -141,7 +145,7 @@ impl<'a> Column<'a> {
             running: Semaphore::new(jobs),
             prompts: PromptLocks::default(),
             deaths: std::sync::Mutex::new(deaths),
-            control,
+            channel,
         }
     }
 
@@ -168,7 +172,7 @@ impl<'a> Column<'a> {
         };
         if started.elapsed() > options.budget {
             let name = self.target.lock().await.name();
-            return error_case(
+            return CaseResult::error(
                 loaded,
                 &name,
                 format!(
@@ -184,10 +188,10 @@ impl<'a> Column<'a> {
         &self,
         client: &reqwest::Client,
         loaded: &LoadedFixture,
-        limits: capture::Limits,
+        limits: CaptureLimits,
     ) -> CaseResult {
         let fixture = &loaded.fixture;
-        let (name, base, server, engine) = {
+        let (name, base, server) = {
             let mut target = self.target.lock().await;
             let mut live = self.live.lock().await;
             let name = target.name();
@@ -199,16 +203,16 @@ impl<'a> Column<'a> {
                 Err(Unavailable::Skip(reason)) => {
                     return CaseResult {
                         outcome: Outcome::Skipped,
-                        ..error_case(loaded, &name, reason)
+                        ..CaseResult::error(loaded, &name, reason)
                     };
                 }
-                Err(Unavailable::Error(reason)) => return error_case(loaded, &name, reason),
+                Err(Unavailable::Error(reason)) => return CaseResult::error(loaded, &name, reason),
             };
             let server = (base.clone(), target.generation());
             if let Some(reason) = live.gone.get(&server) {
-                return error_case(loaded, &name, format!("not sent: {reason}"));
+                return CaseResult::error(loaded, &name, format!("not sent: {reason}"));
             }
-            (name, base, server, target.engine().cloned())
+            (name, base, server)
         };
         let prompt = match fixture.prompt_token_ids() {
             Some(prompt) => Some(self.prompts.lock(&prompt).await),
@@ -216,33 +220,29 @@ impl<'a> Column<'a> {
         };
         // The prompt is this case's until its last answer, so the script
         // registered now is the one its requests meet.
-        let channel = match (engine, &self.control) {
-            (Some(engine), _) => ScriptChannel::InProcess(engine),
-            (None, Some(base)) => ScriptChannel::Control(base.clone()),
-            (None, None) => ScriptChannel::None,
-        };
-        if let Err(e) = channel.set_for(client, fixture).await {
-            return error_case(
+        if let Err(e) = self.channel.set_for(client, fixture).await {
+            return CaseResult::error(
                 loaded,
                 &name,
                 format!("not sent: cannot set its script: {e}"),
             );
         }
-        let mut capture = capture::capture(client, &base, &fixture.request, limits).await;
-        drop(prompt);
         // A body past the cap makes the case an error whatever it says: its
         // transcript, evidence only, is made from its start.
-        let cut = match capture.error {
-            Some(CaptureError::TooLarge(_)) => capture.keep_first(crate::excerpt::KEPT_FLOOD_BYTES),
-            _ => 0,
-        };
+        let sent =
+            send::send_keeping(client, &base, &fixture.request, limits, KEPT_FLOOD_BYTES).await;
+        drop(prompt);
         if fixture.kills_engine() {
             self.target.lock().await.settle_after_death(fixture).await;
             if let Some(ahead) = self.deaths().get_mut(&fixture.server) {
                 *ahead = ahead.saturating_sub(1);
             }
         }
-        let transcript = transcribe(&fixture.request, &capture).await;
+        let send::Sent {
+            capture,
+            transcript,
+            cut,
+        } = sent;
         let (outcome, reason) = match &capture.error {
             Some(e) => {
                 let log = self
@@ -276,7 +276,7 @@ impl<'a> Column<'a> {
                 0 => Vec::new(),
                 n => vec![format!(
                     "body past the cap: transcribed from its first {} bytes, {n} bytes more not read into it",
-                    crate::excerpt::KEPT_FLOOD_BYTES
+                    KEPT_FLOOD_BYTES
                 )],
             },
             unshown_evidence: Vec::new(),
@@ -295,7 +295,7 @@ impl Column<'_> {
     }
 }
 
-/// Whether a target still answers: after [`capture::Limits::give_up_after`]
+/// Whether a target still answers: after [`CaptureLimits::give_up_after`]
 /// transport failures in a row at one server, its health endpoint is
 /// probed; when that does not answer either, the server's remaining cases
 /// are errors at once instead of costing a timeout each.
@@ -323,7 +323,7 @@ impl Liveness {
         loaded: &LoadedFixture,
         server: Server,
         failure: Option<&CaptureError>,
-        limits: capture::Limits,
+        limits: CaptureLimits,
     ) {
         let timed_out = matches!(failure, Some(CaptureError::Timeout(_)));
         if !timed_out {

@@ -7,9 +7,7 @@
 
 use std::collections::HashMap;
 
-use super::transcript::{
-    Event, FieldValue, Line, LineEnding, LineKind, Note, Separator, Transcript,
-};
+use super::lexed::{Event, FieldValue, LexedBody, Line, LineEnding, LineKind, Note, Separator};
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
@@ -26,7 +24,7 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// assert!(t.events[0].is_split());
 /// assert_eq!(t.notes, [Note::SplitEvents { count: 1, first_line: 1 }]);
 /// ```
-pub fn lex<C: AsRef<[u8]>>(chunks: &[C]) -> Transcript {
+pub fn lex<C: AsRef<[u8]>>(chunks: &[C]) -> LexedBody {
     let mut body = Vec::new();
     // Exclusive end offset of every chunk; non-decreasing, so a binary
     // search maps a byte offset back to the read it came in.
@@ -335,8 +333,8 @@ impl<'a> Lexer<'a> {
         Some(self.notes.len() - 1)
     }
 
-    fn finish(self) -> Transcript {
-        Transcript {
+    fn finish(self) -> LexedBody {
+        LexedBody {
             lines: self.lines,
             events: self.events,
             notes: self.notes,

@@ -24,7 +24,7 @@ use launchdarkly_sdk_transport::{
 };
 use serde::Serialize;
 
-use super::transcript::{LineEnding, LineKind, Transcript};
+use super::lexed::{LexedBody, LineEnding, LineKind};
 
 /// An event as the strict client dispatched it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -284,7 +284,7 @@ impl fmt::Display for Discrepancy {
 /// let found = strict::compare(&lex(&chunks), &theirs);
 /// assert!(matches!(&found[..], [Discrepancy::EventDiffers { property: "retry", .. }]));
 /// ```
-pub fn compare(ours: &Transcript, theirs: &StrictRun) -> Vec<Discrepancy> {
+pub fn compare(ours: &LexedBody, theirs: &StrictRun) -> Vec<Discrepancy> {
     let mut found = Vec::new();
     match &theirs.end {
         StrictEnd::Error(message) => found.push(Discrepancy::StrictRejected {

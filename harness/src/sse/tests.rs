@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use super::strict::{self, Discrepancy, StrictEnd};
 use super::*;
 
-fn one(body: &[u8]) -> Transcript {
+fn one(body: &[u8]) -> LexedBody {
     lex(&[body])
 }
 
@@ -48,7 +48,7 @@ fn a_vllm_stream_has_three_events_and_nothing_to_note() {
 #[test]
 fn empty_body_is_an_empty_transcript() {
     let t = lex::<&[u8]>(&[]);
-    assert_eq!(t, Transcript::default());
+    assert_eq!(t, LexedBody::default());
     let t = lex(&[b"".as_slice(), b""]);
     assert!(t.lines.is_empty() && t.events.is_empty() && t.notes.is_empty());
     assert_eq!(t.chunk_count, 2);
@@ -386,7 +386,7 @@ fn transcript_serializes_with_tagged_kinds() {
 
 // ---- strict cross-check ----
 
-fn strict_of(chunks: &[&[u8]]) -> (Transcript, strict::StrictRun, Vec<Discrepancy>) {
+fn strict_of(chunks: &[&[u8]]) -> (LexedBody, strict::StrictRun, Vec<Discrepancy>) {
     let theirs = strict::run_blocking(chunks, Duration::from_secs(30)).expect("strict run");
     let ours = lex(chunks);
     let found = strict::compare(&ours, &theirs);
@@ -533,7 +533,7 @@ fn split(body: &[u8], cuts: &[prop::sample::Index]) -> Vec<Vec<u8>> {
 }
 
 /// The parts of a transcript that must not depend on chunking.
-fn chunk_free(t: &Transcript) -> impl PartialEq + std::fmt::Debug {
+fn chunk_free(t: &LexedBody) -> impl PartialEq + std::fmt::Debug {
     let lines: Vec<_> = t
         .lines
         .iter()

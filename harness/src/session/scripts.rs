@@ -13,7 +13,7 @@ use mock_engine::Engine;
 use mock_engine::script::{Fixture, Script};
 use reference_server::control::SCRIPTS_PATH;
 
-use crate::target::{Target, TargetSpec};
+use crate::targets::{Target, TargetSpec};
 
 /// How scripts reach a target's engine.
 #[derive(Debug, Clone)]
@@ -64,11 +64,8 @@ impl ScriptChannel {
                 Ok(())
             }
             Self::Control(base) => {
-                let url = format!("{}{SCRIPTS_PATH}", base.trim_end_matches('/'));
-                let body = serde_json::json!({"token_ids": prompt, "script": script});
-                let answer = client
-                    .post(&url)
-                    .json(&body)
+                let (url, request) = control_request(client, base, prompt, script);
+                let answer = request
                     .timeout(Duration::from_secs(5))
                     .send()
                     .await
@@ -98,13 +95,24 @@ impl ScriptChannel {
 /// Whether `base` has the reference server's control channel: forgetting
 /// the script of an empty prompt changes nothing and answers 204.
 pub async fn probe_control(client: &reqwest::Client, base: &str) -> bool {
-    let answer = client
-        .post(format!("{}{SCRIPTS_PATH}", base.trim_end_matches('/')))
-        .json(&serde_json::json!({"token_ids": [], "script": null}))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await;
+    let (_, request) = control_request(client, base, &[], None);
+    let answer = request.timeout(Duration::from_secs(5)).send().await;
     // Exactly 204: a server that answers every request with 200 is not
     // one that took a script.
     answer.is_ok_and(|r| r.status() == reqwest::StatusCode::NO_CONTENT)
+}
+
+/// The control channel's request that sets `prompt`'s script (or, with
+/// `None`, forgets it), with the URL it goes to.
+pub fn control_request(
+    client: &reqwest::Client,
+    base: &str,
+    prompt: &[u32],
+    script: Option<&Script>,
+) -> (String, reqwest::RequestBuilder) {
+    let url = format!("{}{SCRIPTS_PATH}", base.trim_end_matches('/'));
+    let request = client
+        .post(&url)
+        .json(&serde_json::json!({"token_ids": prompt, "script": script}));
+    (url, request)
 }

@@ -348,7 +348,7 @@ fn lines(n: usize) -> String {
 
 /// The lexed body.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Transcript {
+pub struct LexedBody {
     pub lines: Vec<Line>,
     pub events: Vec<Event>,
     pub notes: Vec<Note>,
@@ -358,7 +358,7 @@ pub struct Transcript {
     pub chunk_count: usize,
 }
 
-impl Transcript {
+impl LexedBody {
     /// The data of every dispatched event, in order.
     pub fn data(&self) -> Vec<String> {
         self.events.iter().map(|e| e.data.clone()).collect()
