@@ -12,7 +12,8 @@ use std::fmt;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::normalize::{Body, EventData, StreamSummary, Transcript};
+use crate::normalize::{Body, EventData, Transcript};
+use crate::stream_summary::StreamSummary;
 
 /// The layer a difference lives in, outermost first.
 #[derive(

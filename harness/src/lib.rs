@@ -37,5 +37,6 @@ pub mod run;
 pub mod session;
 pub mod snapshot;
 pub mod sse;
+pub mod stream_summary;
 pub mod targets;
 pub mod vllm;

@@ -35,7 +35,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// Which part of a run this job runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Partition {
-    pub kind: Kind,
+    pub kind: PartitionKind,
     /// This shard, from 1.
     pub shard: u64,
     /// How many shards the run is cut into.
@@ -44,14 +44,14 @@ pub struct Partition {
 
 /// How items are dealt to shards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kind {
+pub enum PartitionKind {
     /// Round-robin over the selection's order.
     Count,
     /// By a stable hash of the item's name.
     Hash,
 }
 
-impl Kind {
+impl PartitionKind {
     pub fn name(self) -> &'static str {
         match self {
             Self::Count => "count",
@@ -65,8 +65,8 @@ impl Partition {
     /// this shard.
     pub fn contains(&self, index: u64, name: &[u8]) -> bool {
         let bucket = match self.kind {
-            Kind::Count => index % self.total,
-            Kind::Hash => hash(name) % self.total,
+            PartitionKind::Count => index % self.total,
+            PartitionKind::Hash => hash(name) % self.total,
         };
         bucket + 1 == self.shard
     }
@@ -103,7 +103,7 @@ pub enum ParseError {
     #[error("expected `count:K/N` or `hash:K/N` (e.g. count:1/4), not `{0}`")]
     Form(String),
     #[error("unknown partition kind `{0}`: expected `count` or `hash`")]
-    Kind(String),
+    PartitionKind(String),
     #[error("`{0}` is not a whole number")]
     Number(String),
     #[error("the number of shards must be at least 1, not {0}")]
@@ -120,9 +120,9 @@ impl FromStr for Partition {
             .split_once(':')
             .ok_or_else(|| ParseError::Form(s.into()))?;
         let kind = match kind {
-            "count" => Kind::Count,
-            "hash" => Kind::Hash,
-            other => return Err(ParseError::Kind(other.into())),
+            "count" => PartitionKind::Count,
+            "hash" => PartitionKind::Hash,
+            other => return Err(ParseError::PartitionKind(other.into())),
         };
         let (shard, total) = rest
             .split_once('/')
@@ -197,7 +197,7 @@ mod tests {
     #[test]
     fn shards_are_disjoint_and_cover_the_selection() {
         let names = names(105);
-        for kind in [Kind::Count, Kind::Hash] {
+        for kind in [PartitionKind::Count, PartitionKind::Hash] {
             for total in 1..=9 {
                 let mut seen = vec![0u32; names.len()];
                 let mut sizes = Vec::new();
@@ -222,7 +222,7 @@ mod tests {
                     "{kind:?} over {total}: some item is in {:?} shards",
                     seen.iter().collect::<BTreeSet<_>>()
                 );
-                if kind == Kind::Count {
+                if kind == PartitionKind::Count {
                     let (min, max) = (sizes.iter().min(), sizes.iter().max());
                     assert!(
                         max.unwrap() - min.unwrap() <= 1,

@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::normalize::{Body, EventData, StreamSummary, Transcript};
+use crate::normalize::{Body, EventData, Transcript};
+use crate::stream_summary::StreamSummary;
 
 /// The file insta's assertions in `harness/tests/snapshots.rs` would name.
 pub const SNAPSHOT_SOURCE: &str = "harness/tests/snapshots.rs";

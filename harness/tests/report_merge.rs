@@ -138,7 +138,7 @@ async fn merged_shards_equal_the_unsharded_run_and_bad_sets_are_refused() {
             untimed(&harness::report::junit(&whole).unwrap()),
             "{cut}: the JUnit"
         );
-        if cut.kind == harness::partition::Kind::Count {
+        if cut.kind == harness::partition::PartitionKind::Count {
             count_paths = paths;
             count_paths.reverse();
         }

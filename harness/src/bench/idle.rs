@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
 
-use super::resources::{Scope, Usage, usage};
+use super::resources::{Measured, Usage, usage};
 
 /// The prompt whose script stalls (distinct from every bench variant).
 pub fn idle_prompt() -> Vec<u32> {
@@ -64,7 +64,7 @@ pub async fn hold_streams(
     request: Vec<u8>,
     count: usize,
     hold: Duration,
-    scope: Option<Scope>,
+    scope: Option<Measured>,
 ) -> IdleResult {
     let before = scope.map(usage);
     let request = Arc::new(request);

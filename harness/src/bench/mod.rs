@@ -352,7 +352,7 @@ mod tests {
         assert_eq!(t.event_lag.count, 60);
         assert_eq!(
             t.measured,
-            Some(resources::Scope::Process(std::process::id() as i32))
+            Some(resources::Measured::Process(std::process::id() as i32))
         );
         let idle = t.idle.as_ref().unwrap();
         assert_eq!((idle.open, idle.failed), (3, 0));

@@ -28,7 +28,7 @@ pub struct TargetResult {
     pub tapped: bool,
     /// Why the target has no figures, when it has none.
     pub failed: Option<String>,
-    pub measured: Option<resources::Scope>,
+    pub measured: Option<resources::Measured>,
     pub started: u64,
     pub ok: u64,
     pub errors: std::collections::BTreeMap<String, u64>,

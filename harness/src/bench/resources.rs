@@ -17,7 +17,7 @@ use serde::Serialize;
 /// Which processes are counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "id")]
-pub enum Scope {
+pub enum Measured {
     Process(i32),
     Group(i32),
 }
@@ -85,16 +85,16 @@ fn add_process(dir: &Path, usage: &mut Usage, ticks: &mut u64) {
 }
 
 /// The usage of `scope` now.
-pub fn usage(scope: Scope) -> Usage {
+pub fn usage(scope: Measured) -> Usage {
     let mut usage = Usage::default();
     let mut ticks = 0;
     match scope {
-        Scope::Process(pid) => add_process(
+        Measured::Process(pid) => add_process(
             &Path::new("/proc").join(pid.to_string()),
             &mut usage,
             &mut ticks,
         ),
-        Scope::Group(pgid) => {
+        Measured::Group(pgid) => {
             for dir in pids() {
                 let in_group = std::fs::read_to_string(dir.join("stat"))
                     .ok()
@@ -274,7 +274,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         assert_eq!(pid_listening_on(port), Some(std::process::id() as i32));
-        let me = usage(Scope::Process(std::process::id() as i32));
+        let me = usage(Measured::Process(std::process::id() as i32));
         assert_eq!(me.processes, 1);
         assert!(me.peak_rss_bytes >= me.rss_bytes && me.rss_bytes > 0);
     }

@@ -16,7 +16,7 @@ use mock_engine::Corpus;
 use mock_engine::script::{Fixture, RequestSpec, Script, ServerOptions};
 use reference_server::control::SCRIPTS_PATH;
 
-use super::resources::{Scope, group_of, pid_listening_on};
+use super::resources::{Measured, group_of, pid_listening_on};
 use crate::process::{Supervised, free_port};
 use crate::session::scripts::{ScriptChannel, control_request};
 use crate::session::targets::TargetSet;
@@ -42,7 +42,7 @@ pub struct BenchServer {
     pub base_url: String,
     pub addr: SocketAddr,
     /// `None`: the server's processes are not visible from here.
-    pub scope: Option<Scope>,
+    pub scope: Option<Measured>,
     backend: Backend,
 }
 
@@ -73,9 +73,9 @@ impl BenchServer {
         let scope = pid_listening_on(addr.port()).map(|pid| match backend {
             // A started frontend leads its process group: count helpers too.
             Backend::Reference(_) | Backend::Harness(_) => {
-                Scope::Group(group_of(pid).unwrap_or(pid))
+                Measured::Group(group_of(pid).unwrap_or(pid))
             }
-            Backend::Url => Scope::Process(pid),
+            Backend::Url => Measured::Process(pid),
         });
         Ok(Self {
             spec: spec.clone(),

@@ -14,8 +14,9 @@ use crate::capture::CaptureLimits;
 use crate::diff::{self, Difference, Kind, Layer};
 use crate::divergence::facts::CaseFacts;
 use crate::divergence::{Compared, Registry};
-use crate::normalize::{Body, StreamSummary, Transcript};
+use crate::normalize::{Body, Transcript};
 use crate::run::{self, RunOptions};
+use crate::stream_summary::StreamSummary;
 use crate::targets::TargetSpec;
 use crate::vllm::Frontend;
 

@@ -51,7 +51,7 @@ const LONG_SCRIPT: Duration = Duration::from_secs(1);
 /// every paced case on vllm-python waits for them to end (the machine lock,
 /// [`Column::case`]). Started first, the fast targets play theirs while
 /// vllm-python is still starting, instead of holding up its paced cases
-/// later (the README, "Long scripts first", has the figures).
+/// later (docs/src/measurements.md, "Long scripts first", has the figures).
 pub(super) fn start_order(fixtures: &[&LoadedFixture]) -> Vec<usize> {
     let group = |i: &usize| {
         let fixture = &fixtures[*i].fixture;

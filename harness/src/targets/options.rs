@@ -85,7 +85,7 @@ pub struct FrontendArgs {
     #[arg(long, default_value_t = 240)]
     pub ready_timeout_secs: u64,
     /// Start every Python frontend cold instead of forking it from a warm
-    /// interpreter that has imported vLLM once (see the README, "Speed").
+    /// interpreter that has imported vLLM once (see docs/src/scheduling.md, "The fork server").
     #[arg(long)]
     pub no_fork_server: bool,
     /// Frontends to start ahead of the fixtures that kill the engine, one at

@@ -11,7 +11,8 @@ use super::{
     refuses_tokenless_logprobs, violation,
 };
 use crate::endpoint::{present, token_ids};
-use crate::normalize::{Body, EventData, StreamSummary, Transcript};
+use crate::normalize::{Body, EventData, Transcript};
+use crate::stream_summary::StreamSummary;
 
 pub(super) fn check_stream(expected: &Expected, t: &Transcript, out: &mut Vec<Violation>) {
     if !content_type(t).starts_with("text/event-stream") {
