@@ -44,7 +44,8 @@ pub struct RecordArgs {
     #[arg(long)]
     pub target: TargetSpec,
     /// JSON Lines: `{"name": .., "body": {..}}` per line, with optional
-    /// `headers`, `server` (like a fixture's) and `description`.
+    /// `endpoint` (`generate`, `completions`, `chat`), `path`, `headers`,
+    /// `server` (like a fixture's) and `description`.
     #[arg(long)]
     pub requests: PathBuf,
     /// Where the recorded fixtures go, one `<name>.json` per line.
@@ -260,6 +261,23 @@ async fn record_one(
             "the engine never finished request {} (the tap saw {} outputs)",
             open.request.request_id,
             open.outputs.len()
+        );
+    }
+    // The mock engine finds a script by the prompt the fixture's body makes
+    // (through the tiny model's tokenizer and chat template); a recording
+    // whose engine saw another prompt would replay the generator instead.
+    if let Some(sent) = traces
+        .first()
+        .and_then(|t| t.request.prompt_token_ids.as_ref())
+        && fixture.prompt_token_ids().as_ref() != Some(sent)
+    {
+        anyhow::bail!(
+            "{} sent the engine the prompt {sent:?}, but the fixture's {} body makes {:?} \
+             (see {}): its script could not be replayed",
+            target.name(),
+            fixture.request.endpoint,
+            fixture.prompt_token_ids(),
+            fixture.request.endpoint.prompt_field()
         );
     }
     fixture.engine = trace::script_of(&traces).map_err(anyhow::Error::msg)?;

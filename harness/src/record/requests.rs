@@ -3,7 +3,12 @@
 //! ```text
 //! {"name": "greedy_8", "body": {"token_ids": [5, 6, 7], "sampling_params": {"max_tokens": 8, "temperature": 0}}}
 //! {"name": "cached_twice", "body": {...}, "headers": {"x-request-id": "a"}, "server": {"enable_prompt_tokens_details": true}}
+//! {"name": "chat_2", "endpoint": "chat", "body": {"messages": [{"role": "user", "content": "t5 t6"}], "max_tokens": 2}}
 //! ```
+//!
+//! A line is a fixture's request, flattened: `endpoint` (`generate` when
+//! absent), `path` (the endpoint's when absent), `body`, `headers`, and the
+//! fixture's `server` and `description`.
 //!
 //! Blank lines and lines starting with `#` are skipped. Errors name the file,
 //! the line and the field.
@@ -11,7 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use mock_engine::script::{RequestSpec, ServerOptions};
+use mock_engine::script::{Endpoint, RequestSpec, ServerOptions};
 use serde::Deserialize;
 
 /// One line.
@@ -27,26 +32,30 @@ pub struct RecordRequest {
     pub headers: BTreeMap<String, String>,
     #[serde(default)]
     pub server: ServerOptions,
-    /// Another path than `/inference/v1/generate`.
+    /// The endpoint the request is for, as a fixture names it: what its
+    /// body means, and so which prompt the engine is scripted for.
+    #[serde(default)]
+    pub endpoint: Endpoint,
+    /// Another path than the endpoint's.
     #[serde(default)]
     pub path: Option<String>,
 }
 
 impl RecordRequest {
     pub fn request_spec(&self) -> RequestSpec {
-        let mut spec = RequestSpec {
+        RequestSpec {
             method: "POST".into(),
+            endpoint: self.endpoint,
+            // Written out, so a recording says where it was sent.
+            path: Some(
+                self.path
+                    .clone()
+                    .unwrap_or_else(|| self.endpoint.path().to_string()),
+            ),
             headers: self.headers.clone(),
             body: Some(self.body.clone()),
             ..RequestSpec::default()
-        };
-        // Written out, so a recording says where it was sent.
-        spec.path = Some(
-            self.path
-                .clone()
-                .unwrap_or_else(|| mock_engine::script::GENERATE_PATH.to_string()),
-        );
-        spec
+        }
     }
 }
 
@@ -139,6 +148,23 @@ mod tests {
         assert!(e.contains("r.jsonl:3: at `server.bogus`"), "{e}");
         assert!(e.contains("r.jsonl:4: "), "{e}");
         assert!(e.contains("r.jsonl:5: at `name`"), "{e}");
+    }
+
+    #[test]
+    fn a_line_names_its_endpoint_as_a_fixture_does() {
+        let text = r#"{"name":"c","endpoint":"chat","body":{"messages":[{"role":"user","content":"t5"}]}}
+{"name":"p","endpoint":"completions","path":"/v1/completions","body":{"prompt":"t5"}}"#;
+        let requests = parse(Path::new("r.jsonl"), text).unwrap();
+        let chat = requests[0].request_spec();
+        assert_eq!(chat.endpoint, Endpoint::Chat);
+        assert_eq!(chat.path(), Endpoint::Chat.path());
+        assert_eq!(requests[1].request_spec().endpoint, Endpoint::Completions);
+        let e = parse(
+            Path::new("r.jsonl"),
+            r#"{"name":"x","endpoint":"embed","body":{}}"#,
+        )
+        .unwrap_err();
+        assert!(e.contains("r.jsonl:1: at `endpoint`"), "{e}");
     }
 
     #[test]

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use mock_engine::script::{LogprobEntry, Script, Step, StopReason};
+use mock_engine::script::{FinishReason, LogprobEntry, Script, Step, StopReason};
 use mock_engine::tap::{TapEvent, Tapped};
 use mock_engine::wire::{EngineCoreOutput, EngineCoreRequest, NdArray, WireStopReason};
 
@@ -40,6 +40,13 @@ impl Trace {
     /// The steps the mock engine replays for this request: one per output,
     /// each after the gap the tap observed before it (from the ADD, for the
     /// first), to the nearest millisecond.
+    ///
+    /// A request the frontend aborted before the engine finished it (a stop
+    /// string is found by the frontend, which then aborts the request in the
+    /// engine) ends with an `abort` finish [`ABORTED_AFTER_MS`] after its
+    /// last output: a replay's frontend aborts it again at the same output,
+    /// long before that step is due, and a frontend that does not would
+    /// show the `abort`.
     pub fn steps(&self) -> Result<Vec<Step>, String> {
         let mut last = self.added_at;
         let mut steps = Vec::with_capacity(self.outputs.len());
@@ -55,9 +62,20 @@ impl Trace {
             step.delay_ms = (gap.as_secs_f64() * 1000.0).round() as u64;
             steps.push(step);
         }
+        if self.aborted && steps.last().is_none_or(|s| s.finish.is_none()) {
+            steps.push(Step {
+                delay_ms: ABORTED_AFTER_MS,
+                finish: Some(FinishReason::Abort),
+                ..Step::default()
+            });
+        }
         Ok(steps)
     }
 }
+
+/// How long after its last output an aborted request's script finishes
+/// with `abort` (see [`Trace::steps`]).
+pub const ABORTED_AFTER_MS: u64 = 2000;
 
 /// One output as a script step (without its delay).
 fn step_of(output: &EngineCoreOutput) -> Result<Step, String> {
@@ -272,6 +290,35 @@ mod tests {
             message,
             frames: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_request_the_frontend_aborted_ends_with_an_abort_long_after() {
+        let t0 = Instant::now();
+        let mut traces = Traces::default();
+        traces.push(event(
+            t0,
+            Tapped::Add(EngineCoreRequest::new("r-1", vec![1, 2])),
+        ));
+        traces.push(event(
+            t0 + Duration::from_millis(4),
+            Tapped::Outputs(EngineCoreOutputs::batch(
+                0,
+                vec![EngineCoreOutput::tokens("r-1", vec![7])],
+                0.0,
+            )),
+        ));
+        assert!(!traces.all_finished());
+        traces.push(event(t0, Tapped::Abort(vec!["r-1".into()])));
+        assert!(traces.all_finished(), "an aborted request is over");
+        let steps = traces.take_all()[0].steps().unwrap();
+        assert_eq!(steps.len(), 2, "{steps:?}");
+        assert_eq!((steps[0].delay_ms, &steps[0].tokens), (4, &vec![7]));
+        assert_eq!(steps[1].finish, Some(FinishReason::Abort));
+        assert_eq!(
+            (steps[1].delay_ms, steps[1].tokens.len()),
+            (ABORTED_AFTER_MS, 0)
+        );
     }
 
     #[test]
