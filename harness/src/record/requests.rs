@@ -6,9 +6,10 @@
 //! {"name": "chat_2", "endpoint": "chat", "body": {"messages": [{"role": "user", "content": "t5 t6"}], "max_tokens": 2}}
 //! ```
 //!
-//! A line is a fixture's request, flattened: `endpoint` (`generate` when
-//! absent), `path` (the endpoint's when absent), `body`, `headers`, and the
-//! fixture's `server` and `description`.
+//! A line is a fixture's request, flattened: `endpoint`, `path` (the
+//! endpoint's when absent), `body`, `headers`, and the fixture's `server`
+//! and `description`. Without an `endpoint`, the one whose path `path` is,
+//! else `generate`.
 //!
 //! Blank lines and lines starting with `#` are skipped. Errors name the file,
 //! the line and the field.
@@ -35,22 +36,33 @@ pub struct RecordRequest {
     /// The endpoint the request is for, as a fixture names it: what its
     /// body means, and so which prompt the engine is scripted for.
     #[serde(default)]
-    pub endpoint: Endpoint,
+    pub endpoint: Option<Endpoint>,
     /// Another path than the endpoint's.
     #[serde(default)]
     pub path: Option<String>,
 }
 
 impl RecordRequest {
+    /// The endpoint named, or the one `path` goes to, or generate.
+    pub fn endpoint(&self) -> Endpoint {
+        self.endpoint.unwrap_or_else(|| {
+            Endpoint::ALL
+                .into_iter()
+                .find(|e| self.path.as_deref() == Some(e.path()))
+                .unwrap_or_default()
+        })
+    }
+
     pub fn request_spec(&self) -> RequestSpec {
+        let endpoint = self.endpoint();
         RequestSpec {
             method: "POST".into(),
-            endpoint: self.endpoint,
+            endpoint,
             // Written out, so a recording says where it was sent.
             path: Some(
                 self.path
                     .clone()
-                    .unwrap_or_else(|| self.endpoint.path().to_string()),
+                    .unwrap_or_else(|| endpoint.path().to_string()),
             ),
             headers: self.headers.clone(),
             body: Some(self.body.clone()),
@@ -159,6 +171,10 @@ mod tests {
         assert_eq!(chat.endpoint, Endpoint::Chat);
         assert_eq!(chat.path(), Endpoint::Chat.path());
         assert_eq!(requests[1].request_spec().endpoint, Endpoint::Completions);
+        // The line of the issue that asked for this: a path, no endpoint.
+        let by_path = r#"{"name": "c_chat1", "path": "/v1/chat/completions", "body": {"model": "tiny", "messages": [{"role": "user", "content": "t10 t11"}], "max_tokens": 5}}"#;
+        let spec = parse(Path::new("r.jsonl"), by_path).unwrap()[0].request_spec();
+        assert_eq!(spec.endpoint, Endpoint::Chat);
         let e = parse(
             Path::new("r.jsonl"),
             r#"{"name":"x","endpoint":"embed","body":{}}"#,
