@@ -118,7 +118,9 @@ pub struct ValidateArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub corpus: CorpusArgs,
-    /// A server to test: `reference` or `url=<base>[,name=<name>]`. Repeat to
+    /// A server to test: `reference`, `vllm-rs`, `vllm-python` (the real
+    /// frontends over the mock engine), `vllm-rs+engine`, `vllm-python+engine`
+    /// (over vLLM's CPU engine core) or `url=<base>[,name=<name>]`. Repeat to
     /// compare; the first is the baseline.
     #[arg(long = "target", default_value = "reference")]
     pub targets: Vec<TargetSpec>,

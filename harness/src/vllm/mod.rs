@@ -23,7 +23,8 @@ pub const DEFAULT_VERSION: &str = "0.32.0";
 
 /// The releases `genconform setup vllm` installs and the parity suite runs
 /// against. The engine-core wire layout of each is read from its install;
-/// 0.32.0 and 0.33.0 also have a hand-written table (for a bare `vllm-rs`).
+/// each also has a hand-written table (`mock_engine::wire::layout`, for a
+/// bare `vllm-rs`), which a test compares with the one read.
 pub const SUPPORTED_VERSIONS: &[&str] = &["0.30.0", "0.31.0", "0.32.0", "0.33.0", "0.34.0"];
 
 /// Requirements that replace a release's own pin (`uv pip install
