@@ -87,16 +87,28 @@ impl Endpoint {
         }
     }
 
-    /// The `n` (samples per request) a body for this endpoint asks for, if
-    /// it says: generate has it in `sampling_params`, completions and chat
-    /// at the top of the body.
-    pub fn n_of(self, body: &Value) -> Option<u64> {
+    /// The body field that holds the sampling knobs (`n`, `max_tokens`,
+    /// `logprobs`, ...) as an object of their own: generate's
+    /// `sampling_params`; completions and chat keep them at the top.
+    pub fn sampling_key(self) -> Option<&'static str> {
         match self {
-            Endpoint::Generate => body.get("sampling_params")?,
-            Endpoint::Completions | Endpoint::Chat => body,
+            Endpoint::Generate => Some("sampling_params"),
+            Endpoint::Completions | Endpoint::Chat => None,
         }
-        .get("n")
-        .and_then(Value::as_u64)
+    }
+
+    /// The object that holds a body's sampling knobs.
+    pub fn sampling(self, body: &Value) -> Option<&Value> {
+        match self.sampling_key() {
+            Some(key) => body.get(key),
+            None => Some(body),
+        }
+    }
+
+    /// The `n` (samples per request) a body for this endpoint asks for, if
+    /// it says.
+    pub fn n_of(self, body: &Value) -> Option<u64> {
+        self.sampling(body)?.get("n").and_then(Value::as_u64)
     }
 
     /// The prompt token ids the engine sees for this body, when it holds

@@ -84,10 +84,6 @@ impl Family for Generate {
         Validity::Valid
     }
 
-    fn sampling_key(&self) -> Option<&'static str> {
-        Some("sampling_params")
-    }
-
     fn logprobs_asked(&self, body: &Value) -> Option<i64> {
         present(self.sampling(body)?, "logprobs")?.as_i64()
     }
@@ -104,6 +100,10 @@ impl Family for Generate {
 
     fn detokenizes(&self) -> bool {
         false
+    }
+
+    fn always_shows_token_ids(&self) -> bool {
+        true
     }
 
     fn logprobs_name_token_ids(&self) -> bool {

@@ -77,19 +77,11 @@ pub trait Family: Send + Sync {
     /// release, checked in its order, and the status of the first refusal.
     fn validity(&self, body: &Value, served_model: &str) -> Validity;
 
-    /// The body field that holds the sampling knobs (`n`, `max_tokens`,
-    /// `logprobs`, `temperature`, ...) as an object of their own, when they
-    /// are not at the top of the body.
-    fn sampling_key(&self) -> Option<&'static str> {
-        None
-    }
-
-    /// The object that holds the sampling knobs.
+    /// The object that holds the sampling knobs (`n`, `max_tokens`,
+    /// `logprobs`, ...): where it is, the engine crate's `Endpoint` says,
+    /// since fixtures need it too.
     fn sampling<'a>(&self, body: &'a Value) -> Option<&'a Value> {
-        match self.sampling_key() {
-            Some(key) => body.get(key),
-            None => Some(body),
-        }
+        self.endpoint().sampling(body)
     }
 
     /// The number of logprob candidates per token asked for, when logprobs
@@ -138,6 +130,12 @@ pub trait Family: Send + Sync {
     /// finishes with `error` before the in-band error.
     fn streams_error_step(&self) -> bool {
         self.detokenizes()
+    }
+
+    /// Every choice carries its `token_ids`, asked for or not (elsewhere
+    /// only with `return_token_ids`), so tokens can be counted on the wire.
+    fn always_shows_token_ids(&self) -> bool {
+        false
     }
 
     /// Logprob entries name their token ids, so they can be matched to the

@@ -54,7 +54,7 @@ pub fn shape(found: &Found) -> String {
         .map(|m| m.keys().cloned().collect())
         .unwrap_or_default();
     let rules = family(request.endpoint);
-    if let Some(key) = rules.sampling_key()
+    if let Some(key) = request.endpoint.sampling_key()
         && let Some(params) = body.get(key).and_then(Value::as_object)
     {
         fields.retain(|k| k != key);

@@ -266,17 +266,18 @@ async fn record_one(
     // The mock engine finds a script by the prompt the fixture's body makes
     // (through the tiny model's tokenizer and chat template); a recording
     // whose engine saw another prompt would replay the generator instead.
+    let made = fixture.prompt_token_ids();
     if let Some(sent) = traces
         .first()
         .and_then(|t| t.request.prompt_token_ids.as_ref())
-        && fixture.prompt_token_ids().as_ref() != Some(sent)
+        && made.as_ref() != Some(sent)
     {
         anyhow::bail!(
             "{} sent the engine the prompt {sent:?}, but the fixture's {} body makes {:?} \
              (see {}): its script could not be replayed",
             target.name(),
             fixture.request.endpoint,
-            fixture.prompt_token_ids(),
+            made,
             fixture.request.endpoint.prompt_field()
         );
     }

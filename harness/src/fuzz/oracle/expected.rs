@@ -194,7 +194,7 @@ impl Expected {
             return_token_ids,
             logprobs: rules.logprobs_asked(&body),
             prompt,
-            token_ids_visible: rules.logprobs_name_token_ids() || return_token_ids,
+            token_ids_visible: rules.always_shows_token_ids() || return_token_ids,
             stop_strings: rules.stop_strings(&body),
             echo: rules.echo(&body),
             text,
