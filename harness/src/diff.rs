@@ -29,6 +29,8 @@ pub enum Layer {
     Json,
     /// What the stream amounts to: tokens, finish reasons, usage, errors.
     Stream,
+    /// What the frontend asked the engine (`engine[i].sampling_params...`).
+    Engine,
     /// Key order: reported, never failed.
     KeyOrder,
 }
@@ -40,6 +42,7 @@ impl fmt::Display for Layer {
             Self::Framing => "framing",
             Self::Json => "json",
             Self::Stream => "stream",
+            Self::Engine => "engine",
             Self::KeyOrder => "key-order",
         })
     }
@@ -169,6 +172,9 @@ pub fn compare(baseline: &Transcript, other: &Transcript, paced: bool) -> Vec<Di
         }),
         _ => {}
     }
+    if let (Some(a), Some(b)) = (&baseline.engine, &other.engine) {
+        compare_engine(a, b, &mut out);
+    }
     for (path, (first, second)) in order_conflicts(&baseline.key_order, &other.key_order) {
         out.push(Difference {
             layer: Layer::KeyOrder,
@@ -217,6 +223,30 @@ fn presence_kind(in_baseline: bool, in_other: bool) -> Kind {
         (false, true) => Kind::Added,
         _ => Kind::Changed,
     }
+}
+
+/// What two frontends asked the engine: request by request when they
+/// asked as many times (a transcript keeps its views sorted), else the
+/// lists.
+fn compare_engine(a: &[Value], b: &[Value], out: &mut Vec<Difference>) {
+    let mut engine = Vec::new();
+    if a.len() == b.len() {
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            json_diff(&format!("engine[{i}]"), Some(x), Some(y), &mut engine);
+        }
+    } else {
+        engine.push(Difference {
+            layer: Layer::Engine,
+            path: "engine".into(),
+            kind: Kind::Changed,
+            baseline: Some(Value::from(a.to_vec())),
+            other: Some(Value::from(b.to_vec())),
+        });
+    }
+    out.extend(engine.into_iter().map(|d| Difference {
+        layer: Layer::Engine,
+        ..d
+    }));
 }
 
 fn compare_events(a: &[EventData], b: &[EventData], paced: bool, out: &mut Vec<Difference>) {

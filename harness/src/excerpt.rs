@@ -232,6 +232,7 @@ mod tests {
             notes: vec!["strict client: differs".to_string(); 5000],
             key_order: Vec::new(),
             error: Some("the body exceeded 16777216 bytes".into()),
+            engine: None,
         };
         let before = serde_json::to_string(&transcript).unwrap().len();
         let more = truncate_transcript(&mut transcript, KEPT_TRANSCRIPT_BYTES);
@@ -261,6 +262,7 @@ mod tests {
             notes: vec!["a note".into()],
             key_order: vec!["$: choices".into()],
             error: None,
+            engine: None,
         };
         let copy = transcript.clone();
         assert_eq!(

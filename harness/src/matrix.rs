@@ -417,6 +417,7 @@ mod tests {
             notes: Vec::new(),
             key_order: Vec::new(),
             error: None,
+            engine: None,
         }
     }
 

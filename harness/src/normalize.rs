@@ -12,8 +12,11 @@
 
 use std::collections::BTreeMap;
 
+use mock_engine::engine_view::EngineView;
 use serde::Serialize;
 use serde_json::{Map, Value};
+
+pub mod engine;
 
 /// Response headers that carry behaviour; the rest (date, length) is noise.
 pub const HEADERS_THAT_MATTER: &[&str] = &[
@@ -75,6 +78,11 @@ pub struct Transcript {
     pub key_order: Vec<String>,
     /// Why the capture is incomplete, if it is.
     pub error: Option<String>,
+    /// What the engine was asked, one object per engine request, sorted
+    /// (see [`engine`]); `None` where it cannot be seen (a target whose
+    /// engine the harness does not own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<Vec<Value>>,
 }
 
 /// Values the client chose, which must not be replaced by placeholders.
@@ -336,13 +344,24 @@ fn number(n: &serde_json::Number) -> Value {
 /// Builds a transcript from the parts of a capture.
 pub struct TranscriptBuilder {
     normalizer: Normalizer,
+    engine: Option<Result<Vec<EngineView>, String>>,
 }
 
 impl TranscriptBuilder {
     pub fn new(client: ClientValues) -> Self {
         Self {
             normalizer: Normalizer::new(client),
+            engine: None,
         }
+    }
+
+    /// What the engine was asked during the exchange ([`EngineWatch::seen`]);
+    /// an error becomes a note.
+    ///
+    /// [`EngineWatch::seen`]: crate::session::watch::EngineWatch::seen
+    pub fn engine(mut self, seen: Option<Result<Vec<EngineView>, String>>) -> Self {
+        self.engine = seen;
+        self
     }
 
     /// `events`: the data of each dispatched event, when the body is an event
@@ -353,7 +372,7 @@ impl TranscriptBuilder {
         headers: &[(String, String)],
         body: &[u8],
         events: Option<Vec<String>>,
-        notes: Vec<String>,
+        mut notes: Vec<String>,
         error: Option<String>,
     ) -> Transcript {
         let headers = headers
@@ -380,6 +399,14 @@ impl TranscriptBuilder {
                 Err(_) => Body::Text(String::from_utf8_lossy(body).into_owned()),
             },
         };
+        let engine = match self.engine {
+            Some(Ok(views)) => Some(self.normalizer.engine_views(&views)),
+            Some(Err(e)) => {
+                notes.push(e);
+                None
+            }
+            None => None,
+        };
         Transcript {
             status,
             headers,
@@ -387,6 +414,7 @@ impl TranscriptBuilder {
             notes,
             key_order: self.normalizer.key_order(),
             error,
+            engine,
         }
     }
 }

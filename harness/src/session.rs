@@ -11,3 +11,4 @@ pub mod progress;
 pub mod scripts;
 pub mod send;
 pub mod targets;
+pub mod watch;

@@ -8,7 +8,8 @@
 //! pinned release's. A change accepted for another release goes there too.
 //!
 //! The text is meant to be read: status, the headers that matter, one event
-//! per line as compact sorted JSON, then the lexical notes and key order.
+//! per line as compact sorted JSON, what the engine was asked (one line per
+//! engine request), then the lexical notes and key order.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -88,6 +89,15 @@ pub fn render(
                         let _ = writeln!(out, "event (text): {t:?}");
                     }
                 }
+            }
+        }
+    }
+    match transcript.engine.as_deref() {
+        None => {}
+        Some([]) => out.push_str("engine: (no request for the fixture's prompt)\n"),
+        Some(views) => {
+            for view in views {
+                let _ = writeln!(out, "engine: {view}");
             }
         }
     }

@@ -18,6 +18,7 @@ pub mod clock;
 pub mod core;
 pub mod endpoint;
 pub mod engine;
+pub mod engine_view;
 pub mod fixture;
 pub mod generator;
 pub mod script;

@@ -229,8 +229,16 @@ impl<'a> Column<'a> {
         }
         // A body past the cap makes the case an error whatever it says: its
         // transcript, evidence only, is made from its start.
-        let sent =
-            send::send_keeping(client, &base, &fixture.request, limits, KEPT_FLOOD_BYTES).await;
+        let watch = self.channel.watch(fixture);
+        let sent = send::send_keeping(
+            client,
+            &base,
+            &fixture.request,
+            limits,
+            KEPT_FLOOD_BYTES,
+            watch,
+        )
+        .await;
         drop(prompt);
         if fixture.kills_engine() {
             self.target.lock().await.settle_after_death(fixture).await;

@@ -13,6 +13,7 @@ use mock_engine::Engine;
 use mock_engine::script::{Fixture, Script};
 use reference_server::control::SCRIPTS_PATH;
 
+use super::watch::EngineWatch;
 use crate::targets::{Target, TargetSpec};
 
 /// How scripts reach a target's engine.
@@ -77,6 +78,17 @@ impl ScriptChannel {
                 }
             }
             Self::None => Ok(()),
+        }
+    }
+
+    /// A watch of what the engine is asked for `fixture`'s prompt, when
+    /// the harness owns the engine and the fixture has a prompt.
+    pub fn watch(&self, fixture: &Fixture) -> Option<EngineWatch> {
+        match self {
+            Self::InProcess(engine) => fixture
+                .prompt_token_ids()
+                .map(|prompt| EngineWatch::new(engine, prompt)),
+            Self::Control(_) | Self::None => None,
         }
     }
 

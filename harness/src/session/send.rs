@@ -18,10 +18,12 @@
 
 use std::time::Duration;
 
+use mock_engine::engine_view::EngineView;
 use mock_engine::script::RequestSpec;
 
 use crate::capture::{self, Capture, CaptureError, CaptureLimits};
 use crate::normalize::{ClientValues, Transcript, TranscriptBuilder};
+use crate::session::watch::EngineWatch;
 use crate::sse;
 
 /// One request's answer.
@@ -42,7 +44,7 @@ pub async fn send(
     limits: CaptureLimits,
 ) -> Sent {
     let capture = capture::capture(client, base, request, limits).await;
-    let transcript = transcribe(request, &capture).await;
+    let transcript = transcribe(request, &capture, None).await;
     Sent {
         capture,
         transcript,
@@ -52,20 +54,23 @@ pub async fn send(
 
 /// [`send`], but a body past the cap is transcribed from its first `kept`
 /// bytes only: it is evidence of a flood, not an answer, and a flooding
-/// target's transcripts would be megabytes each.
+/// target's transcripts would be megabytes each. With a `watch` (started
+/// before this is called), the transcript says what the engine was asked.
 pub async fn send_keeping(
     client: &reqwest::Client,
     base: &str,
     request: &RequestSpec,
     limits: CaptureLimits,
     kept: usize,
+    watch: Option<EngineWatch>,
 ) -> Sent {
     let mut capture = capture::capture(client, base, request, limits).await;
     let cut = match capture.error {
         Some(CaptureError::TooLarge(_)) => capture.keep_first(kept),
         _ => 0,
     };
-    let transcript = transcribe(request, &capture).await;
+    let engine = watch.map(EngineWatch::seen);
+    let transcript = transcribe(request, &capture, engine).await;
     Sent {
         capture,
         transcript,
@@ -78,7 +83,12 @@ const STRICT_LIMIT: Duration = Duration::from_secs(5);
 
 /// Lexes and normalises one capture. An event stream also goes through the
 /// strict client; where it would see something else, that is a note.
-pub async fn transcribe(request: &RequestSpec, capture: &Capture) -> Transcript {
+/// `engine`: what the engine was asked meanwhile, when that can be seen.
+pub async fn transcribe(
+    request: &RequestSpec,
+    capture: &Capture,
+    engine: Option<Result<Vec<EngineView>, String>>,
+) -> Transcript {
     let body = capture.body();
     let (events, notes) = if capture.is_event_stream() {
         let chunks: Vec<&[u8]> = capture.chunks.iter().map(|c| c.bytes.as_ref()).collect();
@@ -101,12 +111,14 @@ pub async fn transcribe(request: &RequestSpec, capture: &Capture) -> Transcript 
     } else {
         (None, Vec::new())
     };
-    TranscriptBuilder::new(ClientValues::from_request(request)).build(
-        capture.status,
-        &capture.headers,
-        &body,
-        events,
-        notes,
-        capture.error.as_ref().map(ToString::to_string),
-    )
+    TranscriptBuilder::new(ClientValues::from_request(request))
+        .engine(engine)
+        .build(
+            capture.status,
+            &capture.headers,
+            &body,
+            events,
+            notes,
+            capture.error.as_ref().map(ToString::to_string),
+        )
 }

@@ -39,6 +39,7 @@ pub fn to_engine_request(request: &EngineCoreRequest) -> EngineRequest {
             .and_then(|s| s.logprobs)
             .map(|k| u32::try_from(k.max(0)).unwrap_or(u32::MAX)),
         prompt_logprobs: sampling.and_then(|s| s.prompt_logprobs),
+        view: Some(request.view.clone()),
     }
 }
 

@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::broadcast;
 
+use crate::engine_view::EngineView;
+
 /// How a request ended, as the engine saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -48,6 +50,7 @@ pub(super) struct Ledger {
     completed: AtomicU64,
     aborted: AtomicU64,
     records: broadcast::Sender<RequestRecord>,
+    arrivals: broadcast::Sender<EngineView>,
 }
 
 impl Ledger {
@@ -57,6 +60,7 @@ impl Ledger {
             completed: AtomicU64::new(0),
             aborted: AtomicU64::new(0),
             records: broadcast::channel(1024).0,
+            arrivals: broadcast::channel(1024).0,
         }
     }
 
@@ -70,6 +74,15 @@ impl Ledger {
 
     pub(super) fn subscribe(&self) -> broadcast::Receiver<RequestRecord> {
         self.records.subscribe()
+    }
+
+    pub(super) fn watch(&self) -> broadcast::Receiver<EngineView> {
+        self.arrivals.subscribe()
+    }
+
+    /// Publishes what an arriving request asked (nobody watching is fine).
+    pub(super) fn arrived(&self, view: EngineView) {
+        let _ = self.arrivals.send(view);
     }
 
     /// Counts one more request in, and gives the guard that counts it out.

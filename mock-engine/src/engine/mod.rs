@@ -46,6 +46,7 @@ pub use self::output::{EngineEvent, EngineOutput, synthetic_logprobs};
 pub use self::stream::EngineStream;
 use self::stream::Steps;
 pub use self::timer::Timer;
+use crate::engine_view::EngineView;
 use crate::fixture::Corpus;
 use crate::generator::{Generator, GeneratorConfig};
 use crate::script::Script;
@@ -62,6 +63,9 @@ pub struct EngineRequest {
     /// Top candidates asked per prompt position (`sampling_params.prompt_logprobs`,
     /// -1 meaning the whole vocabulary).
     pub prompt_logprobs: Option<i64>,
+    /// Everything the frontend asked, when it says: published to
+    /// [`Engine::watch`] as the request arrives.
+    pub view: Option<EngineView>,
 }
 
 impl EngineRequest {
@@ -72,6 +76,7 @@ impl EngineRequest {
             max_tokens: None,
             logprobs: None,
             prompt_logprobs: None,
+            view: None,
         }
     }
 }
@@ -220,10 +225,21 @@ impl Engine {
         self.inner.ledger.subscribe()
     }
 
+    /// A feed of what every request that arrives from now on asked, for
+    /// the requests that carry an [`EngineView`]. A request is published
+    /// before its first output, so a client that has its answer has seen
+    /// the views of the requests behind it.
+    pub fn watch(&self) -> broadcast::Receiver<EngineView> {
+        self.inner.ledger.watch()
+    }
+
     /// Starts a request. Its clock starts now: each step's deadline is the
     /// previous deadline plus the step's delay. A scripted prompt's k-th
     /// request since the registration follows sample k of the script.
-    pub fn submit(&self, request: EngineRequest) -> EngineStream {
+    pub fn submit(&self, mut request: EngineRequest) -> EngineStream {
+        if let Some(view) = request.view.take() {
+            self.inner.ledger.arrived(view);
+        }
         let guard = self
             .inner
             .ledger

@@ -1,10 +1,13 @@
 //! Frontend -> engine messages on the input socket: `[type byte, payload, *aux]`.
 
+use std::collections::BTreeMap;
+
 use rmpv::Value;
 
 use super::error::{Brief, WireError};
 use super::layout::Layout;
 use super::positional::{Reader, Writer, lookup};
+use crate::engine_view::{self, EngineView};
 
 /// The first frame of every input message (`EngineCoreRequestType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +114,8 @@ pub struct EngineCoreRequest {
     /// How many positions the frontend sent (the Rust frontend always sends
     /// them all, Python cuts trailing defaults).
     pub wire_len: usize,
+    /// Everything the frontend asked, in a form two frontends can agree on.
+    pub view: EngineView,
 }
 
 impl EngineCoreRequest {
@@ -126,6 +131,7 @@ impl EngineCoreRequest {
             priority: 0,
             external_req_id: None,
             wire_len: 0,
+            view: EngineView::default(),
         }
     }
 
@@ -166,9 +172,16 @@ impl EngineCoreRequest {
             })?),
             None => None,
         };
+        let request_id = r.str("request_id")?;
+        let prompt_token_ids = r.opt_token_ids("prompt_token_ids", aux)?;
+        let view = EngineView {
+            request_id: request_id.clone(),
+            prompt_token_ids: prompt_token_ids.clone().unwrap_or_default(),
+            fields: view_fields(layout, &value, sampling_params.as_ref()),
+        };
         Ok(Self {
-            request_id: r.str("request_id")?,
-            prompt_token_ids: r.opt_token_ids("prompt_token_ids", aux)?,
+            request_id,
+            prompt_token_ids,
             sampling_params,
             arrival_time: r.float_or("arrival_time", 0.0)?,
             data_parallel_rank: r.opt_int("data_parallel_rank")?,
@@ -178,6 +191,7 @@ impl EngineCoreRequest {
             priority: r.int_or("priority", 0)?,
             external_req_id: r.opt_str("external_req_id")?,
             wire_len: value.as_array().map_or(0, Vec::len),
+            view,
         })
     }
 
@@ -212,6 +226,46 @@ impl EngineCoreRequest {
         );
         super::to_bytes(&w.finish())
     }
+}
+
+/// The fields of a decoded request that differ from their defaults, for its
+/// [`EngineView`]: every field of the layout but the id, the prompt (the
+/// view keeps them apart) and the run-dependent ones.
+fn view_fields(
+    layout: &Layout,
+    value: &Value,
+    sampling: Option<&SamplingParams>,
+) -> BTreeMap<String, serde_json::Value> {
+    let sent = value.as_array().map_or(&[][..], Vec::as_slice);
+    let mut fields = BTreeMap::new();
+    for (position, field) in layout.request.iter().enumerate() {
+        let name = field.name;
+        if matches!(name, "request_id" | "prompt_token_ids")
+            || engine_view::RUN_DEPENDENT_FIELDS.contains(&name)
+        {
+            continue;
+        }
+        if name == "sampling_params" {
+            if let Some(serde_json::Value::Object(map)) =
+                sampling.map(|s| engine_view::msgpack_to_json(&s.raw))
+            {
+                let map = engine_view::canonical_sampling(&map, layout.version);
+                fields.insert(name.to_string(), serde_json::Value::Object(map));
+            }
+            continue;
+        }
+        let Some(sent) = sent.get(position) else {
+            continue;
+        };
+        let sent = engine_view::msgpack_to_json(sent);
+        let default = field.default.value().map_or(serde_json::Value::Null, |d| {
+            engine_view::msgpack_to_json(&d)
+        });
+        if engine_view::differs_from_default(&sent, &default) {
+            fields.insert(name.to_string(), engine_view::comparable(name, &sent));
+        }
+    }
+    fields
 }
 
 /// ABORT: a list of request ids.

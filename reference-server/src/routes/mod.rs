@@ -18,6 +18,7 @@
 
 pub mod chat;
 pub mod completions;
+pub mod engine_view;
 pub mod generate;
 pub mod logprob;
 mod middleware;

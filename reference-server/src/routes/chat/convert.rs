@@ -56,8 +56,7 @@ pub fn prepare(
         .sampling
         .check(&prompt, max_tokens, top_logprobs, limits)?;
     Ok(run::Prepared {
-        max_tokens,
-        logprobs: top_logprobs,
+        params: request.sampling.params(max_tokens, top_logprobs),
         text: request.sampling.text_options(stop),
         response: ChatOptions {
             usage: UsageOptions::new(request.stream, request.stream_options)?,

@@ -62,9 +62,15 @@ pub fn prepare(
                 .map_err(|e| ApiError::invalid_request(e.to_string(), Some("prompt")))?,
         ),
     };
+    let mut params = request.sampling.params(max_tokens, request.logprobs);
+    // vllm-rs 0.32 asks the engine for the prompt's logprobs, as many
+    // candidates as for the output, to echo them in a collected answer
+    // (not in a stream).
+    if request.echo && !request.stream {
+        params.prompt_logprobs = request.logprobs;
+    }
     Ok(run::Prepared {
-        max_tokens,
-        logprobs: request.logprobs,
+        params,
         text: request.sampling.text_options(stop),
         response: CompletionOptions {
             usage: UsageOptions::new(request.stream, request.stream_options)?,

@@ -2,6 +2,7 @@
 //! response side needs to know.
 
 use super::types::GenerateRequest;
+use crate::routes::engine_view::Asked;
 use crate::routes::sampling::{EngineLimits, resolve_count};
 
 /// What the response side needs to know of a valid generate request.
@@ -32,18 +33,32 @@ pub fn options(request: &GenerateRequest) -> GenerateOptions {
     }
 }
 
-/// What the engine is asked, under the id the engine knows the request by.
+/// What the engine is asked, under the id the engine knows the request by
+/// and the one the client sees.
 pub fn engine_request(
     request: &GenerateRequest,
     engine_request_id: String,
+    external_req_id: &str,
     limits: EngineLimits,
 ) -> mock_engine::EngineRequest {
     let params = &request.sampling_params.inner;
+    let max_tokens = limits.max_tokens(request.token_ids.len(), params.max_tokens);
+    let view = Asked {
+        engine_request_id: &engine_request_id,
+        external_req_id,
+        prompt: &request.token_ids,
+        params,
+        max_tokens,
+        cache_salt: request.cache_salt.as_deref(),
+        priority: i64::from(request.priority),
+    }
+    .view();
     let mut engine_request =
         mock_engine::EngineRequest::new(engine_request_id, request.token_ids.clone());
-    engine_request.max_tokens = limits.max_tokens(request.token_ids.len(), params.max_tokens);
+    engine_request.max_tokens = max_tokens;
     engine_request.logprobs = params.logprobs.map(|k| resolve_count(k) as u32);
     engine_request.prompt_logprobs = params.prompt_logprobs.map(i64::from);
+    engine_request.view = Some(view);
     engine_request
 }
 
@@ -61,7 +76,7 @@ mod tests {
 
     #[test]
     fn max_tokens_is_clamped_to_the_room_the_prompt_leaves() {
-        let max_tokens = |body| engine_request(&parse(body), "e".into(), LIMITS).max_tokens;
+        let max_tokens = |body| engine_request(&parse(body), "e".into(), "e", LIMITS).max_tokens;
         assert_eq!(
             max_tokens(r#"{"token_ids":[1,2,3],"sampling_params":{"max_tokens":4294967295}}"#),
             Some(2045)

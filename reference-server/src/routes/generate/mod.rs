@@ -34,7 +34,12 @@ pub(super) async fn generate(
     validate::validate(&body, |m| state.config.serves(m), limits)?;
     let request_id = request_id::resolve(&headers, body.request_id.as_deref());
     let options = convert::options(&body);
-    let engine_request = convert::engine_request(&body, request_id::engine_id(&request_id), limits);
+    let engine_request = convert::engine_request(
+        &body,
+        request_id::engine_id(&request_id),
+        &request_id,
+        limits,
+    );
     let events = state.metrics.meter(state.engine.submit(engine_request));
     if options.stream {
         let chunks = ChunkStream::new(

@@ -16,6 +16,7 @@ use super::events::TextEvents;
 use super::text::{TextOptions, TextPipeline};
 use crate::error::ApiError;
 use crate::request_id;
+use crate::routes::sampling::SamplingParams;
 use crate::routes::sse;
 use crate::routes::{AppState, unix_now};
 
@@ -24,9 +25,10 @@ use crate::routes::{AppState, unix_now};
 #[derive(Debug)]
 pub struct Prepared<R> {
     pub prompt: Vec<u32>,
-    pub max_tokens: Option<u32>,
-    /// Candidates per token asked of the engine (none: no logprobs).
-    pub logprobs: Option<i32>,
+    /// The checked sampling fields: `max_tokens` before clamping to the
+    /// context, `logprobs` the candidates per token asked of the engine
+    /// (none: no logprobs).
+    pub params: SamplingParams,
     pub text: TextOptions,
     pub response: R,
 }
@@ -41,7 +43,7 @@ pub struct Submitted<R> {
 }
 
 /// Submits `prepared` under `request_id` (already carrying the route's
-/// prefix) and starts reading its text.
+/// prefix: vllm-rs's `external_req_id`) and starts reading its text.
 pub(in crate::routes) fn submit<R>(
     state: &AppState,
     request_id: String,
@@ -50,10 +52,10 @@ pub(in crate::routes) fn submit<R>(
 ) -> Result<Submitted<R>, ApiError> {
     let tokenizer = state.config.tokenizer.get();
     let engine_request = super::sampling::engine_request(
-        request_id::engine_id(&request_id),
+        &request_id::engine_id(&request_id),
+        &request_id,
         prepared.prompt.clone(),
-        prepared.max_tokens,
-        prepared.logprobs,
+        &prepared.params,
         state.limits(),
     );
     let text = TextPipeline::new(tokenizer, &prepared.prompt, prepared.text)?;

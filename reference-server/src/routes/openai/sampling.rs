@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 use super::text::TextOptions;
 use crate::error::ApiError;
+use crate::routes::engine_view::Asked;
 use crate::routes::sampling::{
     EngineLimits, SamplingParams, VOCAB_SIZE, check_context_length, check_logprob_count,
     check_sampling, check_vocabulary,
@@ -131,17 +132,32 @@ impl OpenAiSampling {
     }
 }
 
-/// What the engine is asked for a prompt.
+/// What the engine is asked for a prompt, under the id the engine knows it
+/// by and the one the client sees.
 pub fn engine_request(
-    engine_request_id: String,
+    engine_request_id: &str,
+    external_req_id: &str,
     prompt: Vec<u32>,
-    max_tokens: Option<u32>,
-    logprobs: Option<i32>,
+    params: &SamplingParams,
     limits: EngineLimits,
 ) -> mock_engine::EngineRequest {
-    let max_tokens = limits.max_tokens(prompt.len(), max_tokens);
+    let max_tokens = limits.max_tokens(prompt.len(), params.max_tokens);
+    let view = Asked {
+        engine_request_id,
+        external_req_id,
+        prompt: &prompt,
+        params,
+        max_tokens,
+        cache_salt: None,
+        priority: 0,
+    }
+    .view();
     let mut request = mock_engine::EngineRequest::new(engine_request_id, prompt);
     request.max_tokens = max_tokens;
-    request.logprobs = logprobs.map(|k| if k < 0 { VOCAB_SIZE } else { k as u32 });
+    request.logprobs = params
+        .logprobs
+        .map(|k| if k < 0 { VOCAB_SIZE } else { k as u32 });
+    request.prompt_logprobs = params.prompt_logprobs.map(i64::from);
+    request.view = Some(view);
     request
 }
