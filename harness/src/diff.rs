@@ -361,6 +361,30 @@ pub fn render_text_diff(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn what_the_engine_was_asked_is_its_own_layer_and_only_where_both_can_see_it() {
+        let mut a = stream(&["[DONE]"]);
+        let mut b = a.clone();
+        a.engine = Some(vec![
+            serde_json::json!({"sampling_params": {"max_tokens": 8}}),
+        ]);
+        b.engine = Some(vec![
+            serde_json::json!({"sampling_params": {"max_tokens": 100}}),
+        ]);
+        let d = compare(&a, &b, false);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].layer, Layer::Engine);
+        assert_eq!(d[0].path, "engine[0].sampling_params.max_tokens");
+        b.engine = Some(vec![]);
+        let d = compare(&a, &b, false);
+        assert_eq!((d[0].layer, d[0].path.as_str()), (Layer::Engine, "engine"));
+        b.engine = None;
+        assert!(
+            compare(&a, &b, false).is_empty(),
+            "no view: nothing to compare"
+        );
+    }
     use serde_json::json;
 
     use super::*;

@@ -26,7 +26,7 @@
 //!   one frontend leaves to the engine and the other fills in agree: a
 //!   `skip_reading_prefix_cache` left unset, the stop-string hold-back
 //!   (`output_text_buffer_length`), greedy sampling's reset of `top_p`,
-//!   `top_k` and `min_p` ([`derived`]).
+//!   `top_k` and `min_p`.
 //!
 //! ```
 //! use mock_engine::engine_view::canonical_sampling;
@@ -109,7 +109,7 @@ const PINNED_DEFAULTS: &[(&str, DefaultValue)] = {
         ("extra_args", Null),
         ("bad_words", Null),
         ("_bad_words_token_ids", Null),
-        // Derived when unset: see [`derived`] and [`left_out`].
+        // Derived when unset: see `derived` and `left_out`.
         ("skip_reading_prefix_cache", Null),
         ("thinking_token_budget", Null),
         ("repetition_detection", Null),

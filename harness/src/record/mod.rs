@@ -29,7 +29,7 @@ use mock_engine::{Corpus, LoadedFixture};
 use crate::capture::CaptureLimits;
 use crate::divergence::Registry;
 use crate::interrupt::Interrupts;
-use crate::normalize::Transcript;
+use crate::normalize::{ClientValues, Normalizer, Transcript};
 use crate::session::send;
 use crate::session::targets::TargetSet;
 use crate::snapshot::{self, Store};
@@ -243,7 +243,7 @@ async fn record_one(
     let mut traces = Traces::default();
     let send::Sent {
         capture,
-        transcript,
+        mut transcript,
         ..
     } = send::send(client, &base, &fixture.request, limits).await;
     if let Some(e) = &capture.error {
@@ -281,6 +281,11 @@ async fn record_one(
             fixture.request.endpoint.prompt_field()
         );
     }
+    // What the frontend asked the real engine, as a run shows what it asks
+    // the mock one: a replay that asks otherwise is a fidelity difference.
+    let views: Vec<_> = traces.iter().map(|t| t.request.view.clone()).collect();
+    transcript.engine =
+        Some(Normalizer::new(ClientValues::from_request(&fixture.request)).engine_views(&views));
     fixture.engine = trace::script_of(&traces).map_err(anyhow::Error::msg)?;
     let path = args.out.join(format!("{}.json", fixture.name));
     write_fixture(&path, &fixture)?;

@@ -24,8 +24,9 @@ use mock_engine::tap::{TapOptions, run_tap};
 use mock_engine::wire::{EngineCoreRequest, VllmVersion};
 use tokio::sync::mpsc;
 
-use super::trace::{Trace, Traces, msgpack_to_json};
+use super::trace::{Trace, Traces};
 use super::write_fixture;
+use mock_engine::engine_view::msgpack_to_json;
 
 #[derive(Debug, Args)]
 pub struct TapArgs {

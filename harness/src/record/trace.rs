@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use mock_engine::engine_view::msgpack_to_json;
 use mock_engine::script::{FinishReason, LogprobEntry, Script, Step, StopReason};
 use mock_engine::tap::{TapEvent, Tapped};
 use mock_engine::wire::{EngineCoreOutput, EngineCoreRequest, NdArray, WireStopReason};
@@ -156,36 +157,6 @@ fn rows(
                 .collect()
         })
         .collect()
-}
-
-pub(crate) fn msgpack_to_json(value: &rmpv::Value) -> serde_json::Value {
-    use rmpv::Value as V;
-    match value {
-        V::Nil => serde_json::Value::Null,
-        V::Boolean(b) => (*b).into(),
-        V::Integer(i) => i
-            .as_u64()
-            .map(Into::into)
-            .or_else(|| i.as_i64().map(Into::into))
-            .unwrap_or(serde_json::Value::Null),
-        V::F32(f) => (*f).into(),
-        V::F64(f) => (*f).into(),
-        V::String(s) => s.as_str().unwrap_or_default().into(),
-        V::Binary(b) => b.iter().map(|&x| serde_json::Value::from(x)).collect(),
-        V::Array(a) => a.iter().map(msgpack_to_json).collect(),
-        V::Map(m) => m
-            .iter()
-            .map(|(k, v)| {
-                let key = match k {
-                    V::String(s) => s.as_str().unwrap_or_default().to_string(),
-                    other => other.to_string(),
-                };
-                (key, msgpack_to_json(v))
-            })
-            .collect::<serde_json::Map<_, _>>()
-            .into(),
-        V::Ext(_, _) => serde_json::Value::Null,
-    }
 }
 
 /// The requests the tap has seen, in the order they were added.
