@@ -21,6 +21,8 @@
 //! - An empty list or map and `null` mean the same to the engine (vLLM's
 //!   `SamplingParams.__post_init__` turns a `None` stop list into `[]`).
 //! - `_all_stop_token_ids` is a set in vLLM: shown sorted.
+//! - `structured_outputs` is a dataclass that Python writes whole: its
+//!   fields at their defaults (`null`, `false`) are dropped.
 //! - What the engine's `SamplingParams.__post_init__` derives from other
 //!   fields when it decodes the request is derived here too, so a field
 //!   one frontend leaves to the engine and the other fills in agree: a
@@ -273,6 +275,17 @@ pub fn comparable(field: &str, value: &Value) -> Value {
         }
         Value::Array(a) if a.is_empty() => Value::Null,
         Value::Object(o) if o.is_empty() => Value::Null,
+        // A dataclass written whole (Python) or only where set (vllm-rs):
+        // every field of StructuredOutputsParams defaults to none or false.
+        Value::Object(o) if field == "structured_outputs" => Value::Object(
+            o.iter()
+                .map(|(k, v)| (k, comparable(k, v)))
+                .filter(|(_, v)| !v.is_null() && *v != Value::Bool(false))
+                .map(|(k, v)| (k.clone(), v))
+                .collect::<BTreeMap<_, _>>()
+                .into_iter()
+                .collect(),
+        ),
         Value::Array(a) => {
             let mut items: Vec<Value> = a.iter().map(|v| comparable("", v)).collect();
             if field == "_all_stop_token_ids" {
@@ -381,6 +394,16 @@ mod tests {
         assert_eq!(
             view(json!({"temperature": 0, "top_k": 20}), "0.32.0"),
             json!({"temperature": 0})
+        );
+    }
+
+    #[test]
+    fn structured_outputs_keep_only_what_is_set() {
+        let python = json!({"structured_outputs": {"_backend": "xgrammar", "choice": null,
+            "disable_any_whitespace": false, "json_object": true, "regex": null}});
+        assert_eq!(
+            view(python, "0.32.0"),
+            json!({"structured_outputs": {"_backend": "xgrammar", "json_object": true}})
         );
     }
 

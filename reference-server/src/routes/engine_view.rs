@@ -13,6 +13,8 @@
 //! - `watermarking: true`, whatever the engine's watermark config;
 //! - no `stop`, `include_stop_str_in_output` or `ignore_eos`: vllm-rs
 //!   matches stop strings itself;
+//! - the constraint of structured outputs, as given, for the `guidance`
+//!   backend ([`super::structured_outputs`]);
 //! - `reasoning_parser_kwargs: {"chat_template_kwargs": null}` and the
 //!   client's id as `external_req_id`.
 
@@ -99,6 +101,10 @@ impl Asked<'_> {
         if !p.ignore_eos.unwrap_or(false) {
             put("_eos_token_id", Some(Value::from(model::vocabulary::EOS)));
         }
+        put(
+            "structured_outputs",
+            p.structured_outputs.as_ref().map(|s| s.engine_value()),
+        );
         put("watermarking", Some(Value::Bool(true)));
         map
     }

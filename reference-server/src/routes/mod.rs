@@ -26,6 +26,7 @@ mod models;
 pub mod openai;
 pub mod sampling;
 pub mod sse;
+pub mod structured_outputs;
 pub mod usage;
 
 use std::future::Future;

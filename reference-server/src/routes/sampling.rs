@@ -8,6 +8,7 @@
 
 use serde::Deserialize;
 
+use super::structured_outputs::StructuredOutputs;
 use crate::error::ApiError;
 
 /// Largest `logprobs` / `prompt_logprobs` vllm-rs accepts by default (`--max-logprobs`).
@@ -39,6 +40,9 @@ pub struct SamplingParams {
     pub prompt_logprobs: Option<i32>,
     pub stop_token_ids: Option<Vec<u32>>,
     pub ignore_eos: Option<bool>,
+    /// The constraint on the output ([`super::structured_outputs`]); the
+    /// OpenAI routes' `response_format` already applied.
+    pub structured_outputs: Option<StructuredOutputs>,
 }
 
 /// The field names of [`SamplingParams`]: what generate's `sampling_params`
@@ -58,6 +62,7 @@ pub const SAMPLING_PARAM_NAMES: &[&str] = &[
     "prompt_logprobs",
     "stop_token_ids",
     "ignore_eos",
+    "structured_outputs",
 ];
 
 /// What a request is checked against that comes from the engine rather than
@@ -128,6 +133,9 @@ pub fn check_sampling(
         ));
     }
     check_sampling_ranges(params)?;
+    if let Some(structured) = &params.structured_outputs {
+        structured.check()?;
+    }
     Ok(())
 }
 

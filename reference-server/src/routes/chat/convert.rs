@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use super::types::ChatCompletionRequest;
 use crate::error::ApiError;
 use crate::routes::openai::run;
+use crate::routes::openai::sampling::constrained;
 use crate::routes::openai::usage::UsageOptions;
 use crate::routes::sampling::EngineLimits;
 
@@ -55,8 +56,13 @@ pub fn prepare(
     request
         .sampling
         .check(&prompt, max_tokens, top_logprobs, limits)?;
+    let params = constrained(
+        request.sampling.params(max_tokens, top_logprobs),
+        request.structured_outputs.as_ref(),
+        request.response_format.as_ref(),
+    )?;
     Ok(run::Prepared {
-        params: request.sampling.params(max_tokens, top_logprobs),
+        params,
         text: request.sampling.text_options(stop),
         response: ChatOptions {
             usage: UsageOptions::new(request.stream, request.stream_options)?,

@@ -6,6 +6,7 @@ use mock_engine::script::StopReason;
 use serde::{Deserialize, Serialize};
 
 use crate::routes::openai::sampling::OpenAiSampling;
+use crate::routes::structured_outputs::{ResponseFormat, StructuredOutputs};
 use crate::routes::usage::{StreamOptions, Usage};
 
 /// The request. Unknown fields are accepted and ignored.
@@ -37,6 +38,8 @@ pub struct ChatCompletionRequest {
     pub prompt_logprobs: Option<i32>,
     pub request_id: Option<String>,
     pub return_token_ids: Option<bool>,
+    pub structured_outputs: Option<StructuredOutputs>,
+    pub response_format: Option<ResponseFormat>,
     #[serde(flatten)]
     pub sampling: OpenAiSampling,
 }

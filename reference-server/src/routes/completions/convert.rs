@@ -6,6 +6,7 @@ use model::Tokenizer;
 use super::types::{CompletionRequest, DEFAULT_MAX_TOKENS, Prompt};
 use crate::error::ApiError;
 use crate::routes::openai::run;
+use crate::routes::openai::sampling::constrained;
 use crate::routes::openai::usage::UsageOptions;
 use crate::routes::sampling::EngineLimits;
 
@@ -62,7 +63,11 @@ pub fn prepare(
                 .map_err(|e| ApiError::invalid_request(e.to_string(), Some("prompt")))?,
         ),
     };
-    let mut params = request.sampling.params(max_tokens, request.logprobs);
+    let mut params = constrained(
+        request.sampling.params(max_tokens, request.logprobs),
+        request.structured_outputs.as_ref(),
+        request.response_format.as_ref(),
+    )?;
     // vllm-rs 0.32 asks the engine for the prompt's logprobs, as many
     // candidates as for the output, to echo them in a collected answer
     // (not in a stream).

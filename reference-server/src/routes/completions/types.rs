@@ -6,6 +6,7 @@ use mock_engine::script::StopReason;
 use serde::{Deserialize, Serialize};
 
 use crate::routes::openai::sampling::OpenAiSampling;
+use crate::routes::structured_outputs::{ResponseFormat, StructuredOutputs};
 use crate::routes::usage::{StreamOptions, Usage};
 
 /// `max_tokens` when the request has none (or `null`), as in vLLM and OpenAI.
@@ -39,6 +40,8 @@ pub struct CompletionRequest {
     pub add_special_tokens: bool,
     pub request_id: Option<String>,
     pub return_token_ids: Option<bool>,
+    pub structured_outputs: Option<StructuredOutputs>,
+    pub response_format: Option<ResponseFormat>,
     #[serde(flatten)]
     pub sampling: OpenAiSampling,
 }

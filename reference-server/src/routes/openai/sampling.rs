@@ -11,6 +11,7 @@ use crate::routes::sampling::{
     EngineLimits, SamplingParams, VOCAB_SIZE, check_context_length, check_logprob_count,
     check_sampling, check_vocabulary,
 };
+use crate::routes::structured_outputs::{ResponseFormat, StructuredOutputs, resolve};
 
 /// `stop`: one string or a list.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -86,7 +87,8 @@ impl OpenAiSampling {
         Ok(list)
     }
 
-    /// These fields as the sampling parameters every endpoint checks.
+    /// These fields as the sampling parameters every endpoint checks (the
+    /// route adds its structured outputs: [`constrained`]).
     pub fn params(&self, max_tokens: Option<u32>, logprobs: Option<i32>) -> SamplingParams {
         SamplingParams {
             max_tokens,
@@ -103,6 +105,7 @@ impl OpenAiSampling {
             prompt_logprobs: None,
             stop_token_ids: self.stop_token_ids.clone(),
             ignore_eos: Some(self.ignore_eos),
+            structured_outputs: None,
         }
     }
 
@@ -130,6 +133,22 @@ impl OpenAiSampling {
             min_tokens: self.min_tokens.unwrap_or(0),
         }
     }
+}
+
+/// `params` with the OpenAI routes' constraint on the output, checked:
+/// `structured_outputs` as `response_format` leaves it. Both are read at
+/// the top level of the request, not flattened with the sampling fields, so
+/// that a parse error names its path as vllm-rs's does.
+pub fn constrained(
+    mut params: SamplingParams,
+    structured_outputs: Option<&StructuredOutputs>,
+    response_format: Option<&ResponseFormat>,
+) -> Result<SamplingParams, ApiError> {
+    params.structured_outputs = resolve(structured_outputs, response_format);
+    if let Some(structured) = &params.structured_outputs {
+        structured.check()?;
+    }
+    Ok(params)
 }
 
 /// What the engine is asked for a prompt, under the id the engine knows it
