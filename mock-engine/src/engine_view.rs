@@ -28,7 +28,7 @@
 //!   one frontend leaves to the engine and the other fills in agree: a
 //!   `skip_reading_prefix_cache` left unset, the stop-string hold-back
 //!   (`output_text_buffer_length`), greedy sampling's reset of `top_p`,
-//!   `top_k` and `min_p`.
+//!   `top_k` and `min_p`; and `top_k` -1, the older spelling of 0.
 //!
 //! ```
 //! use mock_engine::engine_view::canonical_sampling;
@@ -239,6 +239,11 @@ fn derived(fields: &mut BTreeMap<&str, Value>) {
             );
         }
     }
+    // `top_k` -1 is vLLM's older spelling of 0: no top-k (the sampler
+    // takes every token for either).
+    if fields.get("top_k").and_then(Value::as_i64) == Some(-1) {
+        fields.insert("top_k", json!(0));
+    }
     let greedy = fields
         .get("temperature")
         .and_then(Value::as_f64)
@@ -390,6 +395,7 @@ mod tests {
             view(json!({"skip_reading_prefix_cache": false}), "0.32.0"),
             json!({})
         );
+        assert_eq!(view(json!({"top_k": -1}), "0.32.0"), json!({}));
         // Greedy sampling ignores top-p, top-k and min-p.
         assert_eq!(
             view(json!({"temperature": 0, "top_k": 20}), "0.32.0"),

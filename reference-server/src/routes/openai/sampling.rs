@@ -95,7 +95,9 @@ impl OpenAiSampling {
             min_tokens: self.min_tokens,
             temperature: self.temperature,
             top_p: self.top_p,
-            top_k: None,
+            // vllm-rs passes a positive top_k on; -1 (disabled) it leaves
+            // at the engine's default, 0, which disables it too.
+            top_k: self.top_k.and_then(|k| u32::try_from(k).ok()),
             min_p: self.min_p,
             seed: self.seed,
             presence_penalty: self.presence_penalty,
