@@ -47,6 +47,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use crate::wire::FieldDefault;
+
 /// One request as the engine received it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EngineView {
@@ -69,8 +71,8 @@ pub const RUN_DEPENDENT_FIELDS: &[&str] = &["arrival_time", "client_index", "cur
 /// `SamplingParams`' fields and their defaults in the pinned release, 0.32.0
 /// (`vllm/sampling_params.py`, `class SamplingParams`). 0.33.0 and 0.34.0
 /// have the same; 0.30.0 and 0.31.0 differ in [`release_default`].
-const PINNED_DEFAULTS: &[(&str, DefaultValue)] = {
-    use DefaultValue::{Bool, Float, Int, Null};
+const PINNED_DEFAULTS: &[(&str, FieldDefault)] = {
+    use crate::wire::FieldDefault::{Bool, Float, Int, Nil as Null};
     &[
         ("n", Int(1)),
         ("presence_penalty", Float(0.0)),
@@ -119,25 +121,6 @@ const PINNED_DEFAULTS: &[(&str, DefaultValue)] = {
         ("trace_decode_token_ids", Null),
     ]
 };
-
-#[derive(Debug, Clone, Copy)]
-enum DefaultValue {
-    Null,
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-}
-
-impl DefaultValue {
-    fn json(self) -> Value {
-        match self {
-            Self::Null => Value::Null,
-            Self::Bool(b) => Value::Bool(b),
-            Self::Int(i) => Value::from(i),
-            Self::Float(x) => Value::from(x),
-        }
-    }
-}
 
 /// The pinned release's default of a sampling field (`None`: a field vLLM's
 /// `SamplingParams` does not have, which a frontend sent anyway).
@@ -218,26 +201,21 @@ fn derived(fields: &mut BTreeMap<&str, Value>) {
         .get("include_stop_str_in_output")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    if let (Some(Value::Array(stop)), false) = (fields.get("stop"), include)
-        && let Some(longest) = stop
+    // `stop` is one string or a list of them.
+    let longest = match fields.get("stop") {
+        Some(Value::String(one)) => Some(one.chars().count()),
+        Some(Value::Array(stop)) => stop
             .iter()
             .filter_map(Value::as_str)
             .map(|s| s.chars().count())
-            .max()
-    {
+            .max(),
+        _ => None,
+    };
+    if let (Some(longest), false) = (longest, include) {
         fields.insert(
             "output_text_buffer_length",
             json!(longest.saturating_sub(1)),
         );
-    }
-    if let Some(Value::String(one)) = fields.get("stop") {
-        let longest = one.chars().count();
-        if !include {
-            fields.insert(
-                "output_text_buffer_length",
-                json!(longest.saturating_sub(1)),
-            );
-        }
     }
     // `top_k` -1 is vLLM's older spelling of 0: no top-k (the sampler
     // takes every token for either).

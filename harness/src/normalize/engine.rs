@@ -17,6 +17,8 @@
 //! Views are sorted by their text, so that the order in which a frontend's
 //! concurrent requests (`n` > 1 fanned out) arrived does not matter.
 
+use std::collections::BTreeMap;
+
 use mock_engine::engine_view::EngineView;
 use serde_json::{Map, Value};
 
@@ -27,30 +29,33 @@ const GENERATED_HEX_DIGITS: usize = 8;
 
 impl Normalizer {
     /// `views`, each as one JSON object: `request_id` and the fields sent.
-    pub fn engine_views(&mut self, views: &[EngineView]) -> Vec<Value> {
+    pub fn engine_views(&self, views: &[EngineView]) -> Vec<Value> {
         let mut out: Vec<Value> = views.iter().map(|v| self.engine_view(v)).collect();
         out.sort_by_cached_key(Value::to_string);
         out
     }
 
-    fn engine_view(&mut self, view: &EngineView) -> Value {
-        let mut object = Map::new();
-        let mut fields: Vec<(&str, Value)> = vec![(
+    fn engine_view(&self, view: &EngineView) -> Value {
+        let mut fields: BTreeMap<&str, Value> = view
+            .fields
+            .iter()
+            .map(|(name, value)| match (name.as_str(), value) {
+                ("external_req_id", Value::String(id)) => {
+                    (name.as_str(), Value::String(self.engine_request_id(id)))
+                }
+                _ => (name.as_str(), value.clone()),
+            })
+            .collect();
+        fields.insert(
             "request_id",
             Value::String(self.engine_request_id(&view.request_id)),
-        )];
-        for (name, value) in &view.fields {
-            let value = match (name.as_str(), value) {
-                ("external_req_id", Value::String(id)) => Value::String(self.engine_request_id(id)),
-                _ => value.clone(),
-            };
-            fields.push((name.as_str(), value));
-        }
-        fields.sort_by(|a, b| a.0.cmp(b.0));
-        for (name, value) in fields {
-            object.insert(name.to_string(), value);
-        }
-        Value::Object(object)
+        );
+        Value::Object(
+            fields
+                .into_iter()
+                .map(|(name, value)| (name.to_string(), value))
+                .collect::<Map<_, _>>(),
+        )
     }
 
     /// An engine request id with its generated parts replaced (see the
@@ -147,7 +152,7 @@ mod tests {
 
     #[test]
     fn generated_hex_goes_and_what_the_client_chose_stays() {
-        let mut n = Normalizer::new(ClientValues {
+        let n = Normalizer::new(ClientValues {
             request_ids: vec!["fixed-abcdef0123".into()],
         });
         let views = n.engine_views(&[view(
@@ -164,7 +169,7 @@ mod tests {
 
     #[test]
     fn the_form_of_a_generated_id_stays_and_views_come_sorted() {
-        let mut n = Normalizer::new(ClientValues::default());
+        let n = Normalizer::new(ClientValues::default());
         let views = n.engine_views(&[
             view("1_chatcmpl-d6dcd233-414e437e", json!({})),
             view("cmpl-a3ed646faefe3598-0-82a68306", json!({})),

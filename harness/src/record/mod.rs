@@ -26,10 +26,10 @@ use clap::Args;
 use mock_engine::script::{Fixture, Recorded, Script};
 use mock_engine::{Corpus, LoadedFixture};
 
-use crate::capture::CaptureLimits;
+use crate::capture::{self, CaptureLimits};
 use crate::divergence::Registry;
 use crate::interrupt::Interrupts;
-use crate::normalize::{ClientValues, Normalizer, Transcript};
+use crate::normalize::Transcript;
 use crate::session::send;
 use crate::session::targets::TargetSet;
 use crate::snapshot::{self, Store};
@@ -241,11 +241,8 @@ async fn record_one(
     };
     // `endpoint` dropped what the tap saw before this request.
     let mut traces = Traces::default();
-    let send::Sent {
-        capture,
-        mut transcript,
-        ..
-    } = send::send(client, &base, &fixture.request, limits).await;
+    // Transcribed once the tap has said what the engine was asked.
+    let capture = capture::capture(client, &base, &fixture.request, limits).await;
     if let Some(e) = &capture.error {
         let logs = [
             target.log_tail(&fixture, 20),
@@ -284,8 +281,7 @@ async fn record_one(
     // What the frontend asked the real engine, as a run shows what it asks
     // the mock one: a replay that asks otherwise is a fidelity difference.
     let views: Vec<_> = traces.iter().map(|t| t.request.view.clone()).collect();
-    transcript.engine =
-        Some(Normalizer::new(ClientValues::from_request(&fixture.request)).engine_views(&views));
+    let transcript = send::transcribe(&fixture.request, &capture, Some(Ok(views))).await;
     fixture.engine = trace::script_of(&traces).map_err(anyhow::Error::msg)?;
     let path = args.out.join(format!("{}.json", fixture.name));
     write_fixture(&path, &fixture)?;

@@ -58,6 +58,19 @@ impl FieldDefault {
         }
     }
 
+    /// The default as JSON: what a field left off means (`null` for a
+    /// required field, which has none).
+    pub fn json(self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match self {
+            Self::Required | Self::Nil => J::Null,
+            Self::Int(i) => J::from(i),
+            Self::Bool(b) => J::Bool(b),
+            Self::Float(x) => J::from(x),
+            Self::EmptyArray => J::Array(Vec::new()),
+        }
+    }
+
     /// The default a layout file gives as JSON (`null`, a number, a bool,
     /// `[]`); `None` for one the mock cannot send.
     pub fn from_json(value: &serde_json::Value) -> Option<Self> {

@@ -258,10 +258,7 @@ fn view_fields(
             continue;
         };
         let sent = engine_view::msgpack_to_json(sent);
-        let default = field.default.value().map_or(serde_json::Value::Null, |d| {
-            engine_view::msgpack_to_json(&d)
-        });
-        if engine_view::differs_from_default(&sent, &default) {
+        if engine_view::differs_from_default(&sent, &field.default.json()) {
             fields.insert(name.to_string(), engine_view::comparable(name, &sent));
         }
     }

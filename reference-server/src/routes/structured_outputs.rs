@@ -25,7 +25,7 @@
 //! assert!(two.check().unwrap_err().to_string().contains("regex, choice"));
 //! ```
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
@@ -33,19 +33,28 @@ use crate::error::ApiError;
 /// The backend vllm-rs names for every constraint.
 pub const BACKEND: &str = "guidance";
 
-/// vLLM's `StructuredOutputsParams`: one constraint and its options.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+/// vLLM's `StructuredOutputsParams`: one constraint and its options. Read
+/// from the request; written to the engine with only the fields set (every
+/// field of vLLM's defaults to none or false).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 pub struct StructuredOutputs {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub json: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub regex: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub choice: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub grammar: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub json_object: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub structural_tag: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub disable_any_whitespace: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub disable_additional_properties: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub whitespace_pattern: Option<String>,
 }
 
@@ -84,35 +93,13 @@ impl StructuredOutputs {
     /// The `structured_outputs` of the engine request: the fields set, and
     /// the backend.
     pub fn engine_value(&self) -> Value {
-        let mut map = Map::new();
-        map.insert("_backend".into(), Value::from(BACKEND));
-        let mut put = |name: &str, value: Option<Value>| {
-            if let Some(value) = value {
-                map.insert(name.into(), value);
-            }
+        let mut map = match serde_json::to_value(self) {
+            Ok(Value::Object(map)) => map,
+            // A struct of strings, lists and JSON values always writes as an
+            // object.
+            _ => Map::new(),
         };
-        put("json", self.json.clone());
-        put("regex", self.regex.clone().map(Value::from));
-        put("choice", self.choice.clone().map(Value::from));
-        put("grammar", self.grammar.clone().map(Value::from));
-        put("json_object", self.json_object.map(Value::from));
-        put(
-            "structural_tag",
-            self.structural_tag.clone().map(Value::from),
-        );
-        put(
-            "disable_any_whitespace",
-            self.disable_any_whitespace.then_some(Value::Bool(true)),
-        );
-        put(
-            "disable_additional_properties",
-            self.disable_additional_properties
-                .then_some(Value::Bool(true)),
-        );
-        put(
-            "whitespace_pattern",
-            self.whitespace_pattern.clone().map(Value::from),
-        );
+        map.insert("_backend".into(), Value::from(BACKEND));
         Value::Object(map)
     }
 }
@@ -142,19 +129,18 @@ pub fn resolve(
     response_format: Option<&ResponseFormat>,
 ) -> Option<StructuredOutputs> {
     let mut resolved = structured.cloned();
-    let set = |edit: &dyn Fn(&mut StructuredOutputs), resolved: &mut Option<StructuredOutputs>| {
-        edit(resolved.get_or_insert_with(StructuredOutputs::default));
-    };
     match response_format {
         None | Some(ResponseFormat::Text) => {}
-        Some(ResponseFormat::JsonObject) => set(&|s| s.json_object = Some(true), &mut resolved),
+        // An override without a constraint to amend starts a fresh one.
+        Some(ResponseFormat::JsonObject) => {
+            resolved.get_or_insert_default().json_object = Some(true);
+        }
         Some(ResponseFormat::JsonSchema { json_schema }) => {
-            let schema = json_schema.schema.clone();
-            set(&|s| s.json = schema.clone(), &mut resolved);
+            resolved.get_or_insert_default().json = json_schema.schema.clone();
         }
         Some(ResponseFormat::StructuralTag(tag)) => {
-            let text = Value::Object(tag.clone()).to_string();
-            set(&|s| s.structural_tag = Some(text.clone()), &mut resolved);
+            resolved.get_or_insert_default().structural_tag =
+                Some(Value::Object(tag.clone()).to_string());
         }
     }
     resolved
